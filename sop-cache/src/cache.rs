@@ -1,0 +1,238 @@
+//! [`NodeCache`]: the foyer hybrid cache keyed by physical id.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use foyer::{
+    BlockEngineConfig, DeviceBuilder, Event, EventListener, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
+};
+use sop_core::{BlobStore, Error, ErrorKind, Node, PhysicalId, Result};
+
+use crate::CachedBlob;
+
+/// A local disk tier for the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskTier {
+    /// The directory holding the cache files (created if missing).
+    pub dir: PathBuf,
+    /// Disk capacity in bytes (at least 4 MiB).
+    pub capacity_bytes: usize,
+}
+
+/// Open-time settings of a [`NodeCache`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Memory tier capacity in (approximate) bytes; default 256 MiB.
+    pub memory_bytes: usize,
+    /// Optional disk tier; default none.
+    pub disk: Option<DiskTier>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { memory_bytes: 256 << 20, disk: None }
+    }
+}
+
+/// Counters of a [`NodeCache`] since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Requests served without loading from the blob store.
+    pub hits: u64,
+    /// Loads from the blob store (one per deduplicated miss).
+    pub misses: u64,
+    /// Entries evicted from the memory tier.
+    pub evictions: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+}
+
+struct Evictions(Arc<Counters>);
+
+impl EventListener for Evictions {
+    type Key = u128;
+    type Value = CachedBlob;
+
+    fn on_leave(&self, reason: Event, _key: &u128, _value: &CachedBlob) {
+        if reason == Event::Evict {
+            self.0.evictions.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("sop_cache_evictions_total").increment(1);
+        }
+    }
+}
+
+/// `PhysicalId -> CachedBlob`, with a memory tier and an optional disk tier.
+///
+/// Entries are never stale (blobs are immutable), so there is no
+/// invalidation; [`NodeCache::remove`] only frees space early.
+#[derive(Clone)]
+pub struct NodeCache {
+    cache: HybridCache<u128, CachedBlob>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for NodeCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCache").field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+fn foyer_err(e: foyer::Error) -> Error {
+    if let Some(inner) = e.downcast_ref::<Error>() {
+        return inner.clone();
+    }
+    Error::backend("foyer", ErrorKind::Io, e)
+}
+
+impl NodeCache {
+    /// Builds a cache.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a disk tier under 4 MiB; `Io` when the disk tier's
+    /// directory cannot be used.
+    pub async fn new(config: &CacheConfig) -> Result<Self> {
+        let counters = Arc::new(Counters::default());
+        let builder = HybridCacheBuilder::new()
+            .with_name("sop-node-cache")
+            .with_event_listener(Arc::new(Evictions(counters.clone())))
+            .memory(config.memory_bytes.max(1))
+            .with_weighter(|_: &u128, v: &CachedBlob| v.weight())
+            .storage();
+        let cache = match &config.disk {
+            None => builder.build().await,
+            Some(disk) => {
+                if disk.capacity_bytes < 4 << 20 {
+                    return Err(Error::InvalidInput(format!(
+                        "disk cache capacity {} is under 4 MiB",
+                        disk.capacity_bytes
+                    )));
+                }
+                std::fs::create_dir_all(&disk.dir)
+                    .map_err(|e| Error::io(format!("creating {}", disk.dir.display()), e))?;
+                let device = FsDeviceBuilder::new(&disk.dir)
+                    .with_capacity(disk.capacity_bytes)
+                    .build()
+                    .map_err(foyer_err)?;
+                let engine = BlockEngineConfig::new(device).with_block_size(1 << 20);
+                builder.with_engine_config(engine).build().await
+            }
+        }
+        .map_err(foyer_err)?;
+        Ok(Self { cache, counters })
+    }
+
+    /// The decoded node `id`, from the cache or else loaded from `blobs`
+    /// (once, however many callers miss at the same time).
+    ///
+    /// # Errors
+    /// The blob store's error (`NotFound`, `Io`, ...), or `Corruption` when
+    /// the blob does not decode as a node.
+    pub async fn node(&self, id: PhysicalId, blobs: &Arc<dyn BlobStore>) -> Result<Arc<Node>> {
+        let blobs = blobs.clone();
+        let got = self
+            .get_or_load(id, move || async move {
+                let bytes = blobs.get(id).await?;
+                Ok(CachedBlob::Node(Arc::new(Node::decode(&bytes)?)))
+            })
+            .await?;
+        match got {
+            CachedBlob::Node(n) => Ok(n),
+            CachedBlob::Value(_) => Err(Error::corruption("node", format!("blob {id} is cached as a value"))),
+        }
+    }
+
+    /// The raw value blob `id`, from the cache or else loaded from `blobs`.
+    ///
+    /// # Errors
+    /// The blob store's error.
+    pub async fn value(&self, id: PhysicalId, blobs: &Arc<dyn BlobStore>) -> Result<Bytes> {
+        let blobs = blobs.clone();
+        let got =
+            self.get_or_load(id, move || async move { blobs.get(id).await.map(CachedBlob::Value) }).await?;
+        match got {
+            CachedBlob::Value(b) => Ok(b),
+            CachedBlob::Node(_) => Err(Error::corruption("value", format!("blob {id} is cached as a node"))),
+        }
+    }
+
+    /// The cached blob `id` from the memory tier only, with no I/O.
+    #[must_use]
+    pub fn get_in_memory(&self, id: PhysicalId) -> Option<CachedBlob> {
+        let hit = self.cache.memory().get(&id.as_u128()).map(|e| e.value().clone());
+        if hit.is_some() {
+            self.count_hit();
+        }
+        hit
+    }
+
+    /// `id` from the cache, or else from `load`; concurrent misses on one id
+    /// share one load.
+    ///
+    /// # Errors
+    /// `load`'s error.
+    pub async fn get_or_load<F, Fut>(&self, id: PhysicalId, load: F) -> Result<CachedBlob>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<CachedBlob>> + Send + 'static,
+    {
+        if let Some(hit) = self.get_in_memory(id) {
+            return Ok(hit);
+        }
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let counters = self.counters.clone();
+        let fut = load();
+        let entry = self
+            .cache
+            .get_or_fetch(&id.as_u128(), move || async move {
+                counters.misses.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("sop_cache_misses_total").increment(1);
+                fut.await
+            })
+            .await
+            .map_err(foyer_err)?;
+        Ok(entry.value().clone())
+    }
+
+    /// Puts a blob this process just wrote, so its first read is a hit.
+    pub fn insert(&self, id: PhysicalId, blob: CachedBlob) {
+        self.cache.insert(id.as_u128(), blob);
+    }
+
+    /// Drops `id` early (for example after its blob was deleted).
+    pub fn remove(&self, id: PhysicalId) {
+        self.cache.remove(&id.as_u128());
+    }
+
+    /// Hit, miss and eviction counts since the cache was built.
+    #[must_use]
+    pub fn stats(&self) -> CacheStats {
+        let requests = self.counters.requests.load(Ordering::Relaxed);
+        let misses = self.counters.misses.load(Ordering::Relaxed);
+        CacheStats {
+            hits: requests.saturating_sub(misses),
+            misses,
+            evictions: self.counters.evictions.load(Ordering::Relaxed),
+        }
+    }
+
+    fn count_hit(&self) {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("sop_cache_hits_total").increment(1);
+    }
+
+    /// Flushes the disk tier and stops background work.
+    ///
+    /// # Errors
+    /// `Io` when the disk tier cannot be flushed.
+    pub async fn close(&self) -> Result<()> {
+        self.cache.close().await.map_err(foyer_err)
+    }
+}

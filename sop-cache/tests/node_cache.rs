@@ -1,0 +1,153 @@
+//! NodeCache behaviour: hits, single-flight misses, errors, eviction, disk tier.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sop_cache::{CacheConfig, CachedBlob, DiskTier, NodeCache};
+use sop_core::{BlobStore, ErrorKind, Item, Node, PhysicalId, Result, TxId, Value};
+use sop_store::ObjectBlobStore;
+
+/// Counts gets and slows them down, so that concurrent misses overlap.
+#[derive(Debug)]
+struct CountingStore {
+    inner: ObjectBlobStore,
+    gets: AtomicU64,
+}
+
+#[async_trait]
+impl BlobStore for CountingStore {
+    async fn put(&self, id: PhysicalId, data: Bytes) -> Result<()> {
+        self.inner.put(id, data).await
+    }
+    async fn get(&self, id: PhysicalId) -> Result<Bytes> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.inner.get(id).await
+    }
+    async fn delete(&self, id: PhysicalId) -> Result<()> {
+        self.inner.delete(id).await
+    }
+    async fn list(&self) -> Result<Vec<PhysicalId>> {
+        self.inner.list().await
+    }
+}
+
+fn leaf(n: usize) -> Node {
+    Node::Leaf {
+        items: (0..n)
+            .map(|i| Item {
+                key: Bytes::from(format!("key{i:05}")),
+                version: TxId::new(),
+                value: Value::Inline(Bytes::from(vec![7u8; 100])),
+            })
+            .collect(),
+    }
+}
+
+async fn store_with(node: &Node) -> (Arc<CountingStore>, Arc<dyn BlobStore>, PhysicalId) {
+    let counting = Arc::new(CountingStore { inner: ObjectBlobStore::memory(), gets: AtomicU64::new(0) });
+    let id = PhysicalId::new();
+    counting.put(id, Bytes::from(node.encode())).await.unwrap();
+    let dyn_store: Arc<dyn BlobStore> = counting.clone();
+    (counting, dyn_store, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_misses_load_once() {
+    let node = leaf(10);
+    let (counting, blobs, id) = store_with(&node).await;
+    let cache = NodeCache::new(&CacheConfig::default()).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (cache, blobs) = (cache.clone(), blobs.clone());
+        tasks.push(tokio::spawn(async move { cache.node(id, &blobs).await.unwrap() }));
+    }
+    for t in tasks {
+        assert_eq!(*t.await.unwrap(), node);
+    }
+    assert_eq!(counting.gets.load(Ordering::SeqCst), 1, "32 concurrent misses, one load");
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses), (31, 1), "{stats:?}");
+    cache.node(id, &blobs).await.unwrap();
+    assert_eq!(cache.stats().hits, 32);
+}
+
+#[tokio::test]
+async fn load_errors_keep_their_kind_and_are_not_cached() {
+    let (_counting, blobs, _) = store_with(&leaf(1)).await;
+    let cache = NodeCache::new(&CacheConfig::default()).await.unwrap();
+    let missing = PhysicalId::new();
+    let err = cache.node(missing, &blobs).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    blobs.put(missing, Bytes::from_static(b"not a node")).await.unwrap();
+    let err = cache.node(missing, &blobs).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corruption, "a failed load must not be cached: {err}");
+}
+
+#[tokio::test]
+async fn values_and_inserted_nodes_are_hits() {
+    let (counting, blobs, _) = store_with(&leaf(1)).await;
+    let cache = NodeCache::new(&CacheConfig::default()).await.unwrap();
+    let vid = PhysicalId::new();
+    blobs.put(vid, Bytes::from_static(b"big value")).await.unwrap();
+    assert_eq!(cache.value(vid, &blobs).await.unwrap(), Bytes::from_static(b"big value"));
+    assert_eq!(cache.value(vid, &blobs).await.unwrap(), Bytes::from_static(b"big value"));
+    let nid = PhysicalId::new();
+    let written = leaf(3);
+    cache.insert(nid, CachedBlob::Node(Arc::new(written.clone())));
+    assert_eq!(cache.node(nid, &blobs).await.unwrap().as_ref(), &written);
+    assert_eq!(counting.gets.load(Ordering::SeqCst), 1, "only the first value read loads");
+    assert_eq!(cache.node(vid, &blobs).await.unwrap_err().kind(), ErrorKind::Corruption);
+}
+
+#[tokio::test]
+async fn small_memory_tier_evicts_and_counts_it() {
+    let cache = NodeCache::new(&CacheConfig { memory_bytes: 64 << 10, disk: None }).await.unwrap();
+    let (_c, blobs, _) = store_with(&leaf(1)).await;
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        let id = PhysicalId::new();
+        blobs.put(id, Bytes::from(leaf(50).encode())).await.unwrap();
+        cache.node(id, &blobs).await.unwrap();
+        ids.push(id);
+    }
+    let stats = cache.stats();
+    assert!(stats.evictions > 0, "50 nodes of ~10 KB in 64 KB must evict: {stats:?}");
+    assert_eq!(stats.misses, 50);
+    assert!(cache.get_in_memory(ids[0]).is_none(), "the oldest entry left");
+}
+
+#[tokio::test]
+async fn disk_tier_serves_evicted_nodes_without_the_blob_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CacheConfig {
+        memory_bytes: 16 << 10,
+        disk: Some(DiskTier { dir: dir.path().to_path_buf(), capacity_bytes: 16 << 20 }),
+    };
+    let cache = NodeCache::new(&config).await.unwrap();
+    let first_node = leaf(20);
+    let (counting, blobs, first) = store_with(&first_node).await;
+    cache.node(first, &blobs).await.unwrap();
+    for _ in 0..20 {
+        let id = PhysicalId::new();
+        blobs.put(id, Bytes::from(leaf(20).encode())).await.unwrap();
+        cache.node(id, &blobs).await.unwrap();
+    }
+    assert!(cache.get_in_memory(first).is_none(), "evicted from memory");
+    let loads = counting.gets.load(Ordering::SeqCst);
+    // Disk writes are asynchronous; give the flusher a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(*cache.node(first, &blobs).await.unwrap(), first_node);
+    assert_eq!(
+        counting.gets.load(Ordering::SeqCst),
+        loads,
+        "an evicted node must come back from the disk tier"
+    );
+    cache.close().await.unwrap();
+    let small =
+        CacheConfig { memory_bytes: 1, disk: Some(DiskTier { dir: dir.path().into(), capacity_bytes: 1 }) };
+    assert_eq!(NodeCache::new(&small).await.unwrap_err().kind(), ErrorKind::InvalidInput);
+}

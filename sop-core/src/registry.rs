@@ -1,0 +1,261 @@
+//! The [`Registry`] contract: logical id → [`Handle`], store metadata and
+//! commit intents, with one atomic validate-and-publish call.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::{Error, Handle, Intent, LogicalId, PhysicalId, Result, StoreInfo, TxId, VersionConflict};
+
+/// "This handle must still be at this version" — a read-set entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionCheck {
+    /// The handle read.
+    pub id: LogicalId,
+    /// The version seen when it was read.
+    pub version: u64,
+}
+
+/// One change to the handle table, applied by [`Registry::publish`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandleWrite {
+    /// Point an existing handle at a new blob. Requires the handle to be at
+    /// `expected`; it becomes `expected + 1`.
+    Update {
+        /// The node.
+        id: LogicalId,
+        /// The version the transaction saw.
+        expected: u64,
+        /// The new blob.
+        physical_id: PhysicalId,
+    },
+    /// Create a handle at version 1. Requires the id to be absent.
+    Insert {
+        /// The new node.
+        id: LogicalId,
+        /// Its blob.
+        physical_id: PhysicalId,
+    },
+    /// Delete a handle. Requires it to be at `expected`.
+    Remove {
+        /// The node.
+        id: LogicalId,
+        /// The version the transaction saw.
+        expected: u64,
+    },
+}
+
+impl HandleWrite {
+    /// The logical id this write touches.
+    #[must_use]
+    pub fn id(&self) -> LogicalId {
+        match *self {
+            Self::Update { id, .. } | Self::Insert { id, .. } | Self::Remove { id, .. } => id,
+        }
+    }
+
+    /// The version this write requires (`None`: the id must be absent).
+    #[must_use]
+    pub fn expected(&self) -> Option<u64> {
+        match *self {
+            Self::Update { expected, .. } | Self::Remove { expected, .. } => Some(expected),
+            Self::Insert { .. } => None,
+        }
+    }
+
+    /// The handle after this write (`None` for a removal).
+    #[must_use]
+    pub fn result(&self) -> Option<Handle> {
+        match *self {
+            Self::Update { id, expected, physical_id } => {
+                Some(Handle { logical_id: id, physical_id, version: expected.wrapping_add(1) })
+            }
+            Self::Insert { id, physical_id } => Some(Handle::new(id, physical_id)),
+            Self::Remove { .. } => None,
+        }
+    }
+}
+
+/// Everything one commit publishes, all or nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishRequest {
+    /// The committing transaction.
+    pub tx_id: TxId,
+    /// Handles read but not written: each must still be at its version.
+    pub checks: Vec<VersionCheck>,
+    /// Handle changes; each id at most once.
+    pub writes: Vec<HandleWrite>,
+    /// Item-count deltas by store name; commutative, never a conflict.
+    pub count_deltas: Vec<(String, i64)>,
+    /// The intent record to store in the same atomic step, normally the
+    /// transaction's intent marked [`crate::IntentState::Committed`].
+    pub intent: Option<Intent>,
+}
+
+impl PublishRequest {
+    /// Rejects requests that write one id twice or check an id with two
+    /// versions.
+    ///
+    /// # Errors
+    /// `InvalidInput` naming the repeated id.
+    pub fn check_shape(&self) -> Result<()> {
+        let mut written = HashSet::with_capacity(self.writes.len());
+        for w in &self.writes {
+            if !written.insert(w.id()) {
+                return Err(Error::InvalidInput(format!("publish writes {} twice", w.id())));
+            }
+        }
+        let mut checked = std::collections::HashMap::with_capacity(self.checks.len());
+        for c in &self.checks {
+            if checked.insert(c.id, c.version).is_some_and(|v| v != c.version) {
+                return Err(Error::InvalidInput(format!("publish checks {} twice", c.id)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every id the request reads or writes, each once, sorted (the order
+    /// in which backends take per-key locks).
+    #[must_use]
+    pub fn touched_ids(&self) -> Vec<LogicalId> {
+        let mut ids: Vec<LogicalId> =
+            self.checks.iter().map(|c| c.id).chain(self.writes.iter().map(HandleWrite::id)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// The conflicts of this request against the current versions given by
+    /// `current` (`None`: absent). Empty means the request may be applied.
+    /// Every backend decides with this one function, so they agree.
+    pub fn conflicts(&self, mut current: impl FnMut(LogicalId) -> Option<u64>) -> Vec<VersionConflict> {
+        let expectations = self
+            .checks
+            .iter()
+            .map(|c| (c.id, Some(c.version)))
+            .chain(self.writes.iter().map(|w| (w.id(), w.expected())));
+        expectations
+            .filter_map(|(id, expected)| {
+                let actual = current(id);
+                (actual != expected).then_some(VersionConflict { id, expected, actual })
+            })
+            .collect()
+    }
+}
+
+/// The registry: the small, strongly consistent map at the heart of SOP.
+///
+/// # Contract
+///
+/// - [`Registry::publish`] is atomic: it applies the whole request or
+///   nothing. It fails with [`Error::Conflict`] (listing *every* id whose
+///   version differed, as decided by [`PublishRequest::conflicts`]) when any
+///   check or write expectation does not hold, and with `NotFound` when a
+///   count delta names an unknown store. A returned `Ok` is durable to the
+///   backend's configured level. A backend that cannot know the outcome
+///   returns `Indeterminate`.
+/// - [`Registry::get_handles`] returns one entry per requested id, in the
+///   same order; `None` for absent ids. Each returned handle carries its own
+///   id, and callers may check it.
+/// - Store names are unique: [`Registry::create_store`] fails with
+///   `AlreadyExists`; [`Registry::remove_store`] with `NotFound`.
+/// - Intents are keyed by transaction id; putting one again replaces it.
+/// - Backend failures map to the [`crate::ErrorKind`]s they mean (`Io`,
+///   `Timeout`, `Corruption` for undecodable records).
+#[async_trait]
+pub trait Registry: Send + Sync + fmt::Debug + 'static {
+    /// The current handles of `ids`, in order, `None` where absent.
+    async fn get_handles(&self, ids: &[LogicalId]) -> Result<Vec<Option<Handle>>>;
+
+    /// Validate-and-publish: see the trait's contract.
+    async fn publish(&self, request: &PublishRequest) -> Result<()>;
+
+    /// Creates a store and its root handle in one atomic step.
+    async fn create_store(&self, info: &StoreInfo, root: &Handle) -> Result<()>;
+
+    /// The store's metadata, `None` if absent.
+    async fn get_store(&self, name: &str) -> Result<Option<StoreInfo>>;
+
+    /// Every store, sorted by name.
+    async fn list_stores(&self) -> Result<Vec<StoreInfo>>;
+
+    /// Removes a store's metadata and returns it. Its nodes' handles are
+    /// removed separately, through [`Registry::publish`].
+    async fn remove_store(&self, name: &str) -> Result<StoreInfo>;
+
+    /// Stores (or replaces) an intent.
+    async fn put_intent(&self, intent: &Intent) -> Result<()>;
+
+    /// The intent of `tx_id`, `None` if absent.
+    async fn get_intent(&self, tx_id: TxId) -> Result<Option<Intent>>;
+
+    /// Intents created before `created_before_ms` (Unix milliseconds).
+    async fn list_intents(&self, created_before_ms: u64) -> Result<Vec<Intent>>;
+
+    /// Removes an intent; removing an absent one is not an error.
+    async fn remove_intent(&self, tx_id: TxId) -> Result<()>;
+
+    /// Every handle (for integrity checks and leak detection).
+    async fn list_handles(&self) -> Result<Vec<Handle>>;
+}
+
+/// Conveniences over any [`Registry`]; implemented for every registry.
+#[async_trait]
+pub trait RegistryExt: Registry {
+    /// The current handle of one id.
+    ///
+    /// # Errors
+    /// As [`Registry::get_handles`].
+    async fn get_handle(&self, id: LogicalId) -> Result<Option<Handle>> {
+        Ok(self.get_handles(&[id]).await?.into_iter().next().flatten())
+    }
+}
+
+impl<R: Registry + ?Sized> RegistryExt for R {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflicts_list_every_moved_expectation() {
+        let (a, b, c) = (LogicalId::new(), LogicalId::new(), LogicalId::new());
+        let req = PublishRequest {
+            checks: vec![VersionCheck { id: a, version: 3 }],
+            writes: vec![
+                HandleWrite::Update { id: b, expected: 1, physical_id: PhysicalId::new() },
+                HandleWrite::Insert { id: c, physical_id: PhysicalId::new() },
+            ],
+            ..Default::default()
+        };
+        req.check_shape().unwrap();
+        assert!(
+            req.conflicts(|id| if id == a {
+                Some(3)
+            } else if id == b {
+                Some(1)
+            } else {
+                None
+            })
+            .is_empty()
+        );
+        let all = req.conflicts(|_| Some(9));
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[2], VersionConflict { id: c, expected: None, actual: Some(9) });
+        assert_eq!(req.touched_ids().len(), 3);
+    }
+
+    #[test]
+    fn repeated_writes_are_invalid() {
+        let a = LogicalId::new();
+        let req = PublishRequest {
+            writes: vec![
+                HandleWrite::Remove { id: a, expected: 1 },
+                HandleWrite::Remove { id: a, expected: 1 },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(req.check_shape().unwrap_err().kind(), crate::ErrorKind::InvalidInput);
+    }
+}

@@ -1,0 +1,56 @@
+//! The blob store conformance suite.
+
+use bytes::Bytes;
+
+use crate::{BlobStore, ErrorKind, PhysicalId};
+
+/// Runs every blob store test.
+pub async fn run_blob_store_suite(store: &dyn BlobStore) {
+    put_get_delete(store).await;
+    never_overwrites(store).await;
+    batches(store).await;
+}
+
+/// Put then get returns the bytes; missing ids are `NotFound`; delete is
+/// idempotent.
+pub async fn put_get_delete(store: &dyn BlobStore) {
+    let id = PhysicalId::new();
+    let data = Bytes::from((0..=255u8).cycle().take(70_000).collect::<Vec<u8>>());
+    store.put(id, data.clone()).await.expect("put");
+    assert_eq!(store.get(id).await.expect("get"), data);
+    assert!(store.list().await.expect("list").contains(&id));
+    store.delete(id).await.expect("delete");
+    assert_eq!(store.get(id).await.unwrap_err().kind(), ErrorKind::NotFound);
+    store.delete(id).await.expect("deleting an absent blob is fine");
+    assert_eq!(store.get(PhysicalId::new()).await.unwrap_err().kind(), ErrorKind::NotFound);
+    let empty = PhysicalId::new();
+    store.put(empty, Bytes::new()).await.expect("empty blob");
+    assert!(store.get(empty).await.expect("get empty").is_empty());
+    store.delete(empty).await.expect("delete");
+}
+
+/// A second put of an id fails with `AlreadyExists` and keeps the first.
+pub async fn never_overwrites(store: &dyn BlobStore) {
+    let id = PhysicalId::new();
+    store.put(id, Bytes::from_static(b"first")).await.expect("put");
+    let err = store.put(id, Bytes::from_static(b"second")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    assert_eq!(store.get(id).await.expect("get"), Bytes::from_static(b"first"));
+    store.delete(id).await.expect("delete");
+}
+
+/// Batch put and delete of many blobs.
+pub async fn batches(store: &dyn BlobStore) {
+    let blobs: Vec<(PhysicalId, Bytes)> =
+        (0..100u32).map(|i| (PhysicalId::new(), Bytes::from(i.to_le_bytes().to_vec()))).collect();
+    store.put_many(blobs.clone()).await.expect("put_many");
+    for (id, data) in &blobs {
+        assert_eq!(&store.get(*id).await.expect("get"), data);
+    }
+    let mut ids: Vec<PhysicalId> = blobs.iter().map(|b| b.0).collect();
+    ids.push(PhysicalId::new()); // absent: skipped
+    store.delete_many(&ids).await.expect("delete_many");
+    for id in &ids {
+        assert_eq!(store.get(*id).await.unwrap_err().kind(), ErrorKind::NotFound);
+    }
+}

@@ -1,0 +1,34 @@
+//! Registry backends for SOP-rs.
+//!
+//! A registry maps each B-tree node's [`LogicalId`](sop_core::LogicalId) to
+//! its current [`Handle`](sop_core::Handle), keeps store metadata and commit
+//! intents, and offers one atomic validate-and-publish call
+//! ([`Registry::publish`](sop_core::Registry::publish)). This crate has:
+//!
+//! - [`MemRegistry`]: in memory, sharded, for tests and loom models;
+//! - [`RocksRegistry`] (feature `rocksdb`, on by default): the embedded
+//!   default, durable on local disk.
+//!
+//! It is not a cluster registry; `EtcdRegistry` comes with feature `etcd`.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use sop_core::{HandleWrite, LogicalId, PhysicalId, PublishRequest, Registry, RegistryExt};
+//! use sop_registry::MemRegistry;
+//!
+//! let reg = MemRegistry::new();
+//! let id = LogicalId::new();
+//! let write = HandleWrite::Insert { id, physical_id: PhysicalId::new() };
+//! reg.publish(&PublishRequest { writes: vec![write], ..Default::default() }).await?;
+//! assert_eq!(reg.get_handle(id).await?.map(|h| h.version), Some(1));
+//! # Ok::<(), sop_core::Error>(()) }).unwrap();
+//! ```
+#![deny(missing_docs, rustdoc::broken_intra_doc_links)]
+
+mod mem;
+#[cfg(feature = "rocksdb")]
+mod rocks;
+
+pub use mem::MemRegistry;
+#[cfg(feature = "rocksdb")]
+pub use rocks::{RocksConfig, RocksRegistry};

@@ -1,0 +1,33 @@
+//! Blob stores for SOP-rs.
+//!
+//! A blob store holds immutable node and value blobs keyed by
+//! [`PhysicalId`](sop_core::PhysicalId). This crate has:
+//!
+//! - [`ObjectBlobStore`]: any [`object_store::ObjectStore`], built from a URL
+//!   (`file:///path`, `memory://`, `s3://bucket/prefix`, `gs://bucket`,
+//!   `az://container`); cloud credentials come from the standard
+//!   environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`);
+//! - [`FaultyStore`]: a wrapper that fails or delays a seeded fraction of
+//!   calls, for reliability tests.
+//!
+//! Limits: one blob is read and written whole (no ranges); it is not a
+//! cache (see `sop-cache`).
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use sop_core::{BlobStore, PhysicalId};
+//! use sop_store::ObjectBlobStore;
+//!
+//! let store = ObjectBlobStore::from_url("memory://")?;
+//! let id = PhysicalId::new();
+//! store.put(id, "node bytes".into()).await?;
+//! assert_eq!(store.get(id).await?, "node bytes");
+//! # Ok::<(), sop_core::Error>(()) }).unwrap();
+//! ```
+#![deny(missing_docs, rustdoc::broken_intra_doc_links)]
+
+mod faulty;
+mod object;
+
+pub use faulty::{FaultConfig, FaultyStore};
+pub use object::ObjectBlobStore;

@@ -1,0 +1,233 @@
+//! [`ObjectBlobStore`]: blobs in any `object_store` backend.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use sop_core::{BlobStore, Error, ErrorKind, PhysicalId, Result};
+use url::Url;
+
+/// How many blob operations run at once in batch calls.
+const PARALLELISM: usize = 32;
+
+/// A [`BlobStore`] over any [`ObjectStore`].
+///
+/// A blob lives at `<prefix>/<xx>/<physical id>`, where `xx` is the id's
+/// last byte in hex: random bits, so that blobs spread over 256 folders.
+/// Puts use `PutMode::Create`, so an existing blob is never overwritten.
+#[derive(Clone)]
+pub struct ObjectBlobStore {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    name: &'static str,
+}
+
+impl fmt::Debug for ObjectBlobStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectBlobStore({} at {:?})", self.name, self.prefix.as_ref())
+    }
+}
+
+impl ObjectBlobStore {
+    /// Blobs in `store` under `prefix`.
+    #[must_use]
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: Path) -> Self {
+        Self { store, prefix, name: "object_store" }
+    }
+
+    /// Blobs in a local directory (created if missing). With `fsync`, every
+    /// put syncs the file and its directory before returning.
+    ///
+    /// # Errors
+    /// `Io` when the directory cannot be created.
+    pub fn local(dir: impl AsRef<std::path::Path>, fsync: bool) -> Result<Self> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let fs = LocalFileSystem::new_with_prefix(dir).map_err(|e| from_os(e, "opening directory"))?;
+        Ok(Self { store: Arc::new(fs.with_fsync(fsync)), prefix: Path::default(), name: "local" })
+    }
+
+    /// Blobs in memory (lost on drop).
+    #[must_use]
+    pub fn memory() -> Self {
+        Self { store: Arc::new(InMemory::new()), prefix: Path::default(), name: "memory" }
+    }
+
+    /// A store from a URL: `file:///abs/path` (fsync on), `memory://`,
+    /// `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a malformed URL or an unknown scheme;
+    /// `Unsupported` for a cloud scheme in a build without feature `cloud`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let parsed =
+            Url::parse(url).map_err(|e| Error::InvalidInput(format!("blob store URL {url:?}: {e}")))?;
+        match parsed.scheme() {
+            "file" => {
+                let path = parsed
+                    .to_file_path()
+                    .map_err(|()| Error::InvalidInput(format!("{url:?} is not an absolute file path")))?;
+                Self::local(path, true)
+            }
+            "memory" => Ok(Self::memory()),
+            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" => cloud(&parsed),
+            other => Err(Error::InvalidInput(format!(
+                "blob store URL {url:?}: unknown scheme {other:?} (use file, memory, s3, gs or az)"
+            ))),
+        }
+    }
+
+    fn path(&self, id: PhysicalId) -> Path {
+        let name = id.to_string();
+        let shard = format!("{:02x}", id.as_u128() & 0xff);
+        self.prefix.clone().join(shard).join(name)
+    }
+}
+
+#[cfg(feature = "cloud")]
+fn cloud(url: &Url) -> Result<ObjectBlobStore> {
+    use object_store::aws::AmazonS3Builder;
+    use object_store::azure::MicrosoftAzureBuilder;
+    use object_store::gcp::GoogleCloudStorageBuilder;
+
+    let s = url.as_str();
+    let (store, name): (Arc<dyn ObjectStore>, &'static str) = match url.scheme() {
+        "s3" | "s3a" => {
+            (Arc::new(AmazonS3Builder::from_env().with_url(s).build().map_err(config_err)?), "s3")
+        }
+        "gs" => {
+            (Arc::new(GoogleCloudStorageBuilder::from_env().with_url(s).build().map_err(config_err)?), "gcs")
+        }
+        _ => (Arc::new(MicrosoftAzureBuilder::from_env().with_url(s).build().map_err(config_err)?), "azure"),
+    };
+    let prefix = Path::from_url_path(url.path()).map_err(|e| Error::InvalidInput(format!("{s:?}: {e}")))?;
+    Ok(ObjectBlobStore { store, prefix, name })
+}
+
+#[cfg(not(feature = "cloud"))]
+fn cloud(url: &Url) -> Result<ObjectBlobStore> {
+    Err(Error::Unsupported(format!("{url}: this build has no cloud blob stores (feature `cloud`)")))
+}
+
+#[cfg(feature = "cloud")]
+fn config_err(e: object_store::Error) -> Error {
+    Error::InvalidInput(format!("blob store configuration: {e}"))
+}
+
+fn from_os(e: object_store::Error, context: &str) -> Error {
+    use object_store::Error as E;
+    let kind = match &e {
+        E::NotFound { .. } => ErrorKind::NotFound,
+        E::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+        E::NotSupported { .. } | E::NotImplemented { .. } => ErrorKind::Unsupported,
+        E::InvalidPath { .. } => ErrorKind::InvalidInput,
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => ErrorKind::Io,
+        _ => ErrorKind::Io,
+    };
+    match kind {
+        ErrorKind::NotFound => Error::NotFound(format!("{context}: {e}")),
+        ErrorKind::AlreadyExists => Error::AlreadyExists(format!("{context}: {e}")),
+        _ => Error::backend("object_store", kind, e),
+    }
+}
+
+#[async_trait]
+impl BlobStore for ObjectBlobStore {
+    async fn put(&self, id: PhysicalId, data: Bytes) -> Result<()> {
+        let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+        self.store
+            .put_opts(&self.path(id), PutPayload::from_bytes(data), opts)
+            .await
+            .map(|_| ())
+            .map_err(|e| from_os(e, &format!("blob {id}")))
+    }
+
+    async fn get(&self, id: PhysicalId) -> Result<Bytes> {
+        let got = self.store.get(&self.path(id)).await.map_err(|e| from_os(e, &format!("blob {id}")))?;
+        got.bytes().await.map_err(|e| from_os(e, &format!("reading blob {id}")))
+    }
+
+    async fn delete(&self, id: PhysicalId) -> Result<()> {
+        match self.store.delete(&self.path(id)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(from_os(e, &format!("deleting blob {id}"))),
+        }
+    }
+
+    async fn put_many(&self, blobs: Vec<(PhysicalId, Bytes)>) -> Result<()> {
+        stream::iter(blobs).map(|(id, b)| self.put(id, b)).buffer_unordered(PARALLELISM).try_collect().await
+    }
+
+    async fn delete_many(&self, ids: &[PhysicalId]) -> Result<()> {
+        stream::iter(ids.iter().copied())
+            .map(|id| self.delete(id))
+            .buffer_unordered(PARALLELISM)
+            .try_collect()
+            .await
+    }
+
+    async fn list(&self) -> Result<Vec<PhysicalId>> {
+        let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
+        let metas: Vec<_> =
+            self.store.list(prefix).try_collect().await.map_err(|e| from_os(e, "listing blobs"))?;
+        Ok(metas.iter().filter_map(|m| m.location.filename()?.parse().ok()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_conforms() {
+        sop_core::testkit::run_blob_store_suite(&ObjectBlobStore::memory()).await;
+    }
+
+    #[tokio::test]
+    async fn local_store_conforms_with_and_without_fsync() {
+        for fsync in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            sop_core::testkit::run_blob_store_suite(&ObjectBlobStore::local(dir.path(), fsync).unwrap())
+                .await;
+        }
+    }
+
+    #[tokio::test]
+    async fn file_url_store_conforms_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::from_directory_path(dir.path()).unwrap().to_string();
+        let store = ObjectBlobStore::from_url(&url).unwrap();
+        sop_core::testkit::run_blob_store_suite(&store).await;
+        let id = PhysicalId::new();
+        store.put(id, Bytes::from_static(b"kept")).await.unwrap();
+        drop(store);
+        let again = ObjectBlobStore::from_url(&url).unwrap();
+        assert_eq!(again.get(id).await.unwrap(), Bytes::from_static(b"kept"));
+        assert_eq!(again.list().await.unwrap(), vec![id]);
+    }
+
+    #[test]
+    fn bad_urls_are_invalid_input() {
+        for url in ["not a url", "ftp://host/x", "file://relative"] {
+            let err = ObjectBlobStore::from_url(url).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{url}: {err}");
+        }
+    }
+
+    #[cfg(feature = "cloud")]
+    #[test]
+    fn cloud_urls_build_without_network() {
+        // Building a client does no I/O; credentials are only needed later.
+        let s3 = ObjectBlobStore::from_url("s3://bucket/some/prefix").unwrap();
+        assert_eq!(
+            s3.path(PhysicalId::from_u128(0x1ab)).as_ref(),
+            format!("some/prefix/ab/{}", PhysicalId::from_u128(0x1ab))
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! `cargo xtask`: the project's automation, in Rust (see matklad/cargo-xtask).
+//!
+//! - `cargo xtask ci` (the default): everything CI checks, in order —
+//!   fmt, clippy, tests (nextest when installed), doc tests, rustdoc, loom.
+//! - `cargo xtask loom`: the loom models (`--cfg sop_loom`), without RocksDB.
+//! - `cargo xtask tidy`: the tidy checks alone (they also run as tests).
+//!
+//! Each step echoes its command and the first failure stops the run.
+
+mod tidy;
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let task = args.first().map_or("ci", String::as_str);
+    let result = match task {
+        "ci" => ci(),
+        "loom" => loom(),
+        "tidy" => tidy::run_all(&project_root()),
+        "help" | "--help" | "-h" => {
+            print_help();
+            Ok(())
+        }
+        other => Err(format!("unknown task {other:?}; try `cargo xtask help`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {task}: FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_help() {
+    println!("cargo xtask [ci|loom|tidy|help]");
+    println!("  ci    fmt, clippy, tidy, tests, doc tests, rustdoc, loom (the default)");
+    println!("  loom  loom models of the concurrency-critical code");
+    println!("  tidy  source-tree conventions");
+}
+
+/// The workspace root (the parent of this crate's directory).
+fn project_root() -> PathBuf {
+    let manifest = env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    Path::new(&manifest).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(project_root());
+    cmd
+}
+
+/// Runs `cmd`, echoing it first; an error names it on failure.
+fn run(mut cmd: Command) -> Result<(), String> {
+    let shown = format!("{cmd:?}").replace('"', "");
+    println!("\n$ {shown}");
+    let start = Instant::now();
+    let status = cmd.status().map_err(|e| format!("{shown}: {e}"))?;
+    println!("  ({:.1}s)", start.elapsed().as_secs_f64());
+    if status.success() { Ok(()) } else { Err(format!("{shown} exited with {status}")) }
+}
+
+fn cargo_with(args: &[&str]) -> Command {
+    let mut cmd = cargo();
+    cmd.args(args);
+    cmd
+}
+
+fn has_nextest() -> bool {
+    cargo().args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success())
+}
+
+fn ci() -> Result<(), String> {
+    let start = Instant::now();
+    ensure_system_packages(&["libclang-dev"])?;
+    run(cargo_with(&["fmt", "--all", "--", "--check"]))?;
+    run(cargo_with(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    let lean = ["clippy", "-p", "sop-registry", "-p", "sop-store", "--no-default-features", "--all-targets"];
+    run(cargo_with(&[&lean[..], &["--", "-D", "warnings"]].concat()))?;
+    tidy::run_all(&project_root())?;
+    if has_nextest() {
+        run(cargo_with(&["nextest", "run", "--workspace", "--no-fail-fast"]))?;
+    } else {
+        run(cargo_with(&["test", "--workspace", "--lib", "--bins", "--tests"]))?;
+    }
+    run(cargo_with(&["test", "--workspace", "--doc"]))?;
+    let mut doc = cargo_with(&["doc", "--workspace", "--no-deps"]);
+    doc.env("RUSTDOCFLAGS", "-D warnings");
+    run(doc)?;
+    loom()?;
+    println!("\nxtask ci: all green in {:.0}s", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Installs missing Debian packages (as root, or through sudo).
+fn ensure_system_packages(packages: &[&str]) -> Result<(), String> {
+    if Command::new("dpkg").arg("--version").output().is_err() {
+        return Ok(()); // not Debian: the README names the packages to install
+    }
+    let installed =
+        |p: &&str| Command::new("dpkg").args(["-s", p]).output().is_ok_and(|o| o.status.success());
+    let missing: Vec<&str> = packages.iter().filter(|p| !installed(p)).copied().collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let as_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let apt = |args: &[&str]| {
+        let mut cmd = if as_root { Command::new("apt-get") } else { Command::new("sudo") };
+        if !as_root {
+            cmd.arg("apt-get");
+        }
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    run(apt(&["update", "-qq"]))?;
+    run(apt(&[&["install", "-y", "-qq"][..], &missing].concat()))
+        .map_err(|e| format!("{e}; install {} by hand", missing.join(" ")))
+}
+
+/// The loom models. RocksDB stays out: RUSTFLAGS reach build scripts, so a
+/// loom build of it would compile its C++ a second time.
+fn loom() -> Result<(), String> {
+    let mut cmd = cargo_with(&[
+        "test",
+        "--release",
+        "-p",
+        "sop-core",
+        "-p",
+        "sop-registry",
+        "--no-default-features",
+        "--lib",
+        "loom_",
+    ]);
+    cmd.env("RUSTFLAGS", "--cfg sop_loom -C debug-assertions");
+    cmd.env("LOOM_MAX_PREEMPTIONS", env::var("LOOM_MAX_PREEMPTIONS").unwrap_or_else(|_| "2".into()));
+    run(cmd)
+}
