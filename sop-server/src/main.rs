@@ -83,7 +83,7 @@ async fn quickstart(data: PathBuf) -> sop_core::Result<()> {
         tx_id: tx,
         writes: vec![write],
         count_deltas: vec![(STORE.into(), 1)],
-        intent: None,
+        ..Default::default()
     };
     registry.publish(&req).await?;
     blobs.delete(root.physical_id).await?;

@@ -7,6 +7,7 @@
 //!
 //! Each step echoes its command and the first failure stops the run.
 
+mod rocksdb;
 mod tidy;
 
 use std::env;
@@ -52,7 +53,15 @@ fn project_root() -> PathBuf {
 fn cargo() -> Command {
     let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(project_root());
+    if let Some(lib_dir) = rocksdb::PREBUILT.get() {
+        cmd.env("ROCKSDB_LIB_DIR", lib_dir).env("ROCKSDB_STATIC", "1");
+    }
     cmd
+}
+
+/// The cargo target directory (`CARGO_TARGET_DIR`, else `<root>/target`).
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| project_root().join("target"), PathBuf::from)
 }
 
 /// Runs `cmd`, echoing it first; an error names it on failure.
@@ -78,6 +87,7 @@ fn has_nextest() -> bool {
 fn ci() -> Result<(), String> {
     let start = Instant::now();
     ensure_system_packages(&["libclang-dev"])?;
+    rocksdb::prebuild()?;
     run(cargo_with(&["fmt", "--all", "--", "--check"]))?;
     run(cargo_with(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     let lean = ["clippy", "-p", "sop-registry", "-p", "sop-store", "--no-default-features", "--all-targets"];

@@ -22,9 +22,7 @@ use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DB, IteratorMode, MergeOperands, Options, WriteBatch, WriteOptions,
 };
 use sop_core::sync::lock;
-use sop_core::{
-    Error, Handle, HandleWrite, Intent, LogicalId, PublishRequest, Registry, Result, StoreInfo, TxId,
-};
+use sop_core::{Error, Handle, Intent, LogicalId, PublishRequest, Registry, Result, StoreInfo, TxId};
 
 use error::from_rocks;
 
@@ -59,13 +57,18 @@ pub struct RocksRegistry {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     db: DB,
     path: PathBuf,
     write_opts: WriteOptions,
     stripes: Vec<Mutex<()>>,
     stores_lock: RwLock<()>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksRegistry").field("path", &self.path).finish_non_exhaustive()
+    }
 }
 
 impl RocksRegistry {
