@@ -1,10 +1,53 @@
-//! The transactional B-tree engine of SOP-rs: `Database`, transactions,
-//! typed stores, the commit protocol, recovery and garbage collection.
+//! The transactional B-tree engine of SOP-rs.
 //!
-//! This crate is the one an application depends on. It is being built on
-//! the foundation crates (`sop-core`, `sop-registry`, `sop-store`,
-//! `sop-cache`); until the engine lands it only re-exports the shared core
-//! types, so that the workspace layering is in place and tested.
+//! A [`Database`] holds many named stores (B+trees). Transactions are
+//! optimistic and serializable: every node read is recorded with its
+//! version and validated, atomically with the publish of the writes, at
+//! commit ("two points in time"). Two transactions that touch different
+//! items of the same node both commit (swarm merge); only a real
+//! item-level conflict returns [`ErrorKind::Conflict`].
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use sop_btree::{Config, Database, StoreOptions};
+//!
+//! let db = Database::open(Config::memory()).await?;
+//! db.create_store("orders", StoreOptions::default()).await?;
+//! let tx = db.begin_write().await?;
+//! let orders = tx.store::<u64, String>("orders").await?;
+//! orders.insert(&7, &"seven".to_string()).await?;
+//! tx.commit().await?;
+//!
+//! let total = db
+//!     .run_read(|tx| async move { tx.store::<u64, String>("orders").await?.count().await })
+//!     .await?;
+//! assert_eq!(total, 1);
+//! # Ok::<(), sop_btree::Error>(()) }).unwrap();
+//! ```
+//!
+//! Limits: keys up to [`MAX_KEY_LEN`] bytes, values up to
+//! [`MAX_VALUE_LEN`] bytes (values above a store's
+//! `value_in_node_threshold` live in blobs of their own); slot length
+//! 4..=10 000.
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-pub use sop_core::{Error, ErrorKind, Result, StoreOptions};
+mod check;
+mod config;
+mod db;
+mod handles;
+mod key;
+mod recovery;
+mod store;
+mod tree;
+mod tx;
+
+pub use check::CheckReport;
+pub use config::{Backend, CommitStep, Config, Failpoint};
+pub use db::{Database, DbStats};
+pub use key::Key;
+pub use sop_cache::CacheConfig;
+pub use sop_core::{Error, ErrorKind, Result, StoreInfo, StoreOptions, TxId};
+pub use store::{Cursor, ItemId, Store, TypedStore};
+pub use tx::write::{MAX_KEY_LEN, MAX_VALUE_LEN};
+pub use tx::{CommitInfo, Transaction};

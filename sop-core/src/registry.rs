@@ -88,6 +88,9 @@ pub struct PublishRequest {
     pub writes: Vec<HandleWrite>,
     /// Item-count deltas by store name; commutative, never a conflict.
     pub count_deltas: Vec<(String, i64)>,
+    /// Committed counts the transaction read: each store's count must
+    /// still be this value (else `Conflict`).
+    pub count_checks: Vec<(String, u64)>,
     /// The intent record to store in the same atomic step, normally the
     /// transaction's intent marked [`crate::IntentState::Committed`].
     pub intent: Option<Intent>,
@@ -153,7 +156,9 @@ impl PublishRequest {
 ///   version differed, as decided by [`PublishRequest::conflicts`]) when any
 ///   check or write expectation does not hold, and with `NotFound` when a
 ///   count delta names an unknown store. A returned `Ok` is durable to the
-///   backend's configured level. A backend that cannot know the outcome
+///   backend's configured level. A `count_checks` entry that no longer
+///   holds fails the request with a `Conflict` kind too. A backend that
+///   cannot know the outcome
 ///   returns `Indeterminate`.
 /// - [`Registry::get_handles`] returns one entry per requested id, in the
 ///   same order; `None` for absent ids. Each returned handle carries its own

@@ -121,6 +121,16 @@ pub async fn stores_and_count_deltas(reg: &dyn Registry) {
     reg.publish(&req).await.expect("deltas");
     assert_eq!(reg.get_store(&name).await.expect("get").map(|s| s.count), Some(3));
 
+    let stale = PublishRequest {
+        tx_id: TxId::new(),
+        writes: vec![insert(LogicalId::new(), PhysicalId::new())],
+        count_checks: vec![(name.clone(), 2)],
+        ..Default::default()
+    };
+    assert_eq!(reg.publish(&stale).await.unwrap_err().kind(), ErrorKind::Conflict, "count moved");
+    let held = PublishRequest { count_checks: vec![(name.clone(), 3)], ..Default::default() };
+    reg.publish(&held).await.expect("count still 3");
+
     let id = LogicalId::new();
     let bad = PublishRequest {
         tx_id: TxId::new(),

@@ -84,8 +84,14 @@ impl MemRegistry {
             return Err(Error::Conflict { conflicts });
         }
         let mut stores = lock(&self.stores);
-        if let Some((name, _)) = req.count_deltas.iter().find(|(n, _)| !stores.contains_key(n)) {
+        let names = req.count_deltas.iter().map(|(n, _)| n).chain(req.count_checks.iter().map(|(n, _)| n));
+        if let Some(name) = names.into_iter().find(|n| !stores.contains_key(*n)) {
             return Err(Error::NotFound(format!("store {name:?}")));
+        }
+        if let Some((name, seen)) =
+            req.count_checks.iter().find(|(n, c)| stores.get(n).is_some_and(|s| s.count != *c))
+        {
+            return Err(Error::ItemConflict(format!("count of store {name:?} is no longer {seen}")));
         }
         for w in &req.writes {
             let shard = &mut guards[slot(w.id())];

@@ -193,11 +193,20 @@ impl Inner {
             return Err(Error::Conflict { conflicts });
         }
         let stores = self.cf(CF_STORES)?;
-        for (name, _) in &req.count_deltas {
+        let names = req.count_deltas.iter().map(|(n, _)| n).chain(req.count_checks.iter().map(|(n, _)| n));
+        for name in names {
             let exists = self.db.get_pinned_cf(stores, name).map_err(|e| from_rocks(e, "reading store"))?;
             if exists.is_none() {
                 return Err(Error::NotFound(format!("store {name:?}")));
             }
+        }
+        for (name, seen) in &req.count_checks {
+            if self.count_of(name)? != *seen {
+                return Err(Error::ItemConflict(format!("count of store {name:?} is no longer {seen}")));
+            }
+        }
+        if req.writes.is_empty() && req.count_deltas.is_empty() && req.intent.is_none() {
+            return Ok(()); // validation only: nothing to write
         }
         self.write(self.publish_batch(req)?)
     }
@@ -247,15 +256,19 @@ impl Inner {
     }
 
     fn with_count(&self, mut info: StoreInfo) -> Result<StoreInfo> {
+        info.count = self.count_of(&info.name)?;
+        Ok(info)
+    }
+
+    fn count_of(&self, name: &str) -> Result<u64> {
         let counts = self.cf(CF_COUNTS)?;
-        let raw = self.db.get_pinned_cf(counts, &info.name).map_err(|e| from_rocks(e, "reading count"))?;
+        let raw = self.db.get_pinned_cf(counts, name).map_err(|e| from_rocks(e, "reading count"))?;
         let count = match raw.as_deref() {
             None => 0,
             Some(b) => decode_count(b)
                 .ok_or_else(|| Error::corruption("store count", format!("{} bytes", b.len())))?,
         };
-        info.count = u64::try_from(count).unwrap_or(0);
-        Ok(info)
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     fn list_stores(&self) -> Result<Vec<StoreInfo>> {

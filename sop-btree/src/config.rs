@@ -1,0 +1,129 @@
+//! [`Config`]: how a [`crate::Database`] is opened.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sop_cache::CacheConfig;
+use sop_core::{BlobStore, Registry, Result};
+
+/// A step of the commit protocol, as reported to a [`Failpoint`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CommitStep {
+    /// The pending intent is written; nothing staged yet.
+    IntentWritten,
+    /// Every dirty node and large value is staged in the blob store.
+    BlobsStaged,
+    /// Validate-and-publish succeeded: the transaction is committed.
+    Published,
+    /// The obsolete blobs are deleted; the intent is about to be removed.
+    ObsoleteDeleted,
+}
+
+/// A test hook called at each [`CommitStep`]. Returning an error stops the
+/// commit on the spot, as a crash would: no cleanup runs.
+pub type Failpoint = Arc<dyn Fn(CommitStep) -> Result<()> + Send + Sync>;
+
+/// Where the database lives.
+#[derive(Clone)]
+pub enum Backend {
+    /// The embedded default in a directory: a RocksDB registry in
+    /// `<path>/registry` and blobs in `<path>/blobs`.
+    Embedded(PathBuf),
+    /// Everything in memory (tests; lost on drop).
+    Memory,
+    /// Explicit parts. `exclusive` says whether this process is the only
+    /// one using them (then recovery finishes every intent on open).
+    Parts {
+        /// The registry.
+        registry: Arc<dyn Registry>,
+        /// The blob store.
+        blobs: Arc<dyn BlobStore>,
+        /// No other process uses these parts.
+        exclusive: bool,
+    },
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Embedded(p) => write!(f, "Embedded({})", p.display()),
+            Self::Memory => f.write_str("Memory"),
+            Self::Parts { registry, blobs, exclusive } => {
+                write!(f, "Parts({registry:?}, {blobs:?}, exclusive: {exclusive})")
+            }
+        }
+    }
+}
+
+/// Open-time settings of a [`crate::Database`].
+#[derive(Clone)]
+pub struct Config {
+    /// Where the data lives.
+    pub backend: Backend,
+    /// The node cache.
+    pub cache: CacheConfig,
+    /// Make every commit durable before it returns (WAL and blob fsync).
+    /// Default `true`.
+    pub sync: bool,
+    /// A transaction's time limit; also the age after which recovery
+    /// treats a shared database's intents as abandoned. Default 60 s.
+    pub tx_timeout: Duration,
+    /// Attempts `run_write`/`run_read` make before returning `Conflict`.
+    /// Default 10.
+    pub max_retries: u32,
+    /// Swarm merges a commit tries before returning `Conflict`. Default 8.
+    pub max_merges: u32,
+    /// Delay before obsolete blobs are deleted, so that readers that saw
+    /// the old handle can still fetch them. Default 1 s.
+    pub gc_grace: Duration,
+    /// Test hook at each commit step.
+    pub failpoint: Option<Failpoint>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("backend", &self.backend)
+            .field("cache", &self.cache)
+            .field("sync", &self.sync)
+            .field("tx_timeout", &self.tx_timeout)
+            .field("max_retries", &self.max_retries)
+            .field("max_merges", &self.max_merges)
+            .field("gc_grace", &self.gc_grace)
+            .field("failpoint", &self.failpoint.is_some())
+            .finish()
+    }
+}
+
+impl Config {
+    fn with_backend(backend: Backend) -> Self {
+        Self {
+            backend,
+            cache: CacheConfig::default(),
+            sync: true,
+            tx_timeout: Duration::from_secs(60),
+            max_retries: 10,
+            max_merges: 8,
+            gc_grace: Duration::from_secs(1),
+            failpoint: None,
+        }
+    }
+
+    /// The embedded default in directory `path` (created if missing).
+    pub fn embedded(path: impl Into<PathBuf>) -> Self {
+        Self::with_backend(Backend::Embedded(path.into()))
+    }
+
+    /// Everything in memory.
+    #[must_use]
+    pub fn memory() -> Self {
+        Self::with_backend(Backend::Memory)
+    }
+
+    /// Explicit registry and blob store.
+    pub fn from_parts(registry: Arc<dyn Registry>, blobs: Arc<dyn BlobStore>, exclusive: bool) -> Self {
+        Self::with_backend(Backend::Parts { registry, blobs, exclusive })
+    }
+}

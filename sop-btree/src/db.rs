@@ -1,0 +1,280 @@
+//! [`Database`]: opening, stores, transactions and the retry helpers.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sop_cache::NodeCache;
+use sop_core::{BlobStore, Error, Handle, LogicalId, PhysicalId, Registry, Result, StoreInfo, StoreOptions};
+use sop_registry::{MemRegistry, RocksConfig, RocksRegistry};
+use sop_store::ObjectBlobStore;
+
+use crate::config::{Backend, CommitStep, Config};
+use crate::handles::HandleCache;
+use crate::tx::Transaction;
+
+/// The physical id of an empty root leaf: it has no blob, so that creating
+/// a store is one atomic registry call.
+pub(crate) const EMPTY_ROOT: PhysicalId = PhysicalId::from_u128(0);
+
+/// Counters since the database was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DbStats {
+    /// Transactions committed (read and write).
+    pub commits: u64,
+    /// Commits that failed with `Conflict`.
+    pub conflicts: u64,
+    /// Node-level clashes resolved by swarm merge.
+    pub merges: u64,
+    /// Retries made by `run_write`/`run_read`.
+    pub retries: u64,
+    /// Transactions rolled back (explicitly or on drop).
+    pub rollbacks: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) commits: AtomicU64,
+    pub(crate) conflicts: AtomicU64,
+    pub(crate) merges: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) rollbacks: AtomicU64,
+}
+
+/// The shared state behind a [`Database`] handle.
+#[derive(Debug)]
+pub(crate) struct DbInner {
+    pub(crate) registry: Arc<dyn Registry>,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) cache: NodeCache,
+    pub(crate) handles: HandleCache,
+    pub(crate) config: Config,
+    pub(crate) counters: Counters,
+    pub(crate) gc: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// A SOP-rs database: many named stores (B-trees), transactional.
+///
+/// Cheap to clone; all clones share one database.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub(crate) inner: Arc<DbInner>,
+}
+
+impl Database {
+    /// Opens a database and runs recovery: intents left by crashed commits
+    /// are finished (committed: obsolete blobs deleted) or undone (pending:
+    /// staged blobs deleted), and half-removed stores are removed.
+    ///
+    /// # Errors
+    /// `Io` (directory unusable or locked by another process),
+    /// `Corruption` (foreign or damaged registry), `InvalidInput` (config).
+    pub async fn open(config: Config) -> Result<Self> {
+        let (registry, blobs, exclusive): (Arc<dyn Registry>, Arc<dyn BlobStore>, bool) = match &config
+            .backend
+        {
+            Backend::Embedded(path) => {
+                let rocks = RocksConfig { sync: config.sync, ..RocksConfig::default() };
+                let registry = RocksRegistry::open(path.join("registry"), &rocks)?;
+                let blobs = ObjectBlobStore::local(path.join("blobs"), config.sync)?;
+                (Arc::new(registry), Arc::new(blobs), true)
+            }
+            Backend::Memory => (Arc::new(MemRegistry::new()), Arc::new(ObjectBlobStore::memory()), true),
+            Backend::Parts { registry, blobs, exclusive } => (registry.clone(), blobs.clone(), *exclusive),
+        };
+        let cache = NodeCache::new(&config.cache).await?;
+        let inner = DbInner {
+            registry,
+            blobs,
+            cache,
+            handles: HandleCache::new(),
+            config,
+            counters: Counters::default(),
+            gc: tokio::sync::Mutex::new(Vec::new()),
+        };
+        let db = Self { inner: Arc::new(inner) };
+        db.recover(exclusive).await?;
+        Ok(db)
+    }
+
+    /// Creates an empty store.
+    ///
+    /// # Errors
+    /// `AlreadyExists`, or `InvalidInput` for a bad name or options.
+    pub async fn create_store(&self, name: &str, options: StoreOptions) -> Result<StoreInfo> {
+        let root = Handle::new(LogicalId::new(), EMPTY_ROOT);
+        let info = StoreInfo::new(name, options, root.logical_id)?;
+        self.inner.registry.create_store(&info, &root).await?;
+        self.inner.handles.observe(root);
+        Ok(info)
+    }
+
+    /// The store's metadata (options, committed count).
+    ///
+    /// # Errors
+    /// `NotFound` when there is no such store.
+    pub async fn store_info(&self, name: &str) -> Result<StoreInfo> {
+        self.inner.registry.get_store(name).await?.ok_or_else(|| crate::tx::state::store_not_found(name))
+    }
+
+    /// Every store, sorted by name.
+    ///
+    /// # Errors
+    /// Registry errors.
+    pub async fn list_stores(&self) -> Result<Vec<StoreInfo>> {
+        self.inner.registry.list_stores().await
+    }
+
+    /// Removes a store with all its nodes and blobs.
+    ///
+    /// # Errors
+    /// `NotFound` when there is no such store; `Conflict` when a concurrent
+    /// commit changed the store while it was being removed (retry).
+    pub async fn remove_store(&self, name: &str) -> Result<()> {
+        let info = self.store_info(name).await?;
+        crate::recovery::remove_store_contents(&self.inner, &info).await?;
+        self.inner.registry.remove_store(name).await.map(|_| ())
+    }
+
+    /// Starts a read-write transaction.
+    ///
+    /// # Errors
+    /// None today; reserved for backends that must register transactions.
+    pub async fn begin_write(&self) -> Result<Transaction> {
+        Ok(Transaction::new(self.clone(), true))
+    }
+
+    /// Starts a read-only transaction (validated at commit, like any other).
+    ///
+    /// # Errors
+    /// As [`Database::begin_write`].
+    pub async fn begin_read(&self) -> Result<Transaction> {
+        Ok(Transaction::new(self.clone(), false))
+    }
+
+    /// Runs `f` in a write transaction and commits it, retrying the whole
+    /// transaction with jittered backoff when it conflicts, up to
+    /// `Config::max_retries` attempts.
+    ///
+    /// # Errors
+    /// `f`'s error, the commit's error, or `Conflict` after the last retry.
+    pub async fn run_write<F, Fut, T>(&self, f: F) -> Result<T>
+    where
+        F: FnMut(Transaction) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.run(true, f).await
+    }
+
+    /// As [`Database::run_write`], in read-only transactions.
+    ///
+    /// # Errors
+    /// As [`Database::run_write`].
+    pub async fn run_read<F, Fut, T>(&self, f: F) -> Result<T>
+    where
+        F: FnMut(Transaction) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.run(false, f).await
+    }
+
+    async fn run<F, Fut, T>(&self, writable: bool, mut f: F) -> Result<T>
+    where
+        F: FnMut(Transaction) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let attempts = self.inner.config.max_retries.max(1);
+        let mut last = None;
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                self.inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            let tx = Transaction::new(self.clone(), writable);
+            let outcome = match f(tx.clone()).await {
+                Ok(v) => tx.commit().await.map(|_| v),
+                Err(e) => {
+                    tx.rollback().await;
+                    Err(e)
+                }
+            };
+            match outcome {
+                Err(e) if e.is_conflict() => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::ItemConflict("no attempt made".into())))
+    }
+
+    /// Counters since open.
+    #[must_use]
+    pub fn stats(&self) -> DbStats {
+        let c = &self.inner.counters;
+        DbStats {
+            commits: c.commits.load(Ordering::Relaxed),
+            conflicts: c.conflicts.load(Ordering::Relaxed),
+            merges: c.merges.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            rollbacks: c.rollbacks.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The node cache's counters.
+    #[must_use]
+    pub fn cache_stats(&self) -> sop_cache::CacheStats {
+        self.inner.cache.stats()
+    }
+
+    /// Waits for pending background deletions of obsolete blobs.
+    ///
+    /// # Errors
+    /// None today; deletion failures are left for recovery.
+    pub async fn flush_gc(&self) -> Result<()> {
+        let tasks: Vec<_> = std::mem::take(&mut *self.inner.gc.lock().await);
+        for t in tasks {
+            let _ = t.await;
+        }
+        Ok(())
+    }
+
+    /// Finishes background work and closes the cache.
+    ///
+    /// # Errors
+    /// The cache's flush error.
+    pub async fn close(&self) -> Result<()> {
+        self.flush_gc().await?;
+        self.inner.cache.close().await
+    }
+}
+
+/// Exponential backoff with jitter: 1, 2, 4, ... ms (capped at 100 ms),
+/// times a random factor in [0.5, 1.5).
+fn backoff(attempt: u32) -> Duration {
+    let base = (1u64 << attempt.min(7)).min(100);
+    let jitter = (PhysicalId::new().as_u128() & 0x3ff) as u64; // 0..1023
+    Duration::from_micros(base * 500 + base * jitter)
+}
+
+impl DbInner {
+    /// The current handle of `id`: from the handle cache, else the registry.
+    pub(crate) async fn handle(&self, id: LogicalId) -> Result<Option<Handle>> {
+        if let Some(h) = self.handles.get(id) {
+            return Ok(Some(h));
+        }
+        let got = self.registry.get_handles(&[id]).await?.into_iter().next().flatten();
+        if let Some(h) = got {
+            self.handles.observe(h);
+        }
+        Ok(got)
+    }
+
+    /// Calls the failpoint, if any, at `step`.
+    pub(crate) fn failpoint(&self, step: CommitStep) -> Result<()> {
+        self.config.failpoint.as_ref().map_or(Ok(()), |f| f(step))
+    }
+
+    pub(crate) fn tx_deadline(&self) -> Instant {
+        Instant::now() + self.config.tx_timeout
+    }
+}

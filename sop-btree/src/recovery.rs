@@ -1,0 +1,96 @@
+//! Recovery of crashed commits, deferred deletion of obsolete blobs, and
+//! store removal.
+
+use std::sync::Arc;
+
+use sop_core::{Error, HandleWrite, Intent, IntentState, PublishRequest, Result, StoreInfo, TxId};
+
+use crate::check::walk;
+use crate::config::CommitStep;
+use crate::db::{Database, DbInner};
+
+impl Database {
+    /// Finishes or undoes every abandoned intent, and finishes removing
+    /// half-removed stores. With `exclusive` (no other process shares the
+    /// backends) every intent is abandoned; otherwise only those older than
+    /// the transaction timeout.
+    pub(crate) async fn recover(&self, exclusive: bool) -> Result<()> {
+        let db = &self.inner;
+        let cutoff = if exclusive {
+            u64::MAX
+        } else {
+            sop_core::now_millis().saturating_sub(db.config.tx_timeout.as_millis() as u64)
+        };
+        for intent in db.registry.list_intents(cutoff).await? {
+            finish_intent(db, &intent).await?;
+        }
+        for store in db.registry.list_stores().await? {
+            if db.registry.get_handles(&[store.root]).await?.first().copied().flatten().is_none() {
+                tracing::warn!(store = %store.name, "finishing the removal of a half-removed store");
+                db.registry.remove_store(&store.name).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Deletes what an intent left behind, then the intent.
+async fn finish_intent(db: &DbInner, intent: &Intent) -> Result<()> {
+    let garbage = match intent.state {
+        IntentState::Pending => &intent.staged,
+        IntentState::Committed => &intent.obsolete,
+    };
+    tracing::info!(tx = %intent.tx_id, state = ?intent.state, blobs = garbage.len(), "recovering intent");
+    db.blobs.delete_many(garbage).await?;
+    db.registry.remove_intent(intent.tx_id).await
+}
+
+/// After a publish: deletes the obsolete blobs after the grace period
+/// (inline when it is zero), then removes the intent.
+pub(crate) async fn schedule_cleanup(db: &Arc<DbInner>, intent: Intent) -> Result<()> {
+    if db.config.gc_grace.is_zero() {
+        return cleanup(db, &intent).await;
+    }
+    let db2 = db.clone();
+    let task = tokio::spawn(async move {
+        tokio::time::sleep(db2.config.gc_grace).await;
+        if let Err(e) = cleanup(&db2, &intent).await {
+            tracing::warn!(tx = %intent.tx_id, error = %e, "deferred cleanup failed; recovery will finish it");
+        }
+    });
+    let mut tasks = db.gc.lock().await;
+    tasks.retain(|t| !t.is_finished());
+    tasks.push(task);
+    Ok(())
+}
+
+async fn cleanup(db: &DbInner, intent: &Intent) -> Result<()> {
+    for id in &intent.obsolete {
+        db.cache.remove(*id);
+    }
+    db.blobs.delete_many(&intent.obsolete).await?;
+    db.failpoint(CommitStep::ObsoleteDeleted)?;
+    db.registry.remove_intent(intent.tx_id).await
+}
+
+/// Removes every node handle of a store and its blobs, through a committed
+/// intent so that a crash midway is finished by recovery.
+pub(crate) async fn remove_store_contents(db: &DbInner, info: &StoreInfo) -> Result<()> {
+    let walked = walk(db, info).await?;
+    let tx_id = TxId::new();
+    let mut intent = Intent::pending(tx_id, Vec::new());
+    intent.state = IntentState::Committed;
+    intent.obsolete = walked.blobs.clone();
+    let writes = walked.nodes.iter().map(|n| HandleWrite::Remove { id: n.id, expected: n.version }).collect();
+    let request = PublishRequest { tx_id, writes, intent: Some(intent.clone()), ..PublishRequest::default() };
+    db.registry.publish(&request).await.map_err(|e| match e {
+        Error::Conflict { .. } => {
+            Error::ItemConflict(format!("store {:?} changed while being removed", info.name))
+        }
+        other => other,
+    })?;
+    for n in &walked.nodes {
+        db.handles.forget(n.id);
+    }
+    cleanup(db, &intent).await
+}

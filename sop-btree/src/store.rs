@@ -1,0 +1,502 @@
+//! Store handles: [`Store`] (bytes) and [`TypedStore`] (typed keys and
+//! values), and [`Cursor`] for range reads.
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sop_core::{Error, Item, Result, StoreInfo, StoreOptions, TxId};
+
+use crate::key::{Key, encode_bytes};
+use crate::tx::Transaction;
+use crate::tx::log::ReadEntry;
+use crate::tx::write::check_sizes;
+
+/// Identifies one of several items with the same key in a non-unique store.
+pub type ItemId = u128;
+
+/// A byte-level handle on one store, inside one transaction.
+///
+/// In a unique store a key maps to one value. In a non-unique store
+/// `insert` appends, duplicates keep insertion order, `get` returns the
+/// first, and [`Store::get_all`]/[`Store::remove_item`] address each one.
+#[derive(Debug, Clone)]
+pub struct Store {
+    tx: Transaction,
+    info: StoreInfo,
+}
+
+const DUP_SUFFIX: usize = 16;
+
+impl Store {
+    pub(crate) fn new(tx: Transaction, info: StoreInfo) -> Self {
+        Self { tx, info }
+    }
+
+    /// The store's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// The store's options.
+    #[must_use]
+    pub fn options(&self) -> StoreOptions {
+        self.info.options
+    }
+
+    fn unique(&self) -> bool {
+        self.info.options.unique
+    }
+
+    /// The first item stored under `key` (for a unique store, the item).
+    async fn lookup(&self, key: &[u8]) -> Result<Option<(Bytes, Item)>> {
+        if self.unique() {
+            let key = Bytes::copy_from_slice(key);
+            let db = &self.tx.shared.db.inner;
+            let mut st = self.tx.shared.state.lock().await;
+            st.check_live()?;
+            let item = st.find(db, self.info.root, &key).await?;
+            st.log_point(&self.info.name, &key, item.as_ref());
+            let value = match &item {
+                Some(i) => Some(st.value_of(db, i).await?),
+                None => None,
+            };
+            return Ok(value.zip(item));
+        }
+        let mut cur = self.dup_cursor(key);
+        cur.next_item().await
+    }
+
+    fn dup_cursor(&self, key: &[u8]) -> Cursor {
+        let mut lo = Vec::new();
+        encode_bytes(key, &mut lo);
+        let mut hi = lo.clone();
+        hi.extend_from_slice(&[0xff; DUP_SUFFIX]);
+        Cursor::new(self.clone(), Bound::Included(lo.into()), Bound::Included(hi.into()), false)
+    }
+
+    /// The value under `key`.
+    ///
+    /// # Errors
+    /// `InvalidInput` (oversize key), `Closed`/`Timeout` (transaction over),
+    /// backend errors; a node that moved underneath gives `Conflict`.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        check_sizes(key, None)?;
+        Ok(self.lookup(key).await?.map(|(v, _)| v))
+    }
+
+    /// Whether `key` is present.
+    ///
+    /// # Errors
+    /// As [`Store::get`].
+    pub async fn contains(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.get(key).await?.is_some())
+    }
+
+    async fn write(&self, key: Bytes, value: Option<Bytes>) -> Result<Option<Item>> {
+        let db = &self.tx.shared.db.inner;
+        let mut st = self.tx.shared.state.lock().await;
+        st.check_live()?;
+        st.check_writable()?;
+        st.apply_write(db, &self.info.name, key, value).await
+    }
+
+    /// Adds `key`. In a unique store an existing key is an error; in a
+    /// non-unique store the value is appended after existing duplicates.
+    ///
+    /// # Errors
+    /// `AlreadyExists` (unique store, key present), `InvalidInput` (sizes,
+    /// or a read-only transaction), as [`Store::get`] otherwise.
+    pub async fn insert(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        check_sizes(key, Some(value))?;
+        if !self.unique() {
+            let mut stored = Vec::with_capacity(key.len() + 2 + DUP_SUFFIX);
+            encode_bytes(key, &mut stored);
+            stored.extend_from_slice(&TxId::new().as_u128().to_be_bytes());
+            self.write(stored.into(), Some(Bytes::copy_from_slice(value))).await?;
+            return Ok(());
+        }
+        if self.lookup(key).await?.is_some() {
+            return Err(Error::AlreadyExists(format!("key {key:?} in store {:?}", self.info.name)));
+        }
+        self.write(Bytes::copy_from_slice(key), Some(Bytes::copy_from_slice(value))).await.map(|_| ())
+    }
+
+    /// Puts `key` whether or not it exists (a blind write in a unique
+    /// store; replaces the first duplicate in a non-unique one).
+    ///
+    /// # Errors
+    /// As [`Store::insert`], without `AlreadyExists`.
+    pub async fn upsert(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        check_sizes(key, Some(value))?;
+        if self.unique() {
+            return self
+                .write(Bytes::copy_from_slice(key), Some(Bytes::copy_from_slice(value)))
+                .await
+                .map(|_| ());
+        }
+        match self.lookup(key).await? {
+            Some((_, item)) => self.write(item.key, Some(Bytes::copy_from_slice(value))).await.map(|_| ()),
+            None => self.insert(key, value).await,
+        }
+    }
+
+    /// Replaces the value of an existing `key` (the first duplicate).
+    ///
+    /// # Errors
+    /// `NotFound` when `key` is absent; as [`Store::insert`] otherwise.
+    pub async fn update(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        check_sizes(key, Some(value))?;
+        let Some((_, item)) = self.lookup(key).await? else {
+            return Err(Error::NotFound(format!("key {key:?} in store {:?}", self.info.name)));
+        };
+        self.write(item.key, Some(Bytes::copy_from_slice(value))).await.map(|_| ())
+    }
+
+    /// Removes `key` (the first duplicate); returns whether it was there.
+    ///
+    /// # Errors
+    /// As [`Store::insert`].
+    pub async fn remove(&self, key: &[u8]) -> Result<bool> {
+        check_sizes(key, None)?;
+        match self.lookup(key).await? {
+            Some((_, item)) => self.write(item.key, None).await.map(|_| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Every duplicate under `key`, in insertion order, with its id.
+    ///
+    /// # Errors
+    /// As [`Store::get`].
+    pub async fn get_all(&self, key: &[u8]) -> Result<Vec<(ItemId, Bytes)>> {
+        check_sizes(key, None)?;
+        if self.unique() {
+            return Ok(self.get(key).await?.map(|v| (0, v)).into_iter().collect());
+        }
+        let mut cur = self.dup_cursor(key);
+        let mut out = Vec::new();
+        while let Some((v, item)) = cur.next_item().await? {
+            out.push((dup_id(&item.key), v));
+        }
+        Ok(out)
+    }
+
+    /// Removes one duplicate by its id; returns whether it was there.
+    ///
+    /// # Errors
+    /// As [`Store::insert`].
+    pub async fn remove_item(&self, key: &[u8], id: ItemId) -> Result<bool> {
+        let items = self.get_all(key).await?;
+        if !items.iter().any(|(i, _)| *i == id) {
+            return Ok(false);
+        }
+        if self.unique() {
+            return self.remove(key).await;
+        }
+        let mut stored = Vec::new();
+        encode_bytes(key, &mut stored);
+        stored.extend_from_slice(&id.to_be_bytes());
+        self.write(stored.into(), None).await.map(|_| true)
+    }
+
+    /// The number of items, including this transaction's changes.
+    ///
+    /// # Errors
+    /// `Closed`/`Timeout` when the transaction is over.
+    pub async fn count(&self) -> Result<u64> {
+        let db = &self.tx.shared.db.inner;
+        let mut st = self.tx.shared.state.lock().await;
+        st.check_live()?;
+        let s = st.store(db, &self.info.name).await?;
+        let (committed, delta) = (s.info.count, s.delta);
+        st.reads.push(ReadEntry::Count { store: self.info.name.clone(), committed });
+        Ok(committed.saturating_add_signed(delta))
+    }
+
+    /// A forward cursor over `[lo, hi]` (either bound may be open).
+    #[must_use]
+    pub fn range(&self, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> Cursor {
+        let (lo, hi) = self.stored_bounds(lo, hi);
+        Cursor::new(self.clone(), lo, hi, false)
+    }
+
+    /// A reverse cursor over `[lo, hi]`, largest key first.
+    #[must_use]
+    pub fn range_rev(&self, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> Cursor {
+        let (lo, hi) = self.stored_bounds(lo, hi);
+        Cursor::new(self.clone(), lo, hi, true)
+    }
+
+    /// The smallest key and its value.
+    ///
+    /// # Errors
+    /// As [`Store::get`].
+    pub async fn first(&self) -> Result<Option<(Bytes, Bytes)>> {
+        self.range(Bound::Unbounded, Bound::Unbounded).next().await
+    }
+
+    /// The largest key and its value.
+    ///
+    /// # Errors
+    /// As [`Store::get`].
+    pub async fn last(&self) -> Result<Option<(Bytes, Bytes)>> {
+        self.range_rev(Bound::Unbounded, Bound::Unbounded).next().await
+    }
+
+    /// Maps user-key bounds to stored-key bounds (identity when unique).
+    fn stored_bounds(&self, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> (Bound<Bytes>, Bound<Bytes>) {
+        if self.unique() {
+            return (lo.map(Bytes::copy_from_slice), hi.map(Bytes::copy_from_slice));
+        }
+        let enc = |k: &[u8], max_suffix: bool| {
+            let mut v = Vec::new();
+            encode_bytes(k, &mut v);
+            if max_suffix {
+                v.extend_from_slice(&[0xff; DUP_SUFFIX]);
+            }
+            Bytes::from(v)
+        };
+        let lo = match lo {
+            Bound::Included(k) => Bound::Included(enc(k, false)),
+            Bound::Excluded(k) => Bound::Excluded(enc(k, true)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let hi = match hi {
+            Bound::Included(k) => Bound::Included(enc(k, true)),
+            Bound::Excluded(k) => Bound::Excluded(enc(k, false)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        (lo, hi)
+    }
+
+    /// The user key of a stored key.
+    fn user_key(&self, stored: &Bytes) -> Result<Bytes> {
+        if self.unique() {
+            return Ok(stored.clone());
+        }
+        let mut input: &[u8] = stored;
+        crate::key::decode_bytes(&mut input).map(Bytes::from)
+    }
+}
+
+fn dup_id(stored: &[u8]) -> ItemId {
+    let tail = stored.len().saturating_sub(DUP_SUFFIX);
+    stored.get(tail..).and_then(|t| <[u8; 16]>::try_from(t).ok()).map_or(0, u128::from_be_bytes)
+}
+
+/// A cursor over a key range, forward or reverse. Each leaf it reads is
+/// logged for validation, so a range read is serializable: a key inserted
+/// into the range by a concurrent commit makes this transaction's commit
+/// fail (a phantom is caught).
+#[derive(Debug)]
+pub struct Cursor {
+    store: Store,
+    lo: Bound<Bytes>,
+    hi: Bound<Bytes>,
+    reverse: bool,
+    buffer: VecDeque<Item>,
+    /// Where the next batch starts; `None` once exhausted.
+    next: Option<Bound<Bytes>>,
+}
+
+impl Cursor {
+    fn new(store: Store, lo: Bound<Bytes>, hi: Bound<Bytes>, reverse: bool) -> Self {
+        let next = Some(if reverse { hi.clone() } else { lo.clone() });
+        Self { store, lo, hi, reverse, buffer: VecDeque::new(), next }
+    }
+
+    /// Moves the cursor to `key`: the next item is the first at or after
+    /// `key` (at or before, for a reverse cursor), within the range.
+    pub fn seek(&mut self, key: &[u8]) {
+        let (lo, hi) = self.store.stored_bounds(Bound::Included(key), Bound::Included(key));
+        self.buffer.clear();
+        self.next = Some(if self.reverse { hi } else { lo });
+    }
+
+    async fn fill(&mut self) -> Result<()> {
+        let Some(from) = self.next.take() else { return Ok(()) };
+        let tx = &self.store.tx;
+        let db = &tx.shared.db.inner;
+        let mut st = tx.shared.state.lock().await;
+        st.check_live()?;
+        let root = self.store.info.root;
+        let batch = if self.reverse {
+            st.scan_backward(db, root, &self.lo, from).await?
+        } else {
+            st.scan_forward(db, root, from, &self.hi).await?
+        };
+        let name = &self.store.info.name;
+        let written = st.stores.get(name).map(|s| &s.written);
+        let seen: Vec<(Bytes, TxId)> = {
+            let mut v: Vec<(Bytes, TxId)> = batch
+                .items
+                .iter()
+                .filter(|i| written.is_none_or(|w| !w.contains(&i.key)))
+                .map(|i| (i.key.clone(), i.version))
+                .collect();
+            if self.reverse {
+                v.reverse();
+            }
+            v
+        };
+        let writes_before = st.writes.len();
+        st.reads.push(ReadEntry::Range {
+            store: name.clone(),
+            lo: batch.lo,
+            hi: batch.hi,
+            seen,
+            writes_before,
+        });
+        self.buffer.extend(batch.items);
+        self.next = batch.next;
+        Ok(())
+    }
+
+    async fn next_item(&mut self) -> Result<Option<(Bytes, Item)>> {
+        while self.buffer.is_empty() && self.next.is_some() {
+            self.fill().await?;
+        }
+        let Some(item) = self.buffer.pop_front() else { return Ok(None) };
+        let tx = &self.store.tx;
+        let st = tx.shared.state.lock().await;
+        let value = st.value_of(&tx.shared.db.inner, &item).await?;
+        Ok(Some((value, item)))
+    }
+
+    /// The next key and value, or `None` at the end of the range.
+    ///
+    /// # Errors
+    /// As [`Store::get`].
+    pub async fn next(&mut self) -> Result<Option<(Bytes, Bytes)>> {
+        match self.next_item().await? {
+            Some((value, item)) => Ok(Some((self.store.user_key(&item.key)?, value))),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` more items.
+    ///
+    /// # Errors
+    /// As [`Store::get`].
+    pub async fn take(&mut self, limit: usize) -> Result<Vec<(Bytes, Bytes)>> {
+        let mut out = Vec::new();
+        while out.len() < limit {
+            match self.next().await? {
+                Some(kv) => out.push(kv),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A typed handle on one store: keys encoded with [`Key`] (so their
+/// natural order is the store's order), values serialized with postcard.
+#[derive(Debug, Clone)]
+pub struct TypedStore<K, V> {
+    inner: Store,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+fn encode_value<V: Serialize>(v: &V) -> Result<Vec<u8>> {
+    postcard::to_allocvec(v).map_err(|e| Error::InvalidInput(format!("value does not serialize: {e}")))
+}
+
+fn decode_value<V: DeserializeOwned>(b: &[u8]) -> Result<V> {
+    postcard::from_bytes(b).map_err(|e| Error::corruption("value", format!("does not deserialize: {e}")))
+}
+
+impl<K: Key, V: Serialize + DeserializeOwned> TypedStore<K, V> {
+    pub(crate) fn new(inner: Store) -> Self {
+        Self { inner, _types: PhantomData }
+    }
+
+    /// The byte-level handle underneath.
+    #[must_use]
+    pub fn bytes(&self) -> &Store {
+        &self.inner
+    }
+
+    /// The value under `key`.
+    ///
+    /// # Errors
+    /// As [`Store::get`]; `Corruption` when the stored value does not
+    /// deserialize as `V`.
+    pub async fn get(&self, key: &K) -> Result<Option<V>> {
+        self.inner.get(&key.to_key_bytes()).await?.map(|b| decode_value(&b)).transpose()
+    }
+
+    /// Whether `key` is present.
+    ///
+    /// # Errors
+    /// As [`Store::get`].
+    pub async fn contains(&self, key: &K) -> Result<bool> {
+        self.inner.contains(&key.to_key_bytes()).await
+    }
+
+    /// See [`Store::insert`].
+    ///
+    /// # Errors
+    /// As [`Store::insert`].
+    pub async fn insert(&self, key: &K, value: &V) -> Result<()> {
+        self.inner.insert(&key.to_key_bytes(), &encode_value(value)?).await
+    }
+
+    /// See [`Store::upsert`].
+    ///
+    /// # Errors
+    /// As [`Store::upsert`].
+    pub async fn upsert(&self, key: &K, value: &V) -> Result<()> {
+        self.inner.upsert(&key.to_key_bytes(), &encode_value(value)?).await
+    }
+
+    /// See [`Store::update`].
+    ///
+    /// # Errors
+    /// As [`Store::update`].
+    pub async fn update(&self, key: &K, value: &V) -> Result<()> {
+        self.inner.update(&key.to_key_bytes(), &encode_value(value)?).await
+    }
+
+    /// See [`Store::remove`].
+    ///
+    /// # Errors
+    /// As [`Store::remove`].
+    pub async fn remove(&self, key: &K) -> Result<bool> {
+        self.inner.remove(&key.to_key_bytes()).await
+    }
+
+    /// See [`Store::count`].
+    ///
+    /// # Errors
+    /// As [`Store::count`].
+    pub async fn count(&self) -> Result<u64> {
+        self.inner.count().await
+    }
+
+    /// All items with keys in `range`, in order (or reversed), up to `limit`.
+    ///
+    /// # Errors
+    /// As [`Store::get`].
+    pub async fn range(
+        &self,
+        range: impl RangeBounds<K>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(K, V)>> {
+        let enc = |b: Bound<&K>| b.map(Key::to_key_bytes);
+        let (lo, hi) = (enc(range.start_bound()), enc(range.end_bound()));
+        let (lo, hi) = (lo.as_ref().map(Vec::as_slice), hi.as_ref().map(Vec::as_slice));
+        let mut cur = if reverse { self.inner.range_rev(lo, hi) } else { self.inner.range(lo, hi) };
+        let mut out = Vec::new();
+        for (k, v) in cur.take(limit).await? {
+            out.push((K::from_key_bytes(&k)?, decode_value(&v)?));
+        }
+        Ok(out)
+    }
+}

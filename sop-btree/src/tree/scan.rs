@@ -1,0 +1,154 @@
+//! Range reads, one leaf at a time: each batch returns the leaf's items in
+//! the range, the interval the batch covered, and where the next batch
+//! starts (the leaf's fence key in the parent), so a cursor moves in
+//! amortized constant time and a swarm merge can re-check exactly the
+//! interval a batch covered.
+
+use std::ops::Bound;
+
+use bytes::Bytes;
+use sop_core::{Item, LogicalId, Node, Result};
+
+use super::{Path, Target, bad_node};
+use crate::db::DbInner;
+use crate::tx::state::TxState;
+
+/// One leaf's worth of a range read.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    /// The items in range, in the direction of the read.
+    pub(crate) items: Vec<Item>,
+    /// The key interval this batch covered (ascending `lo`, `hi`).
+    pub(crate) lo: Bound<Bytes>,
+    pub(crate) hi: Bound<Bytes>,
+    /// The bound where the next batch starts (`from` going forward, `to`
+    /// going backward); `None` when the range is exhausted.
+    pub(crate) next: Option<Bound<Bytes>>,
+}
+
+fn in_lower(key: &[u8], lo: &Bound<Bytes>) -> bool {
+    match lo {
+        Bound::Included(b) => key >= b.as_ref(),
+        Bound::Excluded(b) => key > b.as_ref(),
+        Bound::Unbounded => true,
+    }
+}
+
+fn in_upper(key: &[u8], hi: &Bound<Bytes>) -> bool {
+    match hi {
+        Bound::Included(b) => key <= b.as_ref(),
+        Bound::Excluded(b) => key < b.as_ref(),
+        Bound::Unbounded => true,
+    }
+}
+
+/// Whether bound `a` (as an upper bound) is at or past `b`.
+fn upper_reaches(a: &Bound<Bytes>, b: &Bound<Bytes>) -> bool {
+    match (a, b) {
+        (Bound::Unbounded, _) => true,
+        (_, Bound::Unbounded) => false,
+        (Bound::Included(x) | Bound::Excluded(x), Bound::Included(y) | Bound::Excluded(y)) => x >= y,
+    }
+}
+
+/// The leaf's fence keys from the path: (lower, upper).
+fn fences(tx: &TxState, path: &Path) -> Result<(Option<Bytes>, Option<Bytes>)> {
+    let (mut lower, mut upper) = (None, None);
+    for &(id, idx) in path.iter().rev().skip(1) {
+        let Node::Internal { keys, .. } = tx.node(id)?.as_ref() else { return Err(bad_node(id)) };
+        if upper.is_none() && idx < keys.len() {
+            upper = keys.get(idx).cloned();
+        }
+        if lower.is_none() && idx > 0 {
+            lower = keys.get(idx - 1).cloned();
+        }
+    }
+    Ok((lower, upper))
+}
+
+fn leaf_items(tx: &TxState, path: &Path) -> Result<Vec<Item>> {
+    let (leaf, _) = *path.last().ok_or_else(|| sop_core::Error::corruption("tree", "empty path"))?;
+    match tx.node(leaf)?.as_ref() {
+        Node::Leaf { items } => Ok(items.clone()),
+        Node::Internal { .. } => Err(bad_node(leaf)),
+    }
+}
+
+impl TxState {
+    /// The first batch of `[from, to]` at or after `from`.
+    pub(crate) async fn scan_forward(
+        &mut self,
+        db: &DbInner,
+        root: LogicalId,
+        from: Bound<Bytes>,
+        to: &Bound<Bytes>,
+    ) -> Result<Batch> {
+        let target = match &from {
+            Bound::Unbounded => Target::First,
+            Bound::Included(k) | Bound::Excluded(k) => Target::Key(k),
+        };
+        let path = self.descend(db, root, target).await?;
+        let (_, upper) = fences(self, &path)?;
+        let items: Vec<Item> = leaf_items(self, &path)?
+            .into_iter()
+            .filter(|i| in_lower(&i.key, &from) && in_upper(&i.key, to))
+            .collect();
+        let leaf_hi = upper.clone().map_or(Bound::Unbounded, Bound::Excluded);
+        let (hi, next) = if upper_reaches(&leaf_hi, to) {
+            (to.clone(), None)
+        } else {
+            (leaf_hi, upper.map(Bound::Included))
+        };
+        Ok(Batch { items, lo: from, hi, next })
+    }
+
+    /// The first batch of `[from, to]` at or before `to`, items descending.
+    pub(crate) async fn scan_backward(
+        &mut self,
+        db: &DbInner,
+        root: LogicalId,
+        from: &Bound<Bytes>,
+        to: Bound<Bytes>,
+    ) -> Result<Batch> {
+        let target = match &to {
+            Bound::Unbounded => Target::Last,
+            Bound::Included(k) => Target::Key(k),
+            Bound::Excluded(k) => Target::Below(k),
+        };
+        let path = self.descend(db, root, target).await?;
+        let (lower, _) = fences(self, &path)?;
+        let mut items: Vec<Item> = leaf_items(self, &path)?
+            .into_iter()
+            .filter(|i| in_lower(&i.key, from) && in_upper(&i.key, &to))
+            .collect();
+        items.reverse();
+        let below_from = match (&lower, from) {
+            (None, _) => true,
+            (Some(_), Bound::Unbounded) => false,
+            (Some(l), Bound::Included(f) | Bound::Excluded(f)) => l <= f,
+        };
+        let (lo, next) = match lower {
+            Some(l) if !below_from => (Bound::Included(l.clone()), Some(Bound::Excluded(l))),
+            _ => (from.clone(), None),
+        };
+        Ok(Batch { items, lo, hi: to, next })
+    }
+
+    /// Every item in `[lo, hi]`, ascending (used to re-check range reads).
+    pub(crate) async fn collect_range(
+        &mut self,
+        db: &DbInner,
+        root: LogicalId,
+        lo: Bound<Bytes>,
+        hi: &Bound<Bytes>,
+    ) -> Result<Vec<Item>> {
+        let mut out = Vec::new();
+        let mut from = Some(lo);
+        while let Some(f) = from {
+            let batch = self.scan_forward(db, root, f, hi).await?;
+            out.extend(batch.items);
+            from = batch.next;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,213 @@
+//! The commit protocol: intent → stage → validate-and-publish → cleanup,
+//! with swarm merge on node-level clashes.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sop_cache::CachedBlob;
+use sop_core::{
+    Error, HandleWrite, Intent, IntentState, LogicalId, Node, PhysicalId, PublishRequest, Result,
+    VersionCheck,
+};
+
+use super::CommitInfo;
+use crate::config::CommitStep;
+use crate::db::{DbInner, EMPTY_ROOT};
+use crate::tx::log::ReadEntry;
+use crate::tx::state::TxState;
+
+/// Everything one publish attempt writes.
+struct Plan {
+    request: PublishRequest,
+    /// Blobs to stage, with the decoded node for the cache when a node.
+    staged: Vec<(PhysicalId, Bytes, Option<Arc<Node>>)>,
+}
+
+pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<CommitInfo> {
+    let mut merges = 0;
+    loop {
+        let plan = plan(st);
+        let outcome = if plan.staged.is_empty() && plan.request.intent.is_none() {
+            db.registry.publish(&plan.request).await
+        } else {
+            publish_with_intent(db, st, &plan).await
+        };
+        match outcome {
+            Ok(()) => {
+                after_publish(db, &plan).await?;
+                return Ok(CommitInfo { merges });
+            }
+            Err(e) if e.is_conflict() && merges < db.config.max_merges => {
+                discard(db, st, &plan).await;
+                forget_conflicted(db, &e);
+                merge(db, st).await?;
+                merges += 1;
+                st.merges = merges;
+            }
+            Err(e) if e.is_conflict() => {
+                discard(db, st, &plan).await;
+                forget_conflicted(db, &e);
+                return Err(e);
+            }
+            // Any other error: the outcome may be unknown; leave the intent
+            // for recovery, which sees whether it was marked committed.
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn plan(st: &TxState) -> Plan {
+    let mut request = PublishRequest { tx_id: st.id, ..PublishRequest::default() };
+    let mut staged = Vec::new();
+    let mut obsolete: Vec<PhysicalId> = st.obsolete_values.clone();
+    for (&id, n) in &st.nodes {
+        match (n.dirty, n.version) {
+            (false, Some(version)) => request.checks.push(VersionCheck { id, version }),
+            (false, None) => {}
+            (true, version) => {
+                let physical_id = PhysicalId::new();
+                staged.push((physical_id, Bytes::from(n.node.encode()), Some(n.node.clone())));
+                request.writes.push(match version {
+                    Some(expected) => HandleWrite::Update { id, expected, physical_id },
+                    None => HandleWrite::Insert { id, physical_id },
+                });
+                obsolete.extend(n.physical.filter(|p| *p != EMPTY_ROOT));
+            }
+        }
+    }
+    for (&id, &(expected, physical)) in &st.removed {
+        request.writes.push(HandleWrite::Remove { id, expected });
+        obsolete.push(physical);
+    }
+    staged.extend(st.pending_values.iter().map(|(id, v)| (*id, v.clone(), None)));
+    request.count_deltas =
+        st.stores.iter().filter(|(_, s)| s.delta != 0).map(|(n, s)| (n.clone(), s.delta)).collect();
+    request.count_checks = st
+        .reads
+        .iter()
+        .filter_map(|r| match r {
+            ReadEntry::Count { store, committed } => Some((store.clone(), *committed)),
+            _ => None,
+        })
+        .collect();
+    if !request.writes.is_empty() || !staged.is_empty() {
+        let mut intent = Intent::pending(st.id, staged.iter().map(|s| s.0).collect());
+        intent.state = IntentState::Committed;
+        intent.obsolete = obsolete;
+        request.intent = Some(intent);
+    }
+    Plan { request, staged }
+}
+
+async fn publish_with_intent(db: &DbInner, st: &TxState, plan: &Plan) -> Result<()> {
+    let mut pending = plan.request.intent.clone().unwrap_or_else(|| Intent::pending(st.id, Vec::new()));
+    pending.state = IntentState::Pending;
+    pending.obsolete.clear();
+    db.registry.put_intent(&pending).await?;
+    db.failpoint(CommitStep::IntentWritten)?;
+    let blobs: Vec<(PhysicalId, Bytes)> = plan.staged.iter().map(|(id, b, _)| (*id, b.clone())).collect();
+    db.blobs.put_many(blobs).await?;
+    db.failpoint(CommitStep::BlobsStaged)?;
+    db.registry.publish(&plan.request).await
+}
+
+/// After a successful publish: caches, then deferred deletion.
+async fn after_publish(db: &Arc<DbInner>, plan: &Plan) -> Result<()> {
+    db.failpoint(CommitStep::Published)?;
+    for w in &plan.request.writes {
+        match w.result() {
+            Some(h) => db.handles.observe(h),
+            None => db.handles.forget(w.id()),
+        }
+    }
+    for (id, _, node) in &plan.staged {
+        if let Some(node) = node {
+            db.cache.insert(*id, CachedBlob::Node(node.clone()));
+        }
+    }
+    if let Some(intent) = plan.request.intent.clone() {
+        crate::recovery::schedule_cleanup(db, intent).await?;
+    }
+    Ok(())
+}
+
+/// A failed attempt's staged blobs are garbage: delete them and the intent.
+async fn discard(db: &DbInner, st: &TxState, plan: &Plan) {
+    if plan.request.intent.is_none() {
+        return;
+    }
+    let ids: Vec<PhysicalId> = plan.staged.iter().map(|s| s.0).collect();
+    if db.blobs.delete_many(&ids).await.is_ok() {
+        let _ = db.registry.remove_intent(st.id).await;
+    }
+}
+
+fn forget_conflicted(db: &DbInner, e: &Error) {
+    if let Error::Conflict { conflicts } = e {
+        for c in conflicts {
+            db.handles.forget(c.id);
+        }
+    }
+}
+
+/// Swarm merge: re-checks every logged read on fresh state, then replays
+/// the writes there. Fails with `Conflict` when any read changed.
+async fn merge(db: &DbInner, st: &mut TxState) -> Result<()> {
+    st.reset_view();
+    let reads = st.reads.clone();
+    for entry in &reads {
+        recheck(db, st, entry).await?;
+    }
+    st.replay_writes(db).await
+}
+
+async fn recheck(db: &DbInner, st: &mut TxState, entry: &ReadEntry) -> Result<()> {
+    match entry {
+        ReadEntry::Point { store, key, version } => {
+            let root = root_of(db, st, store).await?;
+            let now = st.find(db, root, key).await?.map(|i| i.version);
+            if now != *version {
+                return Err(item_changed(store, key));
+            }
+        }
+        ReadEntry::Range { store, lo, hi, seen, writes_before } => {
+            let root = root_of(db, st, store).await?;
+            let own: std::collections::HashSet<Bytes> = st
+                .writes
+                .iter()
+                .take(*writes_before)
+                .filter(|w| &w.store == store)
+                .map(|w| w.key.clone())
+                .collect();
+            let fresh = st.collect_range(db, root, lo.clone(), hi).await?;
+            let now: Vec<(Bytes, sop_core::TxId)> =
+                fresh.into_iter().filter(|i| !own.contains(&i.key)).map(|i| (i.key, i.version)).collect();
+            if now != *seen {
+                return Err(Error::ItemConflict(format!(
+                    "range {} of store {store:?} changed",
+                    show(lo, hi)
+                )));
+            }
+        }
+        ReadEntry::Count { store, committed } => {
+            let now = db.registry.get_store(store).await?.map(|s| s.count);
+            if now != Some(*committed) {
+                return Err(Error::ItemConflict(format!("count of store {store:?} changed")));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn root_of(db: &DbInner, st: &mut TxState, store: &str) -> Result<LogicalId> {
+    Ok(st.store(db, store).await?.info.root)
+}
+
+fn item_changed(store: &str, key: &Bytes) -> Error {
+    Error::ItemConflict(format!("key {key:?} of store {store:?} changed"))
+}
+
+fn show(lo: &Bound<Bytes>, hi: &Bound<Bytes>) -> String {
+    format!("{lo:?}..{hi:?}")
+}

@@ -1,0 +1,127 @@
+//! [`Transaction`]: optimistic, serializable, spanning any number of stores.
+
+mod commit;
+pub(crate) mod log;
+pub(crate) mod state;
+pub(crate) mod write;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sop_core::{Result, TxId};
+
+use crate::db::Database;
+use crate::key::Key;
+use crate::store::{Store, TypedStore};
+use state::TxState;
+
+/// What a successful commit did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// Node-level clashes resolved by swarm merge during this commit.
+    pub merges: u32,
+}
+
+/// A transaction. Cheap to clone (clones share it); store handles from
+/// [`Transaction::store`] and [`Transaction::bytes_store`] act on it.
+///
+/// Reads record the versions they saw; [`Transaction::commit`] validates
+/// them and publishes the writes atomically, or fails with `Conflict`.
+/// Dropping the last clone without committing rolls back (nothing was
+/// published, so nothing needs undoing).
+#[derive(Debug, Clone)]
+pub struct Transaction {
+    pub(crate) shared: Arc<TxShared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct TxShared {
+    pub(crate) db: Database,
+    pub(crate) id: TxId,
+    pub(crate) state: tokio::sync::Mutex<TxState>,
+}
+
+impl Drop for TxShared {
+    fn drop(&mut self) {
+        if !self.state.get_mut().finished {
+            self.db.inner.counters.rollbacks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Transaction {
+    pub(crate) fn new(db: Database, writable: bool) -> Self {
+        let state = TxState::new(writable, db.inner.tx_deadline());
+        let id = state.id;
+        Self { shared: Arc::new(TxShared { db, id, state: tokio::sync::Mutex::new(state) }) }
+    }
+
+    /// This transaction's id (also the item version of what it writes).
+    #[must_use]
+    pub fn id(&self) -> TxId {
+        self.shared.id
+    }
+
+    /// A typed handle on store `name`: keys in the order-preserving
+    /// encoding of [`Key`], values serialized with postcard.
+    ///
+    /// # Errors
+    /// `NotFound` when there is no such store.
+    pub async fn store<K: Key, V: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<TypedStore<K, V>> {
+        Ok(TypedStore::new(self.bytes_store(name).await?))
+    }
+
+    /// A byte-level handle on store `name`: keys compare as bytes.
+    ///
+    /// # Errors
+    /// `NotFound` when there is no such store.
+    pub async fn bytes_store(&self, name: &str) -> Result<Store> {
+        let mut st = self.shared.state.lock().await;
+        st.check_live()?;
+        let info = st.store(&self.shared.db.inner, name).await?.info.clone();
+        Ok(Store::new(self.clone(), info))
+    }
+
+    /// Validates and publishes. A node-level clash whose item-level reads
+    /// still hold is merged (the writes are replayed on the fresh nodes)
+    /// without re-running application code.
+    ///
+    /// # Errors
+    /// `Conflict` when an item this transaction read changed (retry the
+    /// transaction); `Timeout` past the transaction's deadline; backend
+    /// errors (`Io`, `Indeterminate`). The transaction is over either way.
+    pub async fn commit(&self) -> Result<CommitInfo> {
+        let db = &self.shared.db.inner;
+        let mut st = self.shared.state.lock().await;
+        let outcome = match st.check_live() {
+            Ok(()) => commit::commit(db, &mut st).await,
+            Err(e) => Err(e),
+        };
+        st.finished = true;
+        match &outcome {
+            Ok(info) => {
+                db.counters.commits.fetch_add(1, Ordering::Relaxed);
+                db.counters.merges.fetch_add(u64::from(info.merges), Ordering::Relaxed);
+            }
+            Err(e) if e.is_conflict() => {
+                db.counters.conflicts.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {}
+        }
+        outcome
+    }
+
+    /// Ends the transaction without publishing anything.
+    pub async fn rollback(&self) {
+        let mut st = self.shared.state.lock().await;
+        if !st.finished {
+            st.finished = true;
+            self.shared.db.inner.counters.rollbacks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

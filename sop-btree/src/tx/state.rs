@@ -1,0 +1,196 @@
+//! [`TxState`]: a transaction's private view — the nodes it read (with the
+//! versions seen) or changed, its item-level log, its count deltas.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use sop_core::{Error, LogicalId, Node, PhysicalId, Result, StoreInfo, TxId};
+
+use crate::db::DbInner;
+use crate::tx::log::{ReadEntry, WriteOp};
+
+/// One node as the transaction sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct TxNode {
+    pub(crate) node: Arc<Node>,
+    // `physical` is `None` also for a store's blob-less empty root.
+    /// The handle version read; `None` for a node this transaction created.
+    pub(crate) version: Option<u64>,
+    /// The blob it was read from; `None` for a new node.
+    pub(crate) physical: Option<PhysicalId>,
+    pub(crate) dirty: bool,
+}
+
+/// A store as the transaction sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct TxStore {
+    pub(crate) info: StoreInfo,
+    pub(crate) delta: i64,
+    /// Keys this transaction wrote, with the index of the first write.
+    pub(crate) written: HashSet<Bytes>,
+}
+
+/// The private state of one transaction.
+#[derive(Debug)]
+pub(crate) struct TxState {
+    pub(crate) id: TxId,
+    pub(crate) writable: bool,
+    pub(crate) deadline: Instant,
+    pub(crate) nodes: HashMap<LogicalId, TxNode>,
+    /// Nodes removed: the version read and the blob to free.
+    pub(crate) removed: HashMap<LogicalId, (u64, PhysicalId)>,
+    pub(crate) stores: HashMap<String, TxStore>,
+    pub(crate) reads: Vec<ReadEntry>,
+    pub(crate) writes: Vec<WriteOp>,
+    /// Value blobs made unreachable by this transaction's writes.
+    pub(crate) obsolete_values: Vec<PhysicalId>,
+    /// Large values written by this transaction, staged at commit.
+    pub(crate) pending_values: HashMap<PhysicalId, Bytes>,
+    /// Set when the transaction committed, rolled back or failed.
+    pub(crate) finished: bool,
+    /// Counters for the swarm-merge report.
+    pub(crate) merges: u32,
+}
+
+impl TxState {
+    pub(crate) fn new(writable: bool, deadline: Instant) -> Self {
+        Self {
+            id: TxId::new(),
+            writable,
+            deadline,
+            nodes: HashMap::new(),
+            removed: HashMap::new(),
+            stores: HashMap::new(),
+            reads: Vec::new(),
+            writes: Vec::new(),
+            obsolete_values: Vec::new(),
+            pending_values: HashMap::new(),
+            finished: false,
+            merges: 0,
+        }
+    }
+
+    /// Forgets every node and store snapshot (keeps the logs): the start of
+    /// a swarm merge, which re-reads everything fresh.
+    pub(crate) fn reset_view(&mut self) {
+        self.nodes.clear();
+        self.removed.clear();
+        self.obsolete_values.clear();
+        self.pending_values.clear();
+        for s in self.stores.values_mut() {
+            s.delta = 0;
+            s.written.clear();
+        }
+    }
+
+    /// Fails if the transaction is over or past its deadline.
+    pub(crate) fn check_live(&self) -> Result<()> {
+        if self.finished {
+            return Err(Error::Closed(format!("transaction {}", self.id)));
+        }
+        if Instant::now() > self.deadline {
+            return Err(Error::Timeout {
+                what: format!("transaction {}", self.id),
+                after: Default::default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Fails unless this is a write transaction.
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(Error::InvalidInput(format!("transaction {} is read-only", self.id)))
+        }
+    }
+
+    /// Makes sure node `id` is in the view, loading it if needed.
+    pub(crate) async fn load(&mut self, db: &DbInner, id: LogicalId) -> Result<()> {
+        if self.nodes.contains_key(&id) {
+            return Ok(());
+        }
+        let handle = db.handle(id).await?.ok_or_else(|| moved(id))?;
+        if handle.physical_id == crate::db::EMPTY_ROOT {
+            let entry = TxNode {
+                node: Arc::new(Node::empty_leaf()),
+                version: Some(handle.version),
+                physical: None,
+                dirty: false,
+            };
+            self.nodes.insert(id, entry);
+            return Ok(());
+        }
+        let node = db
+            .cache
+            .node(handle.physical_id, &db.blobs)
+            .await
+            .map_err(|e| if e.kind() == sop_core::ErrorKind::NotFound { moved(id) } else { e })?;
+        let entry =
+            TxNode { node, version: Some(handle.version), physical: Some(handle.physical_id), dirty: false };
+        self.nodes.insert(id, entry);
+        Ok(())
+    }
+
+    /// Node `id`, which must be in the view.
+    pub(crate) fn node(&self, id: LogicalId) -> Result<&Arc<Node>> {
+        self.nodes.get(&id).map(|n| &n.node).ok_or_else(|| not_loaded(id))
+    }
+
+    /// Node `id` for writing: copied on first write, marked dirty.
+    pub(crate) fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node> {
+        let entry = self.nodes.get_mut(&id).ok_or_else(|| not_loaded(id))?;
+        entry.dirty = true;
+        Ok(Arc::make_mut(&mut entry.node))
+    }
+
+    /// Replaces node `id`'s contents.
+    pub(crate) fn set_node(&mut self, id: LogicalId, node: Node) -> Result<()> {
+        let entry = self.nodes.get_mut(&id).ok_or_else(|| not_loaded(id))?;
+        entry.dirty = true;
+        entry.node = Arc::new(node);
+        Ok(())
+    }
+
+    /// Adds a node created by this transaction.
+    pub(crate) fn new_node(&mut self, node: Node) -> LogicalId {
+        let id = LogicalId::new();
+        self.nodes.insert(id, TxNode { node: Arc::new(node), version: None, physical: None, dirty: true });
+        id
+    }
+
+    /// Removes node `id` from the tree.
+    pub(crate) fn remove_node(&mut self, id: LogicalId) {
+        if let Some(entry) = self.nodes.remove(&id)
+            && let (Some(v), Some(p)) = (entry.version, entry.physical)
+        {
+            self.removed.insert(id, (v, p));
+        }
+    }
+
+    /// The store snapshot `name`, loading it from the registry on first use.
+    pub(crate) async fn store(&mut self, db: &DbInner, name: &str) -> Result<&mut TxStore> {
+        if !self.stores.contains_key(name) {
+            let info = db.registry.get_store(name).await?.ok_or_else(|| store_not_found(name))?;
+            let store = TxStore { info, delta: 0, written: HashSet::new() };
+            self.stores.insert(name.to_owned(), store);
+        }
+        self.stores.get_mut(name).ok_or_else(|| store_not_found(name))
+    }
+}
+
+/// A node vanished or moved under a transaction: retryable.
+pub(crate) fn moved(id: LogicalId) -> Error {
+    Error::ItemConflict(format!("node {id} changed while the transaction read it"))
+}
+
+fn not_loaded(id: LogicalId) -> Error {
+    Error::corruption("transaction", format!("node {id} used before it was loaded"))
+}
+
+pub(crate) fn store_not_found(name: &str) -> Error {
+    Error::NotFound(format!("store {name:?}"))
+}

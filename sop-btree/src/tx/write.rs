@@ -1,0 +1,115 @@
+//! Writes on a transaction's view, shared by the store API and by swarm
+//! merge's replay; value placement (inline or own blob); read logging.
+
+use bytes::Bytes;
+use sop_core::{Error, Item, PhysicalId, Result, Value};
+
+use crate::db::DbInner;
+use crate::tx::log::{ReadEntry, WriteOp};
+use crate::tx::state::TxState;
+
+/// The largest key, in bytes (as stored; a non-unique store adds 18).
+pub const MAX_KEY_LEN: usize = 4096;
+/// The largest value, in bytes.
+pub const MAX_VALUE_LEN: usize = 64 << 20;
+
+/// Checks a key and value against the documented limits.
+pub(crate) fn check_sizes(key: &[u8], value: Option<&[u8]>) -> Result<()> {
+    if key.len() > MAX_KEY_LEN {
+        return Err(Error::InvalidInput(format!(
+            "key of {} bytes is over the {MAX_KEY_LEN}-byte limit",
+            key.len()
+        )));
+    }
+    if let Some(v) = value.filter(|v| v.len() > MAX_VALUE_LEN) {
+        return Err(Error::InvalidInput(format!(
+            "value of {} bytes is over the {MAX_VALUE_LEN}-byte limit",
+            v.len()
+        )));
+    }
+    Ok(())
+}
+
+impl TxState {
+    /// Puts (`Some`) or removes (`None`) `key` in `store`, logs the write
+    /// and adjusts the count delta; returns the item that was there.
+    pub(crate) async fn apply_write(
+        &mut self,
+        db: &DbInner,
+        store: &str,
+        key: Bytes,
+        value: Option<Bytes>,
+    ) -> Result<Option<Item>> {
+        let info = self.store(db, store).await?.info.clone();
+        let (root, slot) = (info.root, info.options.slot_length as usize);
+        let old = match &value {
+            Some(v) => {
+                let value = self.place_value(v.clone(), info.options.value_in_node_threshold as usize);
+                let item = Item { key: key.clone(), version: self.id, value };
+                self.put(db, root, slot, item).await?
+            }
+            None => self.delete(db, root, slot, &key).await?,
+        };
+        if let Some(old) = &old {
+            self.release_value(&old.value);
+        }
+        let delta = match (value.is_some(), old.is_some()) {
+            (true, false) => 1,
+            (false, true) => -1,
+            _ => 0,
+        };
+        let s = self.store(db, store).await?;
+        s.delta += delta;
+        s.written.insert(key.clone());
+        self.writes.push(WriteOp { store: store.to_owned(), key, value });
+        Ok(old)
+    }
+
+    /// Re-applies the logged writes on a fresh view (swarm merge).
+    pub(crate) async fn replay_writes(&mut self, db: &DbInner) -> Result<()> {
+        let writes = std::mem::take(&mut self.writes);
+        for w in writes {
+            self.apply_write(db, &w.store, w.key, w.value).await?;
+        }
+        Ok(())
+    }
+
+    fn place_value(&mut self, v: Bytes, threshold: usize) -> Value {
+        if v.len() <= threshold {
+            return Value::Inline(v);
+        }
+        let id = PhysicalId::new();
+        let len = v.len() as u64;
+        self.pending_values.insert(id, v);
+        Value::Blob { id, len }
+    }
+
+    fn release_value(&mut self, v: &Value) {
+        if let Value::Blob { id, .. } = v
+            && self.pending_values.remove(id).is_none()
+        {
+            self.obsolete_values.push(*id);
+        }
+    }
+
+    /// The bytes of an item's value.
+    pub(crate) async fn value_of(&self, db: &DbInner, item: &Item) -> Result<Bytes> {
+        match &item.value {
+            Value::Inline(b) => Ok(b.clone()),
+            Value::Blob { id, .. } => match self.pending_values.get(id) {
+                Some(b) => Ok(b.clone()),
+                None => db.cache.value(*id, &db.blobs).await,
+            },
+        }
+    }
+
+    /// Logs a point read unless it was answered from this transaction's
+    /// own writes.
+    pub(crate) fn log_point(&mut self, store: &str, key: &Bytes, item: Option<&Item>) {
+        let own = self.stores.get(store).is_some_and(|s| s.written.contains(key));
+        if !own {
+            let version = item.map(|i| i.version);
+            self.reads.push(ReadEntry::Point { store: store.to_owned(), key: key.clone(), version });
+        }
+    }
+}

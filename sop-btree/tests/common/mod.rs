@@ -1,0 +1,31 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use sop_btree::{Config, Database, StoreOptions};
+
+/// An in-memory database with immediate cleanup (no grace period).
+pub(crate) async fn memory_db() -> Database {
+    let mut config = Config::memory();
+    config.gc_grace = Duration::ZERO;
+    Database::open(config).await.expect("open memory db")
+}
+
+/// An embedded database in `dir` with immediate cleanup.
+pub(crate) async fn embedded_db(dir: &std::path::Path) -> Database {
+    let mut config = Config::embedded(dir);
+    config.gc_grace = Duration::ZERO;
+    Database::open(config).await.expect("open embedded db")
+}
+
+/// Store options with a small slot length, so splits and merges happen.
+pub(crate) fn small(slot_length: u32) -> StoreOptions {
+    StoreOptions { slot_length, ..StoreOptions::default() }
+}
+
+/// Asserts that `Database::check` finds nothing wrong.
+pub(crate) async fn assert_healthy(db: &Database) {
+    let report = db.check().await.expect("check runs");
+    assert!(report.is_ok(), "check found problems: {:#?}", report.problems);
+}
