@@ -1,0 +1,196 @@
+//! Random operation sequences against `std::collections::BTreeMap` as the
+//! model, over small slot lengths so that splits, borrows, merges and root
+//! changes happen constantly; `Database::check` after every commit.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use common::{memory_db, small};
+use proptest::prelude::*;
+use sop_btree::{Database, ErrorKind, StoreOptions};
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert(u16, u16),
+    Upsert(u16, u16),
+    Update(u16, u16),
+    Remove(u16),
+    Get(u16),
+    Scan(u16, u16, bool),
+    Commit,
+    Rollback,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let key = 0u16..300;
+    prop_oneof![
+        4 => (key.clone(), any::<u16>()).prop_map(|(k, v)| Op::Insert(k, v)),
+        2 => (key.clone(), any::<u16>()).prop_map(|(k, v)| Op::Upsert(k, v)),
+        1 => (key.clone(), any::<u16>()).prop_map(|(k, v)| Op::Update(k, v)),
+        3 => key.clone().prop_map(Op::Remove),
+        1 => key.clone().prop_map(Op::Get),
+        1 => (key.clone(), key, any::<bool>()).prop_map(|(a, b, r)| Op::Scan(a, b, r)),
+        1 => Just(Op::Commit),
+        1 => Just(Op::Rollback),
+    ]
+}
+
+fn k(n: u16) -> Vec<u8> {
+    format!("key{n:05}").into_bytes()
+}
+
+/// Values vary in length so that some land in blobs of their own.
+fn v(n: u16) -> Vec<u8> {
+    vec![(n % 251) as u8; (n % 40) as usize]
+}
+
+async fn run(db: &Database, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut committed: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let mut model = committed.clone();
+    let mut tx = db.begin_write().await.unwrap();
+    for op in ops {
+        let s = tx.bytes_store("m").await.unwrap();
+        match op {
+            Op::Insert(a, b) => {
+                let r = s.insert(&k(*a), &v(*b)).await;
+                if model.contains_key(&k(*a)) {
+                    prop_assert_eq!(r.unwrap_err().kind(), ErrorKind::AlreadyExists);
+                } else {
+                    r.unwrap();
+                    model.insert(k(*a), v(*b));
+                }
+            }
+            Op::Upsert(a, b) => {
+                s.upsert(&k(*a), &v(*b)).await.unwrap();
+                model.insert(k(*a), v(*b));
+            }
+            Op::Update(a, b) => {
+                let r = s.update(&k(*a), &v(*b)).await;
+                if model.contains_key(&k(*a)) {
+                    r.unwrap();
+                    model.insert(k(*a), v(*b));
+                } else {
+                    prop_assert_eq!(r.unwrap_err().kind(), ErrorKind::NotFound);
+                }
+            }
+            Op::Remove(a) => {
+                prop_assert_eq!(s.remove(&k(*a)).await.unwrap(), model.remove(&k(*a)).is_some());
+            }
+            Op::Get(a) => {
+                let got = s.get(&k(*a)).await.unwrap().map(|b| b.to_vec());
+                prop_assert_eq!(got, model.get(&k(*a)).cloned());
+            }
+            Op::Scan(a, b, reverse) => {
+                let (lo, hi) = (k(*a.min(b)), k(*a.max(b)));
+                let mut cur = if *reverse {
+                    s.range_rev(Bound::Included(&lo), Bound::Excluded(&hi))
+                } else {
+                    s.range(Bound::Included(&lo), Bound::Excluded(&hi))
+                };
+                let got: Vec<(Vec<u8>, Vec<u8>)> = cur
+                    .take(usize::MAX)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .collect();
+                let mut want: Vec<(Vec<u8>, Vec<u8>)> =
+                    model.range(lo..hi).map(|(k, v)| (k.clone(), v.clone())).collect();
+                if *reverse {
+                    want.reverse();
+                }
+                prop_assert_eq!(got, want);
+            }
+            Op::Commit => {
+                tx.commit().await.unwrap();
+                committed = model.clone();
+                verify(db, &committed).await?;
+                tx = db.begin_write().await.unwrap();
+            }
+            Op::Rollback => {
+                tx.rollback().await;
+                model = committed.clone();
+                tx = db.begin_write().await.unwrap();
+            }
+        }
+    }
+    tx.commit().await.unwrap();
+    verify(db, &model).await
+}
+
+async fn verify(db: &Database, model: &BTreeMap<Vec<u8>, Vec<u8>>) -> Result<(), TestCaseError> {
+    let report = db.check().await.unwrap();
+    prop_assert!(report.is_ok(), "{:#?}", report.problems);
+    prop_assert_eq!(report.items, model.len() as u64);
+    let tx = db.begin_read().await.unwrap();
+    let s = tx.bytes_store("m").await.unwrap();
+    let all = s.range(Bound::Unbounded, Bound::Unbounded).take(usize::MAX).await.unwrap();
+    let all: Vec<(Vec<u8>, Vec<u8>)> = all.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+    let want: Vec<(Vec<u8>, Vec<u8>)> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    prop_assert_eq!(all, want);
+    prop_assert_eq!(s.count().await.unwrap(), model.len() as u64);
+    tx.commit().await.unwrap();
+    Ok(())
+}
+
+fn check_slot(slot: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let db = memory_db().await;
+        let opts = StoreOptions { value_in_node_threshold: 24, ..small(slot) };
+        db.create_store("m", opts).await.unwrap();
+        run(&db, &ops).await
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn slot_4_matches_the_model(ops in prop::collection::vec(op(), 1..400)) {
+        check_slot(4, ops)?;
+    }
+
+    #[test]
+    fn slot_5_matches_the_model(ops in prop::collection::vec(op(), 1..400)) {
+        check_slot(5, ops)?;
+    }
+
+    #[test]
+    fn slot_16_matches_the_model(ops in prop::collection::vec(op(), 1..600)) {
+        check_slot(16, ops)?;
+    }
+}
+
+/// A deterministic long run: fill, then drain, through every tree shape.
+#[tokio::test]
+async fn fill_then_drain_keeps_every_invariant() {
+    let db = memory_db().await;
+    db.create_store("m", small(4)).await.unwrap();
+    let mut model = BTreeMap::new();
+    for round in 0..6u16 {
+        let tx = db.begin_write().await.unwrap();
+        let s = tx.bytes_store("m").await.unwrap();
+        for i in 0..200u16 {
+            let key = (i * 37 + round * 11) % 1000;
+            s.upsert(&k(key), &v(i)).await.unwrap();
+            model.insert(k(key), v(i));
+        }
+        tx.commit().await.unwrap();
+        verify(&db, &model).await.unwrap();
+    }
+    let keys: Vec<Vec<u8>> = model.keys().cloned().collect();
+    for chunk in keys.chunks(97) {
+        let tx = db.begin_write().await.unwrap();
+        let s = tx.bytes_store("m").await.unwrap();
+        for key in chunk {
+            assert!(s.remove(key).await.unwrap());
+            model.remove(key);
+        }
+        tx.commit().await.unwrap();
+        verify(&db, &model).await.unwrap();
+    }
+    assert!(model.is_empty());
+}
