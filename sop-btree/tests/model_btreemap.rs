@@ -2,6 +2,8 @@
 //! model, over small slot lengths so that splits, borrows, merges and root
 //! changes happen constantly; `Database::check` after every commit.
 
+#![allow(clippy::map_entry)] // the model mirrors the API call by call
+
 mod common;
 
 use std::collections::BTreeMap;

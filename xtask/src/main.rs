@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     let result = match task {
         "ci" => ci(),
         "loom" => loom(),
+        "bench" => bench(&args[1..]),
         "tidy" => tidy::run_all(&project_root()),
         "help" | "--help" | "-h" => {
             print_help();
@@ -41,6 +42,7 @@ fn print_help() {
     println!("cargo xtask [ci|loom|tidy|help]");
     println!("  ci    fmt, clippy, tidy, tests, doc tests, rustdoc, loom (the default)");
     println!("  loom  loom models of the concurrency-critical code");
+    println!("  bench [--quick|--smoke]  the engine benchmark (release build)");
     println!("  tidy  source-tree conventions");
 }
 
@@ -103,6 +105,7 @@ fn ci() -> Result<(), String> {
     doc.env("RUSTDOCFLAGS", "-D warnings");
     run(doc)?;
     loom()?;
+    bench(&["--smoke".to_owned(), "--dev".to_owned()])?;
     println!("\nxtask ci: all green in {:.0}s", start.elapsed().as_secs_f64());
     Ok(())
 }
@@ -130,6 +133,19 @@ fn ensure_system_packages(packages: &[&str]) -> Result<(), String> {
     run(apt(&["update", "-qq"]))?;
     run(apt(&[&["install", "-y", "-qq"][..], &missing].concat()))
         .map_err(|e| format!("{e}; install {} by hand", missing.join(" ")))
+}
+
+/// The engine benchmark. `--dev` builds it in the dev profile (CI's smoke
+/// run reuses the test build); otherwise release.
+fn bench(args: &[String]) -> Result<(), String> {
+    rocksdb::prebuild()?;
+    let dev = args.iter().any(|a| a == "--dev");
+    let mut cmd = cargo_with(&["run", "-p", "sop-btree", "--example", "engine_bench"]);
+    if !dev {
+        cmd.arg("--release");
+    }
+    cmd.arg("--").args(args.iter().filter(|a| *a != "--dev"));
+    run(cmd)
 }
 
 /// The loom models. RocksDB stays out: RUSTFLAGS reach build scripts, so a
