@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sop_cache::NodeCache;
 use sop_core::{BlobStore, Error, Handle, LogicalId, PhysicalId, Registry, Result, StoreInfo, StoreOptions};
@@ -272,9 +272,5 @@ impl DbInner {
     /// Calls the failpoint, if any, at `step`.
     pub(crate) fn failpoint(&self, step: CommitStep) -> Result<()> {
         self.config.failpoint.as_ref().map_or(Ok(()), |f| f(step))
-    }
-
-    pub(crate) fn tx_deadline(&self) -> Instant {
-        Instant::now() + self.config.tx_timeout
     }
 }

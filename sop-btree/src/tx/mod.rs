@@ -53,7 +53,7 @@ impl Drop for TxShared {
 
 impl Transaction {
     pub(crate) fn new(db: Database, writable: bool) -> Self {
-        let state = TxState::new(writable, db.inner.tx_deadline());
+        let state = TxState::new(writable, db.inner.config.tx_timeout);
         let id = state.id;
         Self { shared: Arc::new(TxShared { db, id, state: tokio::sync::Mutex::new(state) }) }
     }

@@ -38,6 +38,7 @@ pub(crate) struct TxState {
     pub(crate) id: TxId,
     pub(crate) writable: bool,
     pub(crate) deadline: Instant,
+    pub(crate) timeout: std::time::Duration,
     pub(crate) nodes: HashMap<LogicalId, TxNode>,
     /// Nodes removed: the version read and the blob to free.
     pub(crate) removed: HashMap<LogicalId, (u64, PhysicalId)>,
@@ -55,11 +56,12 @@ pub(crate) struct TxState {
 }
 
 impl TxState {
-    pub(crate) fn new(writable: bool, deadline: Instant) -> Self {
+    pub(crate) fn new(writable: bool, timeout: std::time::Duration) -> Self {
         Self {
             id: TxId::new(),
             writable,
-            deadline,
+            deadline: Instant::now() + timeout,
+            timeout,
             nodes: HashMap::new(),
             removed: HashMap::new(),
             stores: HashMap::new(),

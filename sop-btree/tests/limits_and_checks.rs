@@ -1,0 +1,84 @@
+//! Transaction timeouts, size limits, drop-rollback, and proof that
+//! `Database::check` catches damage (so the tests relying on it can fail).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{assert_healthy, small};
+use sop_btree::{Config, Database, ErrorKind};
+use sop_core::{BlobStore, HandleWrite, LogicalId, PhysicalId, PublishRequest, Registry};
+use sop_registry::MemRegistry;
+use sop_store::ObjectBlobStore;
+
+#[tokio::test]
+async fn a_transaction_past_its_timeout_fails_and_publishes_nothing() {
+    let mut config = Config::memory();
+    config.tx_timeout = Duration::from_millis(50);
+    let db = Database::open(config).await.unwrap();
+    db.create_store("s", small(4)).await.unwrap();
+    let tx = db.begin_write().await.unwrap();
+    let s = tx.bytes_store("s").await.unwrap();
+    s.insert(b"k", b"v").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(s.get(b"k").await.unwrap_err().kind(), ErrorKind::Timeout);
+    assert_eq!(tx.commit().await.unwrap_err().kind(), ErrorKind::Timeout);
+    assert_eq!(db.store_info("s").await.unwrap().count, 0);
+}
+
+#[tokio::test]
+async fn oversize_values_are_invalid_input_and_dropped_transactions_roll_back() {
+    let db = Database::open(Config::memory()).await.unwrap();
+    db.create_store("s", small(4)).await.unwrap();
+    {
+        let tx = db.begin_write().await.unwrap();
+        let s = tx.bytes_store("s").await.unwrap();
+        let huge = vec![0u8; sop_btree::MAX_VALUE_LEN + 1];
+        assert_eq!(s.insert(b"k", &huge).await.unwrap_err().kind(), ErrorKind::InvalidInput);
+        s.insert(b"kept?", b"no").await.unwrap();
+    } // dropped without commit
+    assert_eq!(db.stats().rollbacks, 1);
+    let tx = db.begin_read().await.unwrap();
+    assert_eq!(tx.bytes_store("s").await.unwrap().get(b"kept?").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn check_reports_orphan_blobs_dangling_handles_and_bad_counts() {
+    let registry = Arc::new(MemRegistry::new());
+    let blobs = Arc::new(ObjectBlobStore::memory());
+    let mut config = Config::from_parts(registry.clone(), blobs.clone(), true);
+    config.gc_grace = Duration::ZERO;
+    let db = Database::open(config).await.unwrap();
+    db.create_store("s", small(4)).await.unwrap();
+    db.run_write(|tx| async move {
+        let s = tx.store::<u32, u32>("s").await?;
+        for i in 0..20 {
+            s.insert(&i, &i).await?;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_healthy(&db).await;
+
+    blobs.put(PhysicalId::new(), Bytes::from_static(b"stray")).await.unwrap();
+    let report = db.check().await.unwrap();
+    assert!(report.problems.iter().any(|p| p.contains("orphan blob")), "{:?}", report.problems);
+
+    let stray = LogicalId::new();
+    let req = PublishRequest {
+        writes: vec![HandleWrite::Insert { id: stray, physical_id: PhysicalId::new() }],
+        count_deltas: vec![("s".into(), 5)],
+        ..Default::default()
+    };
+    registry.publish(&req).await.unwrap();
+    let report = db.check().await.unwrap();
+    let text = report.problems.join("\n");
+    assert!(text.contains("unreferenced node handle"), "{text}");
+    assert!(
+        text.contains("25 items but count says") || text.contains("20 items but count says 25"),
+        "{text}"
+    );
+}
