@@ -95,7 +95,7 @@ impl TxState {
         if Instant::now() > self.deadline {
             return Err(Error::Timeout {
                 what: format!("transaction {}", self.id),
-                after: Default::default(),
+                after: self.timeout,
             });
         }
         Ok(())
