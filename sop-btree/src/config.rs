@@ -57,6 +57,17 @@ impl fmt::Debug for Backend {
     }
 }
 
+/// Where the embedded backend keeps node and value blobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmbeddedBlobs {
+    /// Files in `<path>/blobs`, each fsynced when `Config::sync` is on.
+    #[default]
+    Directory,
+    /// A column family of the registry's RocksDB database: staging and
+    /// publishing share one synced WAL write per commit.
+    Registry,
+}
+
 /// Open-time settings of a [`crate::Database`].
 #[derive(Clone)]
 pub struct Config {
@@ -64,6 +75,8 @@ pub struct Config {
     pub backend: Backend,
     /// The node cache.
     pub cache: CacheConfig,
+    /// Where [`Backend::Embedded`] keeps blobs.
+    pub embedded_blobs: EmbeddedBlobs,
     /// Make every commit durable before it returns (WAL and blob fsync).
     /// Default `true`.
     pub sync: bool,
@@ -87,6 +100,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("backend", &self.backend)
             .field("cache", &self.cache)
+            .field("embedded_blobs", &self.embedded_blobs)
             .field("sync", &self.sync)
             .field("tx_timeout", &self.tx_timeout)
             .field("max_retries", &self.max_retries)
@@ -102,6 +116,7 @@ impl Config {
         Self {
             backend,
             cache: CacheConfig::default(),
+            embedded_blobs: EmbeddedBlobs::default(),
             sync: true,
             tx_timeout: Duration::from_secs(60),
             max_retries: 10,

@@ -10,7 +10,7 @@ use sop_core::{BlobStore, Error, Handle, LogicalId, PhysicalId, Registry, Result
 use sop_registry::{MemRegistry, RocksConfig, RocksRegistry};
 use sop_store::ObjectBlobStore;
 
-use crate::config::{Backend, CommitStep, Config};
+use crate::config::{Backend, CommitStep, Config, EmbeddedBlobs};
 use crate::handles::HandleCache;
 use crate::tx::Transaction;
 
@@ -77,8 +77,13 @@ impl Database {
             Backend::Embedded(path) => {
                 let rocks = RocksConfig { sync: config.sync, ..RocksConfig::default() };
                 let registry = RocksRegistry::open(path.join("registry"), &rocks)?;
-                let blobs = ObjectBlobStore::local(path.join("blobs"), config.sync)?;
-                (Arc::new(registry), Arc::new(blobs), true)
+                let blobs: Arc<dyn BlobStore> = match config.embedded_blobs {
+                    EmbeddedBlobs::Directory => {
+                        Arc::new(ObjectBlobStore::local(path.join("blobs"), config.sync)?)
+                    }
+                    EmbeddedBlobs::Registry => Arc::new(registry.blob_store()),
+                };
+                (Arc::new(registry), blobs, true)
             }
             Backend::Memory => (Arc::new(MemRegistry::new()), Arc::new(ObjectBlobStore::memory()), true),
             Backend::Parts { registry, blobs, exclusive } => (registry.clone(), blobs.clone(), *exclusive),

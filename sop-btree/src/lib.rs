@@ -43,7 +43,7 @@ mod tree;
 mod tx;
 
 pub use check::CheckReport;
-pub use config::{Backend, CommitStep, Config, Failpoint};
+pub use config::{Backend, CommitStep, Config, EmbeddedBlobs, Failpoint};
 pub use db::{Database, DbStats};
 pub use key::Key;
 pub use sop_cache::CacheConfig;

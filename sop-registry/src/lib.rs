@@ -31,4 +31,4 @@ mod rocks;
 
 pub use mem::MemRegistry;
 #[cfg(feature = "rocksdb")]
-pub use rocks::{RocksConfig, RocksRegistry};
+pub use rocks::{RocksBlobStore, RocksConfig, RocksRegistry};

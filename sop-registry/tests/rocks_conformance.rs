@@ -41,3 +41,19 @@ async fn second_open_of_a_locked_directory_is_an_error() {
     let err = RocksRegistry::open(dir.path(), &RocksConfig::default()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
 }
+
+#[tokio::test]
+async fn blob_store_in_the_registry_conforms_and_survives_reopen() {
+    use sop_core::{BlobStore, PhysicalId};
+    let dir = tempfile::tempdir().unwrap();
+    let id = PhysicalId::new();
+    {
+        let reg = RocksRegistry::open(dir.path(), &RocksConfig::default()).unwrap();
+        let blobs = reg.blob_store();
+        sop_core::testkit::run_blob_store_suite(&blobs).await;
+        blobs.put(id, vec![9u8; 10_000].into()).await.unwrap();
+    }
+    let reg = RocksRegistry::open(dir.path(), &RocksConfig::default()).unwrap();
+    assert_eq!(reg.blob_store().get(id).await.unwrap().len(), 10_000);
+    assert_eq!(reg.blob_store().list().await.unwrap(), vec![id]);
+}

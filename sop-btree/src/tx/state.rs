@@ -93,10 +93,7 @@ impl TxState {
             return Err(Error::Closed(format!("transaction {}", self.id)));
         }
         if Instant::now() > self.deadline {
-            return Err(Error::Timeout {
-                what: format!("transaction {}", self.id),
-                after: self.timeout,
-            });
+            return Err(Error::Timeout { what: format!("transaction {}", self.id), after: self.timeout });
         }
         Ok(())
     }
