@@ -9,10 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{assert_healthy, small};
-use sop_btree::{CommitStep, Config, Database, Error};
+use sop_btree::{CommitStep, Config, Database, EmbeddedBlobs, Error};
 
-async fn open(dir: &std::path::Path, crash_at: Option<(CommitStep, Arc<AtomicBool>)>) -> Database {
+async fn open(
+    dir: &std::path::Path,
+    blobs: EmbeddedBlobs,
+    crash_at: Option<(CommitStep, Arc<AtomicBool>)>,
+) -> Database {
     let mut config = Config::embedded(dir);
+    config.embedded_blobs = blobs;
     config.gc_grace = Duration::ZERO;
     if let Some((step, armed)) = crash_at {
         config.failpoint = Some(Arc::new(move |s| {
@@ -65,6 +70,12 @@ async fn state(db: &Database) -> (u64, Option<String>, Option<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_at_every_commit_step_is_all_or_nothing() {
+    for blobs in [EmbeddedBlobs::Registry, EmbeddedBlobs::Directory] {
+        crash_at_every_step(blobs).await;
+    }
+}
+
+async fn crash_at_every_step(blobs: EmbeddedBlobs) {
     let steps = [
         CommitStep::IntentWritten,
         CommitStep::BlobsStaged,
@@ -75,14 +86,14 @@ async fn crash_at_every_commit_step_is_all_or_nothing() {
         let dir = tempfile::tempdir().unwrap();
         {
             let armed = Arc::new(AtomicBool::new(false));
-            let db = open(dir.path(), Some((step, armed.clone()))).await;
+            let db = open(dir.path(), blobs, Some((step, armed.clone()))).await;
             baseline(&db).await;
             armed.store(true, Ordering::SeqCst);
             let err = victim(&db).await.unwrap_err();
             assert!(err.to_string().contains("simulated crash"), "{step:?}: {err}");
             db.close().await.unwrap();
         }
-        let db = open(dir.path(), None).await;
+        let db = open(dir.path(), blobs, None).await;
         let published = matches!(step, CommitStep::Published | CommitStep::ObsoleteDeleted);
         let (count, new, old) = state(&db).await;
         if published {

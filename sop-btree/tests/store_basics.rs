@@ -5,8 +5,8 @@ mod common;
 
 use std::ops::Bound;
 
-use common::{assert_healthy, embedded_db, memory_db, small};
-use sop_btree::{Database, ErrorKind, StoreOptions};
+use common::{assert_healthy, embedded_db_with, memory_db, small};
+use sop_btree::{Database, EmbeddedBlobs, ErrorKind, StoreOptions};
 
 async fn crud_and_cursors(db: &Database) {
     db.create_store("s", small(4)).await.unwrap();
@@ -54,13 +54,19 @@ async fn crud_and_cursors_in_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crud_and_cursors_embedded_and_durable_across_reopen() {
+    for blobs in [EmbeddedBlobs::Registry, EmbeddedBlobs::Directory] {
+        embedded_round_trip(blobs).await;
+    }
+}
+
+async fn embedded_round_trip(blobs: EmbeddedBlobs) {
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = embedded_db(dir.path()).await;
+        let db = embedded_db_with(dir.path(), blobs).await;
         crud_and_cursors(&db).await;
         db.close().await.unwrap();
     }
-    let db = embedded_db(dir.path()).await;
+    let db = embedded_db_with(dir.path(), blobs).await;
     let tx = db.begin_read().await.unwrap();
     let s = tx.bytes_store("s").await.unwrap();
     assert_eq!(s.count().await.unwrap(), 100);

@@ -2,7 +2,7 @@
 //!
 //! Until the server lands, `sop` runs a quick-start on the embedded
 //! default: it opens (or creates) the database in `--data DIR` (default
-//! `./sop-data`: a RocksDB registry and a local blob directory), records
+//! `./sop-data`: a RocksDB registry that also holds the blobs), records
 //! this run in a transaction, reads every earlier run back in a read
 //! transaction, and checks the database. Run it twice: the second run finds
 //! the first.
@@ -45,7 +45,7 @@ fn parse_data_dir(args: &[String]) -> Result<PathBuf, String> {
 
 async fn quickstart(data: PathBuf) -> sop_btree::Result<()> {
     let db = Database::open(Config::embedded(&data)).await?;
-    println!("opened {} (registry: RocksDB, blobs: local directory, cache: foyer)", data.display());
+    println!("opened {} (registry and blobs: RocksDB, cache: foyer)", data.display());
     match db.create_store(STORE, StoreOptions::default()).await {
         Ok(_) => println!("created store {STORE:?}"),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}

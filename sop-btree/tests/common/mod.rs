@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sop_btree::{Config, Database, StoreOptions};
+use sop_btree::{Config, Database, EmbeddedBlobs, StoreOptions};
 
 /// An in-memory database with immediate cleanup (no grace period).
 pub(crate) async fn memory_db() -> Database {
@@ -12,10 +12,17 @@ pub(crate) async fn memory_db() -> Database {
     Database::open(config).await.expect("open memory db")
 }
 
-/// An embedded database in `dir` with immediate cleanup.
+/// An embedded database in `dir` with immediate cleanup (default blob
+/// placement: the registry's RocksDB).
 pub(crate) async fn embedded_db(dir: &std::path::Path) -> Database {
+    embedded_db_with(dir, EmbeddedBlobs::default()).await
+}
+
+/// An embedded database with blobs where `blobs` says.
+pub(crate) async fn embedded_db_with(dir: &std::path::Path, blobs: EmbeddedBlobs) -> Database {
     let mut config = Config::embedded(dir);
     config.gc_grace = Duration::ZERO;
+    config.embedded_blobs = blobs;
     Database::open(config).await.expect("open embedded db")
 }
 
