@@ -122,7 +122,11 @@ async fn main() {
     println!("SOP-rs engine benchmark: {n} items, 16-byte random keys, 100-byte values, embedded default");
     println!("| phase | items | seconds | items/s |");
     println!("|---|---:|---:|---:|");
-    let opts = StoreOptions::default();
+    let mut opts = StoreOptions::default();
+    if let Some(slot) = std::env::var("SOP_BENCH_SLOT").ok().and_then(|s| s.parse().ok()) {
+        opts.slot_length = slot;
+    }
+    println!("slot length {}", opts.slot_length);
     for blobs in [EmbeddedBlobs::Directory, EmbeddedBlobs::Registry] {
         let db = open(&root.join(format!("{blobs:?}")), true, blobs).await;
         db.create_store("bench", opts).await.expect("create");

@@ -213,8 +213,8 @@ impl Store {
         let mut st = self.tx.shared.state.lock().await;
         st.check_live()?;
         let s = st.store(db, &self.info.name).await?;
-        let (committed, delta) = (s.info.count, s.delta);
-        st.reads.push(ReadEntry::Count { store: self.info.name.clone(), committed });
+        let (committed, delta, name) = (s.info.count, s.delta, s.name.clone());
+        st.reads.push(ReadEntry::Count { store: name, committed });
         Ok(committed.saturating_add_signed(delta))
     }
 
@@ -331,7 +331,9 @@ impl Cursor {
             st.scan_forward(db, root, from, &self.hi).await?
         };
         let name = &self.store.info.name;
-        let written = st.stores.get(name).map(|s| &s.written);
+        let tx_store = st.stores.get(name.as_str());
+        let written = tx_store.map(|s| &s.written);
+        let shared_name = tx_store.map_or_else(|| std::sync::Arc::from(name.as_str()), |s| s.name.clone());
         let seen: Vec<(Bytes, TxId)> = {
             let mut v: Vec<(Bytes, TxId)> = batch
                 .items
@@ -346,7 +348,7 @@ impl Cursor {
         };
         let writes_before = st.writes.len();
         st.reads.push(ReadEntry::Range {
-            store: name.clone(),
+            store: shared_name,
             lo: batch.lo,
             hi: batch.hi,
             seen,

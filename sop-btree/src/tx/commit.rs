@@ -87,7 +87,7 @@ fn plan(st: &TxState) -> Plan {
         .reads
         .iter()
         .filter_map(|r| match r {
-            ReadEntry::Count { store, committed } => Some((store.clone(), *committed)),
+            ReadEntry::Count { store, committed } => Some((store.to_string(), *committed)),
             _ => None,
         })
         .collect();

@@ -2,6 +2,7 @@
 //! (with the versions seen) and what it wrote, in order.
 
 use std::ops::Bound;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use sop_core::TxId;
@@ -11,24 +12,24 @@ use sop_core::TxId;
 pub(crate) enum ReadEntry {
     /// A point read (get, contains, or a write's precondition): the item
     /// version seen, or `None` for absent.
-    Point { store: String, key: Bytes, version: Option<TxId> },
+    Point { store: Arc<str>, key: Bytes, version: Option<TxId> },
     /// A range read: every committed item in `[lo, hi]` as seen, excluding
     /// keys the transaction had written before (`writes_before` writes).
     Range {
-        store: String,
+        store: Arc<str>,
         lo: Bound<Bytes>,
         hi: Bound<Bytes>,
         seen: Vec<(Bytes, TxId)>,
         writes_before: usize,
     },
     /// A count read: the committed count seen.
-    Count { store: String, committed: u64 },
+    Count { store: Arc<str>, committed: u64 },
 }
 
 /// One write, replayed as is by a swarm merge.
 #[derive(Debug, Clone)]
 pub(crate) struct WriteOp {
-    pub(crate) store: String,
+    pub(crate) store: Arc<str>,
     pub(crate) key: Bytes,
     /// `Some(value)`: put the value; `None`: remove the key.
     pub(crate) value: Option<Bytes>,

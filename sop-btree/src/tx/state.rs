@@ -26,6 +26,8 @@ pub(crate) struct TxNode {
 /// A store as the transaction sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct TxStore {
+    /// The name, shared by every log entry about this store.
+    pub(crate) name: Arc<str>,
     pub(crate) info: StoreInfo,
     pub(crate) delta: i64,
     /// Keys this transaction wrote, with the index of the first write.
@@ -174,7 +176,7 @@ impl TxState {
     pub(crate) async fn store(&mut self, db: &DbInner, name: &str) -> Result<&mut TxStore> {
         if !self.stores.contains_key(name) {
             let info = db.registry.get_store(name).await?.ok_or_else(|| store_not_found(name))?;
-            let store = TxStore { info, delta: 0, written: HashSet::new() };
+            let store = TxStore { name: Arc::from(name), info, delta: 0, written: HashSet::new() };
             self.stores.insert(name.to_owned(), store);
         }
         self.stores.get_mut(name).ok_or_else(|| store_not_found(name))

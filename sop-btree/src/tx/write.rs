@@ -40,11 +40,12 @@ impl TxState {
         key: Bytes,
         value: Option<Bytes>,
     ) -> Result<Option<Item>> {
-        let info = self.store(db, store).await?.info.clone();
-        let (root, slot) = (info.root, info.options.slot_length as usize);
+        let s = self.store(db, store).await?;
+        let (root, slot) = (s.info.root, s.info.options.slot_length as usize);
+        let (threshold, name) = (s.info.options.value_in_node_threshold as usize, s.name.clone());
         let old = match &value {
             Some(v) => {
-                let value = self.place_value(v.clone(), info.options.value_in_node_threshold as usize);
+                let value = self.place_value(v.clone(), threshold);
                 let item = Item { key: key.clone(), version: self.id, value };
                 self.put(db, root, slot, item).await?
             }
@@ -61,7 +62,7 @@ impl TxState {
         let s = self.store(db, store).await?;
         s.delta += delta;
         s.written.insert(key.clone());
-        self.writes.push(WriteOp { store: store.to_owned(), key, value });
+        self.writes.push(WriteOp { store: name, key, value });
         Ok(old)
     }
 
@@ -106,10 +107,10 @@ impl TxState {
     /// Logs a point read unless it was answered from this transaction's
     /// own writes.
     pub(crate) fn log_point(&mut self, store: &str, key: &Bytes, item: Option<&Item>) {
-        let own = self.stores.get(store).is_some_and(|s| s.written.contains(key));
-        if !own {
+        let Some(s) = self.stores.get(store) else { return };
+        if !s.written.contains(key) {
             let version = item.map(|i| i.version);
-            self.reads.push(ReadEntry::Point { store: store.to_owned(), key: key.clone(), version });
+            self.reads.push(ReadEntry::Point { store: s.name.clone(), key: key.clone(), version });
         }
     }
 }
