@@ -127,7 +127,11 @@ async fn main() {
         opts.slot_length = slot;
     }
     println!("slot length {}", opts.slot_length);
-    for blobs in [EmbeddedBlobs::Directory, EmbeddedBlobs::Registry] {
+    // SOP_BENCH_ONLY_BIG_TX=1 runs only the one-transaction phases (profiling).
+    let only_big = std::env::var_os("SOP_BENCH_ONLY_BIG_TX").is_some();
+    let placements: &[EmbeddedBlobs] =
+        if only_big { &[] } else { &[EmbeddedBlobs::Directory, EmbeddedBlobs::Registry] };
+    for &blobs in placements {
         let db = open(&root.join(format!("{blobs:?}")), true, blobs).await;
         db.create_store("bench", opts).await.expect("create");
         let tag = format!("blobs: {blobs:?}");

@@ -7,8 +7,9 @@
 //! always asks the registry. An entry is only ever replaced by a higher
 //! version, so out-of-order write-throughs cannot regress it.
 
-use std::collections::HashMap;
 use std::sync::RwLock;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use sop_core::{Handle, LogicalId};
 
@@ -22,7 +23,7 @@ pub(crate) struct HandleCache {
 
 impl HandleCache {
     pub(crate) fn new() -> Self {
-        Self { shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect() }
+        Self { shards: (0..SHARDS).map(|_| RwLock::new(HashMap::default())).collect() }
     }
 
     fn shard(&self, id: LogicalId) -> &RwLock<HashMap<LogicalId, Handle>> {

@@ -1,7 +1,7 @@
 //! [`TxState`]: a transaction's private view — the nodes it read (with the
 //! versions seen) or changed, its item-level log, its count deltas.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,8 +30,9 @@ pub(crate) struct TxStore {
     pub(crate) name: Arc<str>,
     pub(crate) info: StoreInfo,
     pub(crate) delta: i64,
-    /// Keys this transaction wrote, with the index of the first write.
-    pub(crate) written: HashSet<Bytes>,
+    /// Keys this transaction wrote. (A non-keyed hasher: only the
+    /// transaction's own client chooses these keys.)
+    pub(crate) written: FxHashSet<Bytes>,
 }
 
 /// The private state of one transaction.
@@ -41,16 +42,17 @@ pub(crate) struct TxState {
     pub(crate) writable: bool,
     pub(crate) deadline: Instant,
     pub(crate) timeout: std::time::Duration,
-    pub(crate) nodes: HashMap<LogicalId, TxNode>,
+    /// Keyed by our own random ids, so a fast non-keyed hasher is safe.
+    pub(crate) nodes: FxHashMap<LogicalId, TxNode>,
     /// Nodes removed: the version read and the blob to free.
-    pub(crate) removed: HashMap<LogicalId, (u64, PhysicalId)>,
-    pub(crate) stores: HashMap<String, TxStore>,
+    pub(crate) removed: FxHashMap<LogicalId, (u64, PhysicalId)>,
+    pub(crate) stores: FxHashMap<String, TxStore>,
     pub(crate) reads: Vec<ReadEntry>,
     pub(crate) writes: Vec<WriteOp>,
     /// Value blobs made unreachable by this transaction's writes.
     pub(crate) obsolete_values: Vec<PhysicalId>,
     /// Large values written by this transaction, staged at commit.
-    pub(crate) pending_values: HashMap<PhysicalId, Bytes>,
+    pub(crate) pending_values: FxHashMap<PhysicalId, Bytes>,
     /// Set when the transaction committed, rolled back or failed.
     pub(crate) finished: bool,
     /// Counters for the swarm-merge report.
@@ -64,13 +66,13 @@ impl TxState {
             writable,
             deadline: Instant::now() + timeout,
             timeout,
-            nodes: HashMap::new(),
-            removed: HashMap::new(),
-            stores: HashMap::new(),
+            nodes: FxHashMap::default(),
+            removed: FxHashMap::default(),
+            stores: FxHashMap::default(),
             reads: Vec::new(),
             writes: Vec::new(),
             obsolete_values: Vec::new(),
-            pending_values: HashMap::new(),
+            pending_values: FxHashMap::default(),
             finished: false,
             merges: 0,
         }
@@ -176,7 +178,7 @@ impl TxState {
     pub(crate) async fn store(&mut self, db: &DbInner, name: &str) -> Result<&mut TxStore> {
         if !self.stores.contains_key(name) {
             let info = db.registry.get_store(name).await?.ok_or_else(|| store_not_found(name))?;
-            let store = TxStore { name: Arc::from(name), info, delta: 0, written: HashSet::new() };
+            let store = TxStore { name: Arc::from(name), info, delta: 0, written: FxHashSet::default() };
             self.stores.insert(name.to_owned(), store);
         }
         self.stores.get_mut(name).ok_or_else(|| store_not_found(name))
