@@ -36,8 +36,9 @@ async fn racing_splits_and_merges_lose_nothing() {
             let mut model: BTreeMap<u64, u64> = BTreeMap::new();
             for round in 0..ROUNDS {
                 // Keys interleave across tasks (k * TASKS + t), so tasks share leaves.
-                let ops: Vec<(u64, bool)> =
-                    (0..8).map(|_| ((next(&mut seed) % 40) * TASKS + t, !next(&mut seed).is_multiple_of(3))).collect();
+                let ops: Vec<(u64, bool)> = (0..8)
+                    .map(|_| ((next(&mut seed) % 40) * TASKS + t, !next(&mut seed).is_multiple_of(3)))
+                    .collect();
                 let result = db
                     .run_write(|tx| {
                         let ops = ops.clone();
