@@ -5,16 +5,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use sop_core::{BlobStore, Error, ErrorKind, PhysicalId, Result};
 use url::Url;
-
-/// How many blob operations run at once in batch calls.
-const PARALLELISM: usize = 32;
 
 /// A [`BlobStore`] over any [`ObjectStore`].
 ///
@@ -158,18 +155,6 @@ impl BlobStore for ObjectBlobStore {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(from_os(e, &format!("deleting blob {id}"))),
         }
-    }
-
-    async fn put_many(&self, blobs: Vec<(PhysicalId, Bytes)>) -> Result<()> {
-        stream::iter(blobs).map(|(id, b)| self.put(id, b)).buffer_unordered(PARALLELISM).try_collect().await
-    }
-
-    async fn delete_many(&self, ids: &[PhysicalId]) -> Result<()> {
-        stream::iter(ids.iter().copied())
-            .map(|id| self.delete(id))
-            .buffer_unordered(PARALLELISM)
-            .try_collect()
-            .await
     }
 
     async fn list(&self) -> Result<Vec<PhysicalId>> {
