@@ -34,11 +34,29 @@ impl Database {
     }
 }
 
-/// Deletes what an intent left behind, then the intent.
-async fn finish_intent(db: &DbInner, intent: &Intent) -> Result<()> {
+/// Deletes what an intent left behind, then the intent. A pending intent
+/// is first aborted atomically, so that its commit, should it still be
+/// running somewhere, can no longer publish.
+async fn finish_intent(db: &DbInner, listed: &Intent) -> Result<()> {
+    let fresh;
+    let intent = match listed.state {
+        IntentState::Pending => match db.registry.abort_intent(listed.tx_id).await? {
+            None => return Ok(()),
+            Some(IntentState::Committed) => {
+                // Its publish won the race: finish it as committed.
+                fresh = db.registry.get_intent(listed.tx_id).await?;
+                match &fresh {
+                    Some(i) => i,
+                    None => return Ok(()),
+                }
+            }
+            Some(_) => listed,
+        },
+        _ => listed,
+    };
     let garbage = match intent.state {
-        IntentState::Pending => &intent.staged,
         IntentState::Committed => &intent.obsolete,
+        IntentState::Pending | IntentState::Aborted => &intent.staged,
     };
     tracing::info!(tx = %intent.tx_id, state = ?intent.state, blobs = garbage.len(), "recovering intent");
     db.blobs.delete_many(garbage).await?;
@@ -79,6 +97,7 @@ pub(crate) async fn remove_store_contents(db: &DbInner, info: &StoreInfo) -> Res
     let walked = walk(db, info).await?;
     let tx_id = TxId::new();
     let mut intent = Intent::pending(tx_id, Vec::new());
+    db.registry.put_intent(&intent).await?;
     intent.state = IntentState::Committed;
     intent.obsolete = walked.blobs.clone();
     let writes = walked.nodes.iter().map(|n| HandleWrite::Remove { id: n.id, expected: n.version }).collect();

@@ -11,6 +11,9 @@ pub enum IntentState {
     Pending,
     /// Published. Recovery deletes the obsolete blobs.
     Committed,
+    /// Given up by recovery ([`crate::Registry::abort_intent`]): it can no
+    /// longer be published; its staged blobs are garbage.
+    Aborted,
 }
 
 /// A commit intent: written before any blob is staged, marked committed by
@@ -56,6 +59,7 @@ impl Intent {
         w.u8(match self.state {
             IntentState::Pending => 0,
             IntentState::Committed => 1,
+            IntentState::Aborted => 2,
         });
         write_ids(&mut w, &self.staged);
         write_ids(&mut w, &self.obsolete);
@@ -73,6 +77,7 @@ impl Intent {
         let state = match r.u8()? {
             0 => IntentState::Pending,
             1 => IntentState::Committed,
+            2 => IntentState::Aborted,
             s => return Err(Error::corruption(WHAT, format!("unknown state {s}"))),
         };
         let staged = read_ids(&mut r)?;

@@ -97,6 +97,15 @@ pub struct PublishRequest {
 }
 
 impl PublishRequest {
+    /// The error for a publish whose intent is no longer pending.
+    #[must_use]
+    pub fn intent_gone(&self) -> Error {
+        Error::ItemConflict(format!(
+            "the intent of transaction {} is no longer pending (recovered)",
+            self.tx_id
+        ))
+    }
+
     /// Rejects requests that write one id twice or check an id with two
     /// versions.
     ///
@@ -157,7 +166,10 @@ impl PublishRequest {
 ///   check or write expectation does not hold, and with `NotFound` when a
 ///   count delta names an unknown store. A returned `Ok` is durable to the
 ///   backend's configured level. A `count_checks` entry that no longer
-///   holds fails the request with a `Conflict` kind too. A backend that
+///   holds fails the request with a `Conflict` kind too, and so does a
+///   request carrying an `intent` when the registry does not hold that
+///   transaction's intent in state `Pending` (recovery aborted it): a
+///   commit can never be published after recovery gave it up. A backend that
 ///   cannot know the outcome
 ///   returns `Indeterminate`.
 /// - [`Registry::get_handles`] returns one entry per requested id, in the
@@ -200,6 +212,12 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
 
     /// Removes an intent; removing an absent one is not an error.
     async fn remove_intent(&self, tx_id: TxId) -> Result<()>;
+
+    /// Atomically marks a `Pending` intent `Aborted`, so that its publish
+    /// can no longer succeed. Returns the intent's state afterwards
+    /// (`Aborted`, or `Committed` when the publish won the race), `None`
+    /// when there is no such intent.
+    async fn abort_intent(&self, tx_id: TxId) -> Result<Option<crate::IntentState>>;
 
     /// Every handle (for integrity checks and leak detection).
     async fn list_handles(&self) -> Result<Vec<Handle>>;

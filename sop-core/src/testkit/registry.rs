@@ -185,6 +185,33 @@ pub async fn intents_lifecycle(reg: &dyn Registry) {
     other.state = IntentState::Pending;
     assert_eq!(reg.get_intent(other.tx_id).await.expect("get"), Some(other.clone()));
 
+    // Recovery aborts a pending intent; a late publish of it then fails and
+    // applies nothing. A committed intent cannot be aborted.
+    let late = Intent::pending(TxId::new(), vec![PhysicalId::new()]);
+    reg.put_intent(&late).await.expect("put");
+    assert_eq!(reg.abort_intent(late.tx_id).await.expect("abort"), Some(IntentState::Aborted));
+    assert_eq!(reg.abort_intent(late.tx_id).await.expect("abort twice"), Some(IntentState::Aborted));
+    let fresh = LogicalId::new();
+    let mut late_commit = late.clone();
+    late_commit.state = IntentState::Committed;
+    let req = PublishRequest {
+        tx_id: late.tx_id,
+        writes: vec![insert(fresh, PhysicalId::new())],
+        intent: Some(late_commit),
+        ..Default::default()
+    };
+    assert_eq!(reg.publish(&req).await.unwrap_err().kind(), ErrorKind::Conflict, "aborted intent");
+    assert_eq!(reg.get_handles(&[fresh]).await.expect("get"), vec![None]);
+    let never_put = PublishRequest {
+        tx_id: TxId::new(),
+        intent: Some(Intent::pending(TxId::new(), vec![])),
+        ..Default::default()
+    };
+    assert_eq!(reg.publish(&never_put).await.unwrap_err().kind(), ErrorKind::Conflict, "no intent");
+    assert_eq!(reg.abort_intent(intent.tx_id).await.expect("abort"), Some(IntentState::Committed));
+    assert_eq!(reg.abort_intent(TxId::new()).await.expect("abort absent"), None);
+    reg.remove_intent(late.tx_id).await.expect("remove");
+
     for tx in [intent.tx_id, other.tx_id] {
         reg.remove_intent(tx).await.expect("remove");
         reg.remove_intent(tx).await.expect("removing twice is fine");

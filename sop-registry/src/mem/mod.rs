@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use async_trait::async_trait;
 use sop_core::sync::{Mutex, MutexGuard, lock};
 use sop_core::{
-    Error, Handle, HandleWrite, Intent, LogicalId, PublishRequest, Registry, Result, StoreInfo, TxId,
+    Error, Handle, HandleWrite, Intent, IntentState, LogicalId, PublishRequest, Registry, Result, StoreInfo,
+    TxId,
 };
 
 #[cfg(all(test, sop_loom))]
@@ -93,6 +94,13 @@ impl MemRegistry {
         {
             return Err(Error::ItemConflict(format!("count of store {name:?} is no longer {seen}")));
         }
+        let mut intents = lock(&self.intents);
+        if let Some(intent) = &req.intent {
+            let pending = intents.get(&intent.tx_id).is_some_and(|i| i.state == IntentState::Pending);
+            if !pending {
+                return Err(req.intent_gone());
+            }
+        }
         for w in &req.writes {
             let shard = &mut guards[slot(w.id())];
             match (w, w.result()) {
@@ -107,7 +115,7 @@ impl MemRegistry {
             }
         }
         if let Some(intent) = &req.intent {
-            lock(&self.intents).insert(intent.tx_id, intent.clone());
+            intents.insert(intent.tx_id, intent.clone());
         }
         Ok(())
     }
@@ -170,6 +178,16 @@ impl Registry for MemRegistry {
     async fn remove_intent(&self, tx_id: TxId) -> Result<()> {
         lock(&self.intents).remove(&tx_id);
         Ok(())
+    }
+
+    async fn abort_intent(&self, tx_id: TxId) -> Result<Option<IntentState>> {
+        let mut intents = lock(&self.intents);
+        Ok(intents.get_mut(&tx_id).map(|i| {
+            if i.state == IntentState::Pending {
+                i.state = IntentState::Aborted;
+            }
+            i.state
+        }))
     }
 
     async fn list_handles(&self) -> Result<Vec<Handle>> {

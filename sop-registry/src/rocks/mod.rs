@@ -30,7 +30,9 @@ use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DB, IteratorMode, MergeOperands, Options, WriteBatch, WriteOptions,
 };
 use sop_core::sync::lock;
-use sop_core::{Error, Handle, Intent, LogicalId, PublishRequest, Registry, Result, StoreInfo, TxId};
+use sop_core::{
+    Error, Handle, Intent, IntentState, LogicalId, PublishRequest, Registry, Result, StoreInfo, TxId,
+};
 
 use error::from_rocks;
 
@@ -205,6 +207,9 @@ impl Inner {
         req.check_shape()?;
         let ids = req.touched_ids();
         let mut stripes: Vec<usize> = ids.iter().map(|id| self.stripe(*id)).collect();
+        if req.intent.is_some() {
+            stripes.push(self.intent_stripe(req.tx_id));
+        }
         stripes.sort_unstable();
         stripes.dedup();
         let _guards: Vec<_> = stripes.iter().filter_map(|&s| self.stripes.get(s)).map(lock).collect();
@@ -228,6 +233,12 @@ impl Inner {
         for (name, seen) in &req.count_checks {
             if self.count_of(name)? != *seen {
                 return Err(Error::ItemConflict(format!("count of store {name:?} is no longer {seen}")));
+            }
+        }
+        if let Some(intent) = &req.intent {
+            let pending = self.get_intent(intent.tx_id)?.is_some_and(|i| i.state == IntentState::Pending);
+            if !pending {
+                return Err(req.intent_gone());
             }
         }
         if req.writes.is_empty() && req.count_deltas.is_empty() && req.intent.is_none() {
@@ -346,6 +357,20 @@ impl Inner {
         Ok(out)
     }
 
+    fn intent_stripe(&self, tx_id: TxId) -> usize {
+        self.stripe(LogicalId::from_u128(tx_id.as_u128()))
+    }
+
+    fn abort_intent(&self, tx_id: TxId) -> Result<Option<IntentState>> {
+        let _guard = self.stripes.get(self.intent_stripe(tx_id)).map(lock);
+        let Some(mut intent) = self.get_intent(tx_id)? else { return Ok(None) };
+        if intent.state == IntentState::Pending {
+            intent.state = IntentState::Aborted;
+            self.put_intent(&intent)?;
+        }
+        Ok(Some(intent.state))
+    }
+
     fn remove_intent(&self, tx_id: TxId) -> Result<()> {
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_INTENTS)?, tx_id.to_bytes());
@@ -417,6 +442,10 @@ impl Registry for RocksRegistry {
 
     async fn remove_intent(&self, tx_id: TxId) -> Result<()> {
         self.inner.remove_intent(tx_id)
+    }
+
+    async fn abort_intent(&self, tx_id: TxId) -> Result<Option<IntentState>> {
+        self.inner.abort_intent(tx_id)
     }
 
     async fn list_handles(&self) -> Result<Vec<Handle>> {

@@ -1,0 +1,74 @@
+//! Recovery by another process racing a slow commit: recovery aborts the
+//! commit's pending intent and deletes its staged blobs; the commit's
+//! publish must then fail (and merge into a fresh attempt) instead of
+//! publishing handles that point at deleted blobs.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{assert_healthy, small};
+use sop_btree::{CommitStep, Config, Database};
+use sop_core::{BlobStore, Registry};
+use sop_registry::MemRegistry;
+use sop_store::ObjectBlobStore;
+
+fn shared_config(registry: Arc<dyn Registry>, blobs: Arc<dyn BlobStore>) -> Config {
+    let mut config = Config::from_parts(registry, blobs, false);
+    config.gc_grace = Duration::ZERO;
+    config.tx_timeout = Duration::from_secs(60);
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_intent_was_recovered_cannot_publish() {
+    let registry: Arc<dyn Registry> = Arc::new(MemRegistry::new());
+    let blobs: Arc<dyn BlobStore> = Arc::new(ObjectBlobStore::memory());
+    let armed = Arc::new(AtomicBool::new(false));
+    let mut config = shared_config(registry.clone(), blobs.clone());
+    let (reg2, blobs2, armed2) = (registry.clone(), blobs.clone(), armed.clone());
+    config.failpoint = Some(Arc::new(move |step| {
+        if step == CommitStep::BlobsStaged && armed2.swap(false, Ordering::SeqCst) {
+            // Another process opens the database and, judging this commit
+            // abandoned (a zero timeout), recovers its intent right now.
+            let (reg, blobs) = (reg2.clone(), blobs2.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    let mut config = shared_config(reg, blobs);
+                    config.tx_timeout = Duration::ZERO;
+                    Database::open(config).await.unwrap();
+                });
+            })
+            .join()
+            .unwrap();
+        }
+        Ok(())
+    }));
+    let db = Database::open(config).await.unwrap();
+    db.create_store("s", small(4)).await.unwrap();
+    db.run_write(|tx| async move {
+        let s = tx.store::<u32, u32>("s").await?;
+        for i in 0..20 {
+            s.insert(&i, &i).await?;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    armed.store(true, Ordering::SeqCst);
+    let tx = db.begin_write().await.unwrap();
+    let s = tx.store::<u32, u32>("s").await.unwrap();
+    for i in 20..40 {
+        s.insert(&i, &i).await.unwrap();
+    }
+    let info = tx.commit().await.unwrap();
+    assert!(!armed.load(Ordering::SeqCst), "the recovery ran during the commit");
+    assert_eq!(info.merges, 1, "the first publish was refused, the merged attempt published");
+    let n = db.run_read(|tx| async move { tx.store::<u32, u32>("s").await?.count().await }).await.unwrap();
+    assert_eq!(n, 40);
+    assert_healthy(&db).await;
+}
