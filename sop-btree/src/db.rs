@@ -100,6 +100,9 @@ impl Database {
         };
         let db = Self { inner: Arc::new(inner) };
         db.recover(exclusive).await?;
+        if !exclusive {
+            crate::recovery::spawn_periodic(&db.inner);
+        }
         Ok(db)
     }
 

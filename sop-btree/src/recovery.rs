@@ -34,6 +34,22 @@ impl Database {
     }
 }
 
+/// On shared backends, recovers abandoned intents of crashed peers every
+/// `tx_timeout` (at least every second) while the database is open.
+pub(crate) fn spawn_periodic(db: &Arc<DbInner>) {
+    let weak = Arc::downgrade(db);
+    let every = db.config.tx_timeout.max(std::time::Duration::from_secs(1));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(db) = weak.upgrade() else { return };
+            if let Err(e) = (Database { inner: db }).recover(false).await {
+                tracing::warn!(error = %e, "periodic recovery failed; retrying later");
+            }
+        }
+    });
+}
+
 /// Deletes what an intent left behind, then the intent. A pending intent
 /// is first aborted atomically, so that its commit, should it still be
 /// running somewhere, can no longer publish.

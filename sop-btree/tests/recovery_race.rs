@@ -34,6 +34,8 @@ async fn a_commit_whose_intent_was_recovered_cannot_publish() {
             // Another process opens the database and, judging this commit
             // abandoned (a zero timeout), recovers its intent right now.
             let (reg, blobs) = (reg2.clone(), blobs2.clone());
+            // Intents are stamped in milliseconds: let this one age.
+            std::thread::sleep(Duration::from_millis(5));
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 rt.block_on(async {
@@ -70,5 +72,30 @@ async fn a_commit_whose_intent_was_recovered_cannot_publish() {
     assert_eq!(info.merges, 1, "the first publish was refused, the merged attempt published");
     let n = db.run_read(|tx| async move { tx.store::<u32, u32>("s").await?.count().await }).await.unwrap();
     assert_eq!(n, 40);
+    assert_healthy(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_databases_recover_crashed_peers_periodically() {
+    let registry: Arc<dyn Registry> = Arc::new(MemRegistry::new());
+    let blobs: Arc<dyn BlobStore> = Arc::new(ObjectBlobStore::memory());
+    let mut config = shared_config(registry.clone(), blobs.clone());
+    config.tx_timeout = Duration::from_secs(1);
+    let db = Database::open(config).await.unwrap();
+    // A crashed peer's leftovers: a pending intent and its staged blob.
+    let staged = sop_core::PhysicalId::new();
+    blobs.put(staged, bytes::Bytes::from_static(b"staged")).await.unwrap();
+    let intent = sop_core::Intent::pending(sop_core::TxId::new(), vec![staged]);
+    registry.put_intent(&intent).await.unwrap();
+    let mut cleaned = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if registry.get_intent(intent.tx_id).await.unwrap().is_none() {
+            cleaned = true;
+            break;
+        }
+    }
+    assert!(cleaned, "the open database recovered the peer's intent");
+    assert_eq!(blobs.get(staged).await.unwrap_err().kind(), sop_btree::ErrorKind::NotFound);
     assert_healthy(&db).await;
 }
