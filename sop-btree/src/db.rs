@@ -52,6 +52,8 @@ pub(crate) struct DbInner {
     pub(crate) config: Config,
     pub(crate) counters: Counters,
     pub(crate) gc: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Set to `true` to make pending deferred deletions run now.
+    pub(crate) gc_now: tokio::sync::watch::Sender<bool>,
 }
 
 /// A SOP-rs database: many named stores (B-trees), transactional.
@@ -97,6 +99,7 @@ impl Database {
             config,
             counters: Counters::default(),
             gc: tokio::sync::Mutex::new(Vec::new()),
+            gc_now: tokio::sync::watch::Sender::new(false),
         };
         let db = Self { inner: Arc::new(inner) };
         db.recover(exclusive).await?;
@@ -234,15 +237,18 @@ impl Database {
         self.inner.cache.stats()
     }
 
-    /// Waits for pending background deletions of obsolete blobs.
+    /// Runs pending deletions of obsolete blobs now (skipping the rest of
+    /// their grace period) and waits for them.
     ///
     /// # Errors
     /// None today; deletion failures are left for recovery.
     pub async fn flush_gc(&self) -> Result<()> {
+        self.inner.gc_now.send_replace(true);
         let tasks: Vec<_> = std::mem::take(&mut *self.inner.gc.lock().await);
         for t in tasks {
             let _ = t.await;
         }
+        self.inner.gc_now.send_replace(false);
         Ok(())
     }
 

@@ -86,8 +86,12 @@ pub(crate) async fn schedule_cleanup(db: &Arc<DbInner>, intent: Intent) -> Resul
         return cleanup(db, &intent).await;
     }
     let db2 = db.clone();
+    let mut now = db.gc_now.subscribe();
     let task = tokio::spawn(async move {
-        tokio::time::sleep(db2.config.gc_grace).await;
+        tokio::select! {
+            () = tokio::time::sleep(db2.config.gc_grace) => {}
+            _ = now.wait_for(|flush| *flush) => {}
+        }
         if let Err(e) = cleanup(&db2, &intent).await {
             tracing::warn!(tx = %intent.tx_id, error = %e, "deferred cleanup failed; recovery will finish it");
         }

@@ -82,3 +82,25 @@ async fn check_reports_orphan_blobs_dangling_handles_and_bad_counts() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn flush_gc_deletes_obsolete_blobs_without_waiting_out_the_grace_period() {
+    let registry = Arc::new(MemRegistry::new());
+    let blobs = Arc::new(ObjectBlobStore::memory());
+    let mut config = Config::from_parts(registry.clone(), blobs.clone(), true);
+    config.gc_grace = Duration::from_secs(30);
+    let db = Database::open(config).await.unwrap();
+    db.create_store("s", small(4)).await.unwrap();
+    for round in 0..3u32 {
+        db.run_write(|tx| async move { tx.store::<u32, u32>("s").await?.upsert(&1, &round).await })
+            .await
+            .unwrap();
+    }
+    assert_eq!(blobs.list().await.unwrap().len(), 3, "old versions wait out the grace period");
+    let start = std::time::Instant::now();
+    db.flush_gc().await.unwrap();
+    assert!(start.elapsed() < Duration::from_secs(5), "flush did not wait 30 s");
+    assert_eq!(blobs.list().await.unwrap().len(), 1, "only the current leaf remains");
+    assert!(registry.list_intents(u64::MAX).await.unwrap().is_empty());
+    assert_healthy(&db).await;
+}
