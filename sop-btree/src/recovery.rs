@@ -122,12 +122,18 @@ pub(crate) async fn remove_store_contents(db: &DbInner, info: &StoreInfo) -> Res
     intent.obsolete = walked.blobs.clone();
     let writes = walked.nodes.iter().map(|n| HandleWrite::Remove { id: n.id, expected: n.version }).collect();
     let request = PublishRequest { tx_id, writes, intent: Some(intent.clone()), ..PublishRequest::default() };
-    db.registry.publish(&request).await.map_err(|e| match e {
-        Error::Conflict { .. } => {
-            Error::ItemConflict(format!("store {:?} changed while being removed", info.name))
+    if let Err(e) = db.registry.publish(&request).await {
+        if e.is_conflict() {
+            // Nothing was published: the intent is ours to drop.
+            db.registry.remove_intent(tx_id).await?;
         }
-        other => other,
-    })?;
+        return Err(match e {
+            Error::Conflict { .. } => {
+                Error::ItemConflict(format!("store {:?} changed while being removed", info.name))
+            }
+            other => other,
+        });
+    }
     for n in &walked.nodes {
         db.handles.forget(n.id);
     }
