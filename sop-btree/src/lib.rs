@@ -51,3 +51,8 @@ pub use sop_core::{Error, ErrorKind, Result, StoreInfo, StoreOptions, TxId};
 pub use store::{Cursor, ItemId, Store, TypedStore};
 pub use tx::write::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use tx::{CommitInfo, Transaction};
+
+/// The README's code blocks, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
