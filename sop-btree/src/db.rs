@@ -54,6 +54,10 @@ pub(crate) struct DbInner {
     pub(crate) gc: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Set to `true` to make pending deferred deletions run now.
     pub(crate) gc_now: tokio::sync::watch::Sender<bool>,
+    /// Store metadata by name. A store's root id and options never change,
+    /// so an entry stays valid until the store is removed; its `count` is
+    /// not used (counts are read from the registry when asked for).
+    pub(crate) store_cache: std::sync::RwLock<rustc_hash::FxHashMap<String, StoreInfo>>,
 }
 
 /// A SOP-rs database: many named stores (B-trees), transactional.
@@ -100,6 +104,7 @@ impl Database {
             counters: Counters::default(),
             gc: tokio::sync::Mutex::new(Vec::new()),
             gc_now: tokio::sync::watch::Sender::new(false),
+            store_cache: std::sync::RwLock::default(),
         };
         let db = Self { inner: Arc::new(inner) };
         db.recover(exclusive).await?;
@@ -144,6 +149,7 @@ impl Database {
     /// commit changed the store while it was being removed (retry).
     pub async fn remove_store(&self, name: &str) -> Result<()> {
         let info = self.store_info(name).await?;
+        self.inner.forget_store(name);
         crate::recovery::remove_store_contents(&self.inner, &info).await?;
         self.inner.registry.remove_store(name).await.map(|_| ())
     }
@@ -271,6 +277,32 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 impl DbInner {
+    /// A store's metadata from the cache, else the registry.
+    pub(crate) async fn cached_store(&self, name: &str) -> Result<StoreInfo> {
+        let cached =
+            self.store_cache.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned();
+        if let Some(info) = cached {
+            return Ok(info);
+        }
+        let info =
+            self.registry.get_store(name).await?.ok_or_else(|| crate::tx::state::store_not_found(name))?;
+        let mut cache = self.store_cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.insert(name.to_owned(), info.clone());
+        Ok(info)
+    }
+
+    /// Drops a store's cached metadata (removed, or found stale).
+    pub(crate) fn forget_store(&self, name: &str) {
+        self.store_cache.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name);
+    }
+
+    /// Drops cached metadata naming `root` as its root (the root vanished:
+    /// the store was removed, perhaps by another process).
+    pub(crate) fn forget_store_with_root(&self, root: LogicalId) {
+        let mut cache = self.store_cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.retain(|_, info| info.root != root);
+    }
+
     /// The current handle of `id`: from the handle cache, else the registry.
     pub(crate) async fn handle(&self, id: LogicalId) -> Result<Option<Handle>> {
         if let Some(h) = self.handles.get(id) {

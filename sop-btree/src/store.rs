@@ -213,7 +213,17 @@ impl Store {
         let mut st = self.tx.shared.state.lock().await;
         st.check_live()?;
         let s = st.store(db, &self.info.name).await?;
-        let (committed, delta, name) = (s.info.count, s.delta, s.name.clone());
+        let committed = match s.committed {
+            Some(c) => c,
+            None => {
+                let info = db.registry.get_store(&self.info.name).await?;
+                let c = info.ok_or_else(|| Error::NotFound(format!("store {:?}", self.info.name)))?.count;
+                st.store(db, &self.info.name).await?.committed = Some(c);
+                c
+            }
+        };
+        let s = st.store(db, &self.info.name).await?;
+        let (delta, name) = (s.delta, s.name.clone());
         st.reads.push(ReadEntry::Count { store: name, committed });
         Ok(committed.saturating_add_signed(delta))
     }

@@ -99,3 +99,28 @@ async fn shared_databases_recover_crashed_peers_periodically() {
     assert_eq!(blobs.get(staged).await.unwrap_err().kind(), sop_btree::ErrorKind::NotFound);
     assert_healthy(&db).await;
 }
+
+#[tokio::test]
+async fn a_store_recreated_by_another_process_is_found_again() {
+    let registry: Arc<dyn Registry> = Arc::new(MemRegistry::new());
+    let blobs: Arc<dyn BlobStore> = Arc::new(ObjectBlobStore::memory());
+    let one = Database::open(shared_config(registry.clone(), blobs.clone())).await.unwrap();
+    let two = Database::open(shared_config(registry, blobs)).await.unwrap();
+    one.create_store("s", small(4)).await.unwrap();
+    one.run_write(|tx| async move { tx.store::<u32, u32>("s").await?.insert(&1, &1).await }).await.unwrap();
+    // The other process removes the store and creates a new one by that name.
+    two.remove_store("s").await.unwrap();
+    two.create_store("s", small(8)).await.unwrap();
+    two.run_write(|tx| async move { tx.store::<u32, u32>("s").await?.insert(&2, &2).await }).await.unwrap();
+    // The first process's cached metadata is stale; it must recover from it.
+    one.run_write(|tx| async move { tx.store::<u32, u32>("s").await?.insert(&3, &3).await }).await.unwrap();
+    let keys = one
+        .run_read(|tx| async move {
+            let s = tx.store::<u32, u32>("s").await?;
+            Ok(s.range(.., false, 10).await?.into_iter().map(|(k, _)| k).collect::<Vec<_>>())
+        })
+        .await
+        .unwrap();
+    assert_eq!(keys, vec![2, 3], "the new store, with the first process's write in it");
+    assert_healthy(&one).await;
+}

@@ -28,7 +28,10 @@ pub(crate) struct TxNode {
 pub(crate) struct TxStore {
     /// The name, shared by every log entry about this store.
     pub(crate) name: Arc<str>,
+    /// Root and options (its `count` is not the committed count).
     pub(crate) info: StoreInfo,
+    /// The committed count, read from the registry on first use.
+    pub(crate) committed: Option<u64>,
     pub(crate) delta: i64,
     /// Keys this transaction wrote. (A non-keyed hasher: only the
     /// transaction's own client chooses these keys.)
@@ -116,7 +119,10 @@ impl TxState {
         if self.nodes.contains_key(&id) {
             return Ok(());
         }
-        let handle = db.handle(id).await?.ok_or_else(|| moved(id))?;
+        let Some(handle) = db.handle(id).await? else {
+            db.forget_store_with_root(id);
+            return Err(moved(id));
+        };
         if handle.physical_id == crate::db::EMPTY_ROOT {
             let entry = TxNode {
                 node: Arc::new(Node::empty_leaf()),
@@ -177,8 +183,14 @@ impl TxState {
     /// The store snapshot `name`, loading it from the registry on first use.
     pub(crate) async fn store(&mut self, db: &DbInner, name: &str) -> Result<&mut TxStore> {
         if !self.stores.contains_key(name) {
-            let info = db.registry.get_store(name).await?.ok_or_else(|| store_not_found(name))?;
-            let store = TxStore { name: Arc::from(name), info, delta: 0, written: FxHashSet::default() };
+            let info = db.cached_store(name).await?;
+            let store = TxStore {
+                name: Arc::from(name),
+                info,
+                committed: None,
+                delta: 0,
+                written: FxHashSet::default(),
+            };
             self.stores.insert(name.to_owned(), store);
         }
         self.stores.get_mut(name).ok_or_else(|| store_not_found(name))
