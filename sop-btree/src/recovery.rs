@@ -102,13 +102,24 @@ pub(crate) async fn schedule_cleanup(db: &Arc<DbInner>, intent: Intent) -> Resul
     Ok(())
 }
 
+/// Deletes a committed intent's obsolete blobs, then the intent. The
+/// transaction is already committed, so a backend failure here is logged,
+/// never returned (the caller must not think the commit failed): the intent
+/// stays and recovery finishes the cleanup. Only a failpoint's simulated
+/// crash is returned.
 async fn cleanup(db: &DbInner, intent: &Intent) -> Result<()> {
     for id in &intent.obsolete {
         db.cache.remove(*id);
     }
-    db.blobs.delete_many(&intent.obsolete).await?;
+    if let Err(e) = db.blobs.delete_many(&intent.obsolete).await {
+        tracing::warn!(tx = %intent.tx_id, error = %e, "deleting obsolete blobs failed; recovery will finish it");
+        return Ok(());
+    }
     db.failpoint(CommitStep::ObsoleteDeleted)?;
-    db.registry.remove_intent(intent.tx_id).await
+    if let Err(e) = db.registry.remove_intent(intent.tx_id).await {
+        tracing::warn!(tx = %intent.tx_id, error = %e, "removing an intent failed; recovery will finish it");
+    }
+    Ok(())
 }
 
 /// Removes every node handle of a store and its blobs, through a committed
@@ -137,5 +148,6 @@ pub(crate) async fn remove_store_contents(db: &DbInner, info: &StoreInfo) -> Res
     for n in &walked.nodes {
         db.handles.forget(n.id);
     }
-    cleanup(db, &intent).await
+    db.blobs.delete_many(&intent.obsolete).await?;
+    db.registry.remove_intent(tx_id).await
 }
