@@ -14,6 +14,9 @@ use rustc_hash::FxHashMap as HashMap;
 use sop_core::{Handle, LogicalId};
 
 const SHARDS: usize = 64;
+/// Entries per shard before the shard is emptied (4 M handles in all, about
+/// 300 MB): a crude bound, harmless because every entry can be re-read.
+const MAX_PER_SHARD: usize = 1 << 16;
 
 /// `LogicalId -> Handle`, sharded.
 #[derive(Debug)]
@@ -41,6 +44,9 @@ impl HandleCache {
         let mut shard = self.shard(h.logical_id).write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let newer = shard.get(&h.logical_id).is_none_or(|old| old.version < h.version);
         if newer {
+            if shard.len() >= MAX_PER_SHARD {
+                shard.clear();
+            }
             shard.insert(h.logical_id, h);
         }
     }
