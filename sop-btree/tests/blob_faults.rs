@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{assert_healthy, small};
+use common::{assert_healthy, open_accounts, small};
 use sop_btree::{Config, Database};
 use sop_core::{BlobStore, Registry};
 use sop_registry::MemRegistry;
@@ -37,17 +37,8 @@ async fn faults_never_tear_or_lose_a_transaction() {
     let faulty = Arc::new(FaultyStore::new(inner.clone(), faults));
     faulty.set_enabled(false);
     let db = Database::open(config(registry.clone(), faulty.clone())).await.unwrap();
-    db.create_store("bank", small(4)).await.unwrap();
+    open_accounts(&db, "bank", 4, ACCOUNTS).await;
     db.create_store("ledger", small(4)).await.unwrap();
-    db.run_write(|tx| async move {
-        let bank = tx.store::<u32, i64>("bank").await?;
-        for a in 0..ACCOUNTS {
-            bank.insert(&a, &100).await?;
-        }
-        Ok(())
-    })
-    .await
-    .unwrap();
 
     faulty.set_enabled(true);
     let mut acknowledged = Vec::new();

@@ -7,7 +7,7 @@ mod common;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use common::{assert_healthy, embedded_db, memory_db, small};
+use common::{assert_healthy, embedded_db, memory_db, open_accounts, small};
 use sop_btree::{Database, ErrorKind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -149,16 +149,7 @@ async fn readers_never_see_a_torn_view_of_concurrent_transfers() {
     const TOTAL: i64 = ACCOUNTS as i64 * 100;
     let dir = tempfile::tempdir().unwrap();
     let db = embedded_db(dir.path()).await;
-    db.create_store("bank", small(5)).await.unwrap();
-    db.run_write(|tx| async move {
-        let s = tx.store::<u32, i64>("bank").await?;
-        for a in 0..ACCOUNTS {
-            s.insert(&a, &100).await?;
-        }
-        Ok(())
-    })
-    .await
-    .unwrap();
+    open_accounts(&db, "bank", 5, ACCOUNTS).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
     for w in 0..4u32 {

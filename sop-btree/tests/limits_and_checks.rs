@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{assert_healthy, small};
+use common::{assert_healthy, seeded_store, small};
 use sop_btree::{Config, Database, ErrorKind};
 use sop_core::{BlobStore, HandleWrite, LogicalId, PhysicalId, PublishRequest, Registry};
 use sop_registry::MemRegistry;
@@ -51,16 +51,7 @@ async fn check_reports_orphan_blobs_dangling_handles_and_bad_counts() {
     let mut config = Config::from_parts(registry.clone(), blobs.clone(), true);
     config.gc_grace = Duration::ZERO;
     let db = Database::open(config).await.unwrap();
-    db.create_store("s", small(4)).await.unwrap();
-    db.run_write(|tx| async move {
-        let s = tx.store::<u32, u32>("s").await?;
-        for i in 0..20 {
-            s.insert(&i, &i).await?;
-        }
-        Ok(())
-    })
-    .await
-    .unwrap();
+    seeded_store(&db, "s", 20).await;
     assert_healthy(&db).await;
 
     blobs.put(PhysicalId::new(), Bytes::from_static(b"stray")).await.unwrap();

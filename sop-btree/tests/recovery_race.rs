@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{assert_healthy, small};
+use common::{assert_healthy, seeded_store, small};
 use sop_btree::{CommitStep, Config, Database};
 use sop_core::{BlobStore, Registry};
 use sop_registry::MemRegistry;
@@ -50,16 +50,7 @@ async fn a_commit_whose_intent_was_recovered_cannot_publish() {
         Ok(())
     }));
     let db = Database::open(config).await.unwrap();
-    db.create_store("s", small(4)).await.unwrap();
-    db.run_write(|tx| async move {
-        let s = tx.store::<u32, u32>("s").await?;
-        for i in 0..20 {
-            s.insert(&i, &i).await?;
-        }
-        Ok(())
-    })
-    .await
-    .unwrap();
+    seeded_store(&db, "s", 20).await;
 
     armed.store(true, Ordering::SeqCst);
     let tx = db.begin_write().await.unwrap();

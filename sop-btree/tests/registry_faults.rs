@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{assert_healthy, small};
+use common::{assert_healthy, open_accounts, small};
 use sop_btree::{Config, Database, ErrorKind};
 use sop_core::{
     BlobStore, Error, Handle, Intent, IntentState, LogicalId, PublishRequest, Registry, Result, StoreInfo,
@@ -92,17 +92,8 @@ async fn indeterminate_publishes_are_all_or_nothing_and_recovered() {
     let mut config = Config::from_parts(registry.clone(), blobs.clone(), true);
     config.gc_grace = Duration::ZERO;
     let db = Database::open(config.clone()).await.unwrap();
-    db.create_store("bank", small(4)).await.unwrap();
+    open_accounts(&db, "bank", 4, ACCOUNTS).await;
     db.create_store("ledger", small(4)).await.unwrap();
-    db.run_write(|tx| async move {
-        let bank = tx.store::<u32, i64>("bank").await?;
-        for a in 0..ACCOUNTS {
-            bank.insert(&a, &100).await?;
-        }
-        Ok(())
-    })
-    .await
-    .unwrap();
 
     flaky.on.store(true, Ordering::SeqCst);
     let (mut acked, mut clean_fail, mut unknown) = (Vec::new(), Vec::new(), Vec::new());

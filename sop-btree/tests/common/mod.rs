@@ -36,3 +36,31 @@ pub(crate) async fn assert_healthy(db: &Database) {
     let report = db.check().await.expect("check runs");
     assert!(report.is_ok(), "check found problems: {:#?}", report.problems);
 }
+
+/// Creates store `name` with `accounts` accounts (`u32 -> i64`) of 100 each.
+pub(crate) async fn open_accounts(db: &Database, name: &'static str, slot: u32, accounts: u32) {
+    db.create_store(name, small(slot)).await.expect("create accounts");
+    db.run_write(|tx| async move {
+        let s = tx.store::<u32, i64>(name).await?;
+        for a in 0..accounts {
+            s.insert(&a, &100).await?;
+        }
+        Ok(())
+    })
+    .await
+    .expect("seed accounts");
+}
+
+/// Creates store `name` (slot length 4) holding `i -> i` for `i` in `0..n`.
+pub(crate) async fn seeded_store(db: &Database, name: &'static str, n: u32) {
+    db.create_store(name, small(4)).await.expect("create store");
+    db.run_write(|tx| async move {
+        let s = tx.store::<u32, u32>(name).await?;
+        for i in 0..n {
+            s.insert(&i, &i).await?;
+        }
+        Ok(())
+    })
+    .await
+    .expect("seed store");
+}
