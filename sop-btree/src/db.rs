@@ -170,6 +170,23 @@ impl Database {
         Ok(Transaction::new(self.clone(), false))
     }
 
+    /// Starts a transaction with its own time limit instead of
+    /// `Config::tx_timeout`.
+    ///
+    /// # Errors
+    /// `InvalidInput` when `timeout` is zero or longer than
+    /// `Config::tx_timeout` (recovery of shared databases treats intents
+    /// older than that as abandoned).
+    pub async fn begin_with_timeout(&self, writable: bool, timeout: Duration) -> Result<Transaction> {
+        let max = self.inner.config.tx_timeout;
+        if timeout.is_zero() || timeout > max {
+            return Err(Error::InvalidInput(format!(
+                "transaction timeout {timeout:?} is outside 1 ms..={max:?} (Config::tx_timeout)"
+            )));
+        }
+        Ok(Transaction::with_timeout(self.clone(), writable, timeout))
+    }
+
     /// Runs `f` in a write transaction and commits it, retrying the whole
     /// transaction with jittered backoff when it conflicts, up to
     /// `Config::max_retries` attempts.

@@ -1,31 +1,48 @@
-//! `sop`: the SOP-rs command-line tool.
+//! `sop`: the SOP-rs reference server and command-line tool.
 //!
-//! Until the server lands, `sop` runs a quick-start on the embedded
-//! default: it opens (or creates) the database in `--data DIR` (default
-//! `./sop-data`: a RocksDB registry that also holds the blobs), records
-//! this run in a transaction, reads every earlier run back in a read
-//! transaction, and checks the database. Run it twice: the second run finds
-//! the first.
+//! `sop serve` serves a database over HTTP/JSON (see `api/openapi.json`);
+//! the other subcommands work on a data directory directly, or through a
+//! server with `--server URL`. Errors print one line and exit non-zero.
+#![deny(clippy::unwrap_used)]
 
-use std::path::PathBuf;
+mod api;
+mod cli;
+mod client;
+mod commands;
+mod config;
+mod metrics;
+mod serve;
+mod target;
+mod wire;
+
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use sop_btree::{Config, Database, ErrorKind, StoreOptions};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
 
-const STORE: &str = "runs";
+use crate::cli::{Cli, Command};
+use crate::config::{DbSettings, ServeSettings, open_database, read_token};
+use crate::target::Target;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let data = match parse_data_dir(&args) {
-        Ok(d) => d,
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve(_));
+    let default_level = if serving { "info,foyer=warn" } else { "warn" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
         Err(e) => {
-            eprintln!("{e}");
-            eprintln!("usage: sop [--data DIR]");
-            return ExitCode::from(2);
+            eprintln!("sop: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
         }
     };
-    match quickstart(data).await {
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sop: {e}");
@@ -34,53 +51,40 @@ async fn main() -> ExitCode {
     }
 }
 
-fn parse_data_dir(args: &[String]) -> Result<PathBuf, String> {
-    match args {
-        [] => Ok(PathBuf::from("./sop-data")),
-        [flag, dir] if flag == "--data" => Ok(PathBuf::from(dir)),
-        [flag] if flag == "--help" || flag == "-h" => Err("sop: the SOP-rs quick-start".into()),
-        other => Err(format!("sop: unexpected arguments {other:?}")),
+async fn run(cli: Cli) -> Result<(), String> {
+    let Cli { data, server, token_file, command } = cli;
+    if let Command::Serve(args) = command {
+        if server.is_some() {
+            return Err("`serve` takes --data or --registry/--blobs, not --server".into());
+        }
+        return serve::serve(ServeSettings::resolve(data, token_file, *args)?).await;
     }
+    let target = match &server {
+        Some(url) => {
+            let token = token_file.as_deref().map(read_token).transpose()?;
+            Target::Remote(client::Client::new(url, token)?)
+        }
+        None => Target::Local(open_database(&DbSettings::embedded(data)).await?),
+    };
+    let outcome = dispatch(&target, command).await;
+    let closed = target.close().await;
+    outcome.and(closed)
 }
 
-async fn quickstart(data: PathBuf) -> sop_btree::Result<()> {
-    let db = Database::open(Config::embedded(&data)).await?;
-    println!("opened {} (registry and blobs: RocksDB, cache: foyer)", data.display());
-    match db.create_store(STORE, StoreOptions::default()).await {
-        Ok(_) => println!("created store {STORE:?}"),
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    let run = db
-        .run_write(|tx| async move {
-            let runs = tx.store::<u64, String>(STORE).await?;
-            let n = runs.count().await? + 1;
-            runs.insert(&n, &format!("transaction {}", tx.id())).await?;
-            Ok(n)
-        })
-        .await?;
-    println!("committed run #{run}");
-    let earlier = db
-        .run_read(
-            |tx| async move { tx.store::<u64, String>(STORE).await?.range(.., false, usize::MAX).await },
-        )
-        .await?;
-    for (n, what) in &earlier {
-        println!("  run #{n}: {what}");
-    }
-    let report = db.check().await?;
-    println!(
-        "check: {} store(s), {} node(s), {} item(s), {} blob(s), {} problem(s)",
-        report.stores,
-        report.nodes,
-        report.items,
-        report.blobs,
-        report.problems.len()
-    );
-    db.close().await?;
-    if report.is_ok() {
-        Ok(())
-    } else {
-        Err(sop_btree::Error::corruption("database", report.problems.join("; ")))
+async fn dispatch(t: &Target, command: Command) -> Result<(), String> {
+    match command {
+        Command::Serve(_) => Err("unreachable: serve is handled first".into()),
+        Command::Stores => commands::stores(t).await,
+        Command::CreateStore { name, slot_length, non_unique } => {
+            commands::create_store(t, &name, slot_length, non_unique).await
+        }
+        Command::DropStore { name } => t.drop_store(&name).await,
+        Command::Get { store, key } => commands::get(t, &store, &key).await,
+        Command::Put { store, key, value } => commands::put(t, &store, &key, &value).await,
+        Command::Del { store, key } => commands::del(t, &store, &key).await,
+        Command::Scan(a) => commands::scan(t, &a).await,
+        Command::Load { store, file, batch, create } => commands::load(t, &store, &file, batch, create).await,
+        Command::Dump { store, output } => commands::dump(t, &store, output.as_deref()).await,
+        Command::Check => commands::check(t).await,
     }
 }

@@ -53,7 +53,12 @@ impl Drop for TxShared {
 
 impl Transaction {
     pub(crate) fn new(db: Database, writable: bool) -> Self {
-        let state = TxState::new(writable, db.inner.config.tx_timeout);
+        let timeout = db.inner.config.tx_timeout;
+        Self::with_timeout(db, writable, timeout)
+    }
+
+    pub(crate) fn with_timeout(db: Database, writable: bool, timeout: std::time::Duration) -> Self {
+        let state = TxState::new(writable, timeout);
         let id = state.id;
         Self { shared: Arc::new(TxShared { db, id, state: tokio::sync::Mutex::new(state) }) }
     }
