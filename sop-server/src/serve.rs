@@ -10,7 +10,7 @@ use crate::api::{self, AppState, TxLimits, TxTable};
 use crate::config::{ServeSettings, open_database, read_token};
 
 /// How long in-flight requests get to finish after a shutdown signal.
-const DRAIN: Duration = Duration::from_secs(30);
+const DRAIN: Duration = Duration::from_secs(20);
 
 /// Serves until SIGINT or SIGTERM; in-flight requests (commits among
 /// them) finish, open transactions are rolled back, the database is
@@ -30,22 +30,28 @@ pub(crate) async fn serve(s: ServeSettings) -> Result<(), String> {
         AppState { db: db.clone(), txs: txs.clone(), metrics: Some(metrics), token: token.map(Into::into) };
     let app = api::router(state).into_make_service();
 
+    let tls = match &s.tls {
+        Some((cert, key)) => {
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            let config = RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|e| format!("TLS certificate {} / key {}: {e}", cert.display(), key.display()))?;
+            Some(config)
+        }
+        None => None,
+    };
     let listener =
         std::net::TcpListener::bind(s.listen).map_err(|e| format!("cannot listen on {}: {e}", s.listen))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let handle = Handle::new();
     tokio::spawn(shutdown_on_signal(handle.clone()));
-    let scheme = if s.tls.is_some() { "https" } else { "http" };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // The first line of standard output, for scripts and tests.
     println!("sop: listening on {scheme}://{addr} (data: {})", s.db.data.display());
-    tracing::info!(%addr, auth = s.token_file.is_some(), tls = s.tls.is_some(), "serving");
-    let served = match &s.tls {
-        Some((cert, key)) => {
-            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-            let tls = RustlsConfig::from_pem_file(cert, key)
-                .await
-                .map_err(|e| format!("TLS certificate {} / key {}: {e}", cert.display(), key.display()))?;
+    tracing::info!(%addr, auth = s.token_file.is_some(), tls = tls.is_some(), "serving");
+    let served = match tls {
+        Some(tls) => {
             axum_server::from_tcp_rustls(listener, tls)
                 .map_err(|e| e.to_string())?
                 .handle(handle)

@@ -36,7 +36,9 @@ impl Server {
 
     /// Spawns a prepared `serve` command.
     pub fn spawn(mut cmd: Command) -> Self {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).env("RUST_LOG", "warn");
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .env("RUST_LOG", std::env::var("SOP_TEST_LOG").unwrap_or("warn".into()));
         let mut child = cmd.spawn().expect("spawn sop serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
@@ -99,23 +101,30 @@ impl Server {
         b["tx"].as_str().expect("tx id").to_owned()
     }
 
-    /// Sends SIGTERM and waits (bounded) for the exit.
-    pub fn terminate(&mut self) -> ExitStatus {
+    /// Sends SIGTERM and waits (bounded) for the exit. Async, so that the
+    /// test's own connections keep answering (an HTTP/2 ping unanswered
+    /// would hold the server's drain).
+    pub async fn terminate(&mut self) -> ExitStatus {
+        self.signal("-TERM");
+        self.wait(Duration::from_secs(60)).await
+    }
+
+    /// Sends a signal (`-TERM`, `-KILL`, ...) with `kill`.
+    pub fn signal(&self, sig: &str) {
         let pid = self.child.id().to_string();
-        let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
-        assert!(ok.success());
-        self.wait(Duration::from_secs(60))
+        let ok = Command::new("kill").args([sig, &pid]).status().expect("kill");
+        assert!(ok.success(), "kill {sig} {pid}");
     }
 
     /// Waits for the process to exit, at most `limit`.
-    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+    pub async fn wait(&mut self, limit: Duration) -> ExitStatus {
         let start = Instant::now();
         loop {
             if let Some(s) = self.child.try_wait().expect("try_wait") {
                 return s;
             }
             assert!(start.elapsed() < limit, "server did not exit within {limit:?}");
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
