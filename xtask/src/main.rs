@@ -88,7 +88,7 @@ fn has_nextest() -> bool {
 
 fn ci() -> Result<(), String> {
     let start = Instant::now();
-    ensure_system_packages(&["libclang-dev"])?;
+    ensure_system_packages(&["libclang-dev", "curl"])?;
     rocksdb::prebuild()?;
     run(cargo_with(&["fmt", "--all", "--", "--check"]))?;
     run(cargo_with(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
