@@ -30,6 +30,9 @@ use crate::wire::Health;
 /// The OpenAPI 3 description of this API.
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 
+/// The largest request body: a 64 MiB value, its key, and room for JSON.
+const BODY_LIMIT: usize = MAX_VALUE_LEN + MAX_KEY_LEN + (1 << 20);
+
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
@@ -58,9 +61,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::from_fn(refuse_oversize))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
-        // A value may be 64 MiB; JSON escaping can grow it, the key too.
-        .layer(DefaultBodyLimit::max(MAX_VALUE_LEN + MAX_KEY_LEN + (1 << 20)))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
@@ -93,6 +96,22 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
         if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
             return ApiError::unauthorized().into_response();
         }
+    }
+    next.run(req).await
+}
+
+/// Answers `413` from the `Content-Length` alone, before the body is sent
+/// (bodies without one are limited while read, by `DefaultBodyLimit`).
+async fn refuse_oversize(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        let mut resp = ApiError::too_large(format!("request body over {BODY_LIMIT} bytes")).into_response();
+        resp.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        return resp;
     }
     next.run(req).await
 }
