@@ -29,6 +29,29 @@ async fn a_transaction_past_its_timeout_fails_and_publishes_nothing() {
 }
 
 #[tokio::test]
+async fn a_transaction_with_its_own_timeout() {
+    let mut config = Config::memory();
+    config.tx_timeout = Duration::from_secs(5);
+    let db = Database::open(config).await.unwrap();
+    db.create_store("s", small(4)).await.unwrap();
+    for bad in [Duration::ZERO, Duration::from_secs(6)] {
+        assert_eq!(db.begin_with_timeout(true, bad).await.unwrap_err().kind(), ErrorKind::InvalidInput);
+    }
+    let short = db.begin_with_timeout(true, Duration::from_millis(40)).await.unwrap();
+    let long = db.begin_with_timeout(true, Duration::from_secs(5)).await.unwrap();
+    for tx in [&short, &long] {
+        tx.bytes_store("s").await.unwrap().upsert(tx.id().to_string().as_bytes(), b"v").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(short.commit().await.unwrap_err().kind(), ErrorKind::Timeout);
+    long.commit().await.unwrap();
+    assert_eq!(db.store_info("s").await.unwrap().count, 1);
+    let read = db.begin_with_timeout(false, Duration::from_secs(1)).await.unwrap();
+    let err = read.bytes_store("s").await.unwrap().upsert(b"x", b"y").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "a read transaction refuses writes");
+}
+
+#[tokio::test]
 async fn oversize_values_are_invalid_input_and_dropped_transactions_roll_back() {
     let db = Database::open(Config::memory()).await.unwrap();
     db.create_store("s", small(4)).await.unwrap();
