@@ -42,7 +42,9 @@ fn print_help() {
     println!("cargo xtask [ci|loom|tidy|help]");
     println!("  ci    fmt, clippy, tidy, tests, doc tests, rustdoc, loom (the default)");
     println!("  loom  loom models of the concurrency-critical code");
-    println!("  bench [--quick|--smoke]  the engine benchmark (release build)");
+    println!(
+        "  bench [ARGS]             SOP-rs vs redb, RocksDB, SQLite, BTreeMap (release; --quick, --smoke, --no-sync, --json FILE)"
+    );
     println!("  tidy  source-tree conventions");
 }
 
@@ -105,7 +107,9 @@ fn ci() -> Result<(), String> {
     doc.env("RUSTDOCFLAGS", "-D warnings");
     run(doc)?;
     loom()?;
-    bench(&["--smoke".to_owned(), "--dev".to_owned()])?;
+    bench(&["--quick".to_owned(), "--smoke".to_owned(), "--dev".to_owned()])?;
+    let engine = cargo_with(&["run", "-p", "sop-btree", "--example", "engine_bench", "--", "--smoke"]);
+    run(engine)?;
     println!("\nxtask ci: all green in {:.0}s", start.elapsed().as_secs_f64());
     Ok(())
 }
@@ -135,12 +139,15 @@ fn ensure_system_packages(packages: &[&str]) -> Result<(), String> {
         .map_err(|e| format!("{e}; install {} by hand", missing.join(" ")))
 }
 
-/// The engine benchmark. `--dev` builds it in the dev profile (CI's smoke
-/// run reuses the test build); otherwise release.
+/// The peer benchmark (`sop-bench`): SOP-rs, redb, RocksDB, SQLite and a
+/// `BTreeMap` on the same workloads. `--dev` builds it in the dev profile
+/// (CI's smoke run reuses the test build); otherwise release. The other
+/// arguments go to `sop-bench` (`--quick`, `--smoke`, `--no-sync`,
+/// `--json FILE`, `--runs N`, `--engines a,b`).
 fn bench(args: &[String]) -> Result<(), String> {
     rocksdb::prebuild()?;
     let dev = args.iter().any(|a| a == "--dev");
-    let mut cmd = cargo_with(&["run", "-p", "sop-btree", "--example", "engine_bench"]);
+    let mut cmd = cargo_with(&["run", "-p", "sop-bench"]);
     if !dev {
         cmd.arg("--release");
     }

@@ -1,0 +1,153 @@
+//! `sop-bench`: SOP-rs against redb, RocksDB (`OptimisticTransactionDB`),
+//! SQLite (WAL) and a locked `BTreeMap` (the in-memory ceiling), on the same
+//! workloads and data in one process run. Run it with `cargo xtask bench`.
+//!
+//! Every engine makes each commit durable (fsync or WAL sync) unless
+//! `--no-sync`. Prints one Markdown table per workload (median of
+//! `--runs`, default 3) and, with `--json FILE`, writes every figure.
+
+mod engines;
+mod report;
+mod workloads;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::report::Recorder;
+use crate::workloads::Sizes;
+
+const USAGE: &str = "usage: sop-bench [--quick] [--smoke] [--no-sync] [--runs N] [--json FILE] \
+[--engines sop,redb,rocksdb,sqlite,btreemap] [--dir DIR] [--n ITEMS] [--contention-ms MS]";
+
+#[derive(Debug)]
+struct Args {
+    sizes: Sizes,
+    sync: bool,
+    runs: usize,
+    json: Option<PathBuf>,
+    engines: Vec<String>,
+    dir: PathBuf,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let (mut div, mut smoke, mut sync, mut runs, mut json, mut engines, mut dir, mut n, mut cms) =
+        (1, false, true, None, None, engines::ALL.map(String::from).to_vec(), None, None, None);
+    while let Some(a) = it.next() {
+        let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        let num =
+            |s: String, name: &str| s.parse::<usize>().map_err(|_| format!("{name}: not a number: {s}"));
+        match a.as_str() {
+            "--quick" => div = 10,
+            "--smoke" => smoke = true,
+            "--no-sync" => sync = false,
+            "--runs" => runs = Some(num(val("--runs")?, "--runs")?.max(1)),
+            "--json" => json = Some(PathBuf::from(val("--json")?)),
+            "--dir" => dir = Some(PathBuf::from(val("--dir")?)),
+            "--n" => n = Some(num(val("--n")?, "--n")?.max(1)),
+            "--contention-ms" => cms = Some(num(val("--contention-ms")?, "--contention-ms")?),
+            "--engines" => {
+                engines = val("--engines")?.split(',').map(str::to_owned).collect();
+                if let Some(bad) = engines.iter().find(|e| !engines::ALL.contains(&e.as_str())) {
+                    return Err(format!("unknown engine {bad:?}; known: {}", engines::ALL.join(", ")));
+                }
+            }
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    let mut sizes = Sizes::scaled(div, Duration::from_millis(if div == 1 { 3000 } else { 1000 }));
+    if smoke {
+        sizes = Sizes {
+            n: 2_000,
+            short_scans: 50,
+            updates: 100,
+            threads: vec![1, 8],
+            key_spaces: vec![100, 1000],
+            ..sizes
+        };
+        sizes.contention = Duration::from_millis(150);
+    }
+    if let Some(n) = n {
+        sizes.n = n;
+    }
+    if let Some(ms) = cms {
+        sizes.contention = Duration::from_millis(ms as u64);
+    }
+    let dir = dir.unwrap_or_else(|| {
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+        target.join("sop-bench-data")
+    });
+    Ok(Args { sizes, sync, runs: runs.unwrap_or(if smoke { 1 } else { 3 }), json, engines, dir })
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("sop-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sop-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(a: &Args) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(&a.dir);
+    std::fs::create_dir_all(&a.dir).map_err(|e| format!("{}: {e}", a.dir.display()))?;
+    let fsync = report::fsync_us(&a.dir);
+    let machine = report::machine(&a.dir, fsync);
+    let s = &a.sizes;
+    eprintln!(
+        "sop-bench: {} items, {} per write tx, {} run(s), durability: {}, data in {} (fsync {fsync:.0} µs)",
+        s.n,
+        s.batch,
+        a.runs,
+        if a.sync { "every commit synced" } else { "none (--no-sync)" },
+        a.dir.display()
+    );
+    let mut rec = Recorder::default();
+    for run in 0..a.runs {
+        eprintln!("run {}/{}", run + 1, a.runs);
+        for e in &a.engines {
+            let d = a.dir.join(format!("{e}-{run}"));
+            workloads::main_suite(e, &d.join("main"), a.sync, s, &mut rec)?;
+            workloads::seq_insert(e, &d.join("seq"), a.sync, s, &mut rec)?;
+            for &t in &s.threads {
+                for &k in &s.key_spaces {
+                    let m = workloads::contention(e, &d.join(format!("c{t}-{k}")), a.sync, s, t, k)?;
+                    rec.add(&format!("contention_t{t}_k{k}"), e, m);
+                }
+            }
+            let _ = std::fs::remove_dir_all(&d);
+        }
+    }
+    let settings = json!({
+        "items": s.n, "batch": s.batch, "read_batch": s.read_batch, "short_scans": s.short_scans,
+        "short_len": s.short_len, "updates": s.updates, "contention_ms": s.contention.as_millis() as u64,
+        "runs": a.runs, "sync": a.sync, "engines": a.engines,
+    });
+    println!("# sop-bench\n");
+    println!(
+        "Machine: {machine}\n\nSettings: {settings}\n\nfsync of the data directory's disk: {fsync:.0} µs (the floor of a durable commit)."
+    );
+    print!("{}", rec.markdown());
+    if let Some(path) = &a.json {
+        let doc = rec.json(machine, settings);
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    let _ = std::fs::remove_dir_all(&a.dir);
+    Ok(())
+}
