@@ -96,6 +96,12 @@ pub struct Config {
     pub gc_grace: Duration,
     /// Test hook at each commit step.
     pub failpoint: Option<Failpoint>,
+    /// Test hook, default `true`. `false` skips the validation of nodes a
+    /// transaction only read, which breaks serializability: it exists so
+    /// that the history checker can be shown to catch the anomalies. Never
+    /// turn it off.
+    #[doc(hidden)]
+    pub validate_reads: bool,
 }
 
 impl fmt::Debug for Config {
@@ -110,6 +116,7 @@ impl fmt::Debug for Config {
             .field("max_merges", &self.max_merges)
             .field("gc_grace", &self.gc_grace)
             .field("failpoint", &self.failpoint.is_some())
+            .field("validate_reads", &self.validate_reads)
             .finish()
     }
 }
@@ -126,6 +133,7 @@ impl Config {
             max_merges: 8,
             gc_grace: Duration::from_secs(1),
             failpoint: None,
+            validate_reads: true,
         }
     }
 

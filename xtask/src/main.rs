@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         "ci" => ci(),
         "loom" => loom(),
         "bench" => bench(&args[1..]),
+        "crash" => crash(&args[1..], false),
         "tidy" => tidy::run_all(&project_root()),
         "help" | "--help" | "-h" => {
             print_help();
@@ -39,11 +40,14 @@ fn main() -> ExitCode {
 }
 
 fn print_help() {
-    println!("cargo xtask [ci|loom|tidy|help]");
+    println!("cargo xtask [ci|loom|tidy|bench|crash|help]");
     println!("  ci    fmt, clippy, tidy, tests, doc tests, rustdoc, loom (the default)");
     println!("  loom  loom models of the concurrency-critical code");
     println!(
         "  bench [ARGS]             SOP-rs vs redb, RocksDB, SQLite, BTreeMap (release; --quick, --smoke, --no-sync, --json FILE)"
+    );
+    println!(
+        "  crash [--kills N] [--seed S]  the crash campaign: SIGKILL and failpoint aborts (release; default 500 kills)"
     );
     println!("  tidy  source-tree conventions");
 }
@@ -107,6 +111,7 @@ fn ci() -> Result<(), String> {
     doc.env("RUSTDOCFLAGS", "-D warnings");
     run(doc)?;
     loom()?;
+    crash(&[], true)?;
     bench(&["--quick".to_owned(), "--smoke".to_owned(), "--dev".to_owned()])?;
     let engine = cargo_with(&["run", "-p", "sop-btree", "--example", "engine_bench", "--", "--smoke"]);
     run(engine)?;
@@ -152,6 +157,23 @@ fn bench(args: &[String]) -> Result<(), String> {
         cmd.arg("--release");
     }
     cmd.arg("--").args(args.iter().filter(|a| *a != "--dev"));
+    run(cmd)
+}
+
+/// The crash campaign (`sop-btree/examples/crash_campaign.rs`): a child
+/// killed at random moments and at commit steps, verified after each kill.
+/// The release check runs 500 kills; CI (`smoke`) 20 in the dev profile.
+fn crash(args: &[String], smoke: bool) -> Result<(), String> {
+    rocksdb::prebuild()?;
+    let mut cmd = cargo_with(&["run", "-p", "sop-btree", "--example", "crash_campaign"]);
+    if !smoke {
+        cmd.arg("--release");
+    }
+    cmd.arg("--");
+    if !args.iter().any(|a| a == "--kills") {
+        cmd.args(["--kills", if smoke { "20" } else { "500" }]);
+    }
+    cmd.args(args);
     run(cmd)
 }
 
