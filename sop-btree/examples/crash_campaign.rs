@@ -239,10 +239,8 @@ async fn parent(args: &[String]) -> Res<()> {
                 ledger_acked.push(op.clone());
             }
         }
-        if let Some(op) = &acks.in_flight {
-            if let Some(g) = op.strip_prefix("del ") {
-                expect_present.remove(g); // may or may not have applied
-            }
+        if let Some(g) = acks.in_flight.as_deref().and_then(|op| op.strip_prefix("del ")) {
+            expect_present.remove(g); // may or may not have applied
         }
         verify(&dir, &ledger_acked, &expect_present, &expect_absent)
             .await

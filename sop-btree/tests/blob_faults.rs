@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{assert_healthy, open_accounts, small};
+use common::{assert_healthy, bounded, open_accounts, rounds, small};
 use sop_btree::{Config, Database};
 use sop_core::{BlobStore, Registry};
 use sop_registry::MemRegistry;
@@ -28,7 +28,7 @@ async fn faults_never_tear_or_lose_a_transaction() {
     let registry: Arc<dyn Registry> = Arc::new(MemRegistry::new());
     let inner: Arc<dyn BlobStore> = Arc::new(ObjectBlobStore::memory());
     let faults = FaultConfig {
-        seed: 7,
+        seed: std::env::var("SOP_FAULT_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(7),
         fail_ratio: 0.08,
         timeout_ratio: 0.04,
         delay_ratio: 0.05,
@@ -43,20 +43,19 @@ async fn faults_never_tear_or_lose_a_transaction() {
     faulty.set_enabled(true);
     let mut acknowledged = Vec::new();
     let mut failed = 0;
-    for i in 0..150u32 {
+    for i in 0..rounds(150) {
         let (from, to) = (i % ACCOUNTS, (i * 7 + 3) % ACCOUNTS);
-        let r = db
-            .run_write(|tx| async move {
-                let bank = tx.store::<u32, i64>("bank").await?;
-                let a = bank.get(&from).await?.unwrap_or(0);
-                let b = bank.get(&to).await?.unwrap_or(0);
-                if from != to {
-                    bank.update(&from, &(a - 5)).await?;
-                    bank.update(&to, &(b + 5)).await?;
-                }
-                tx.store::<u32, (u32, u32)>("ledger").await?.insert(&i, &(from, to)).await
-            })
-            .await;
+        let r = bounded(db.run_write(|tx| async move {
+            let bank = tx.store::<u32, i64>("bank").await?;
+            let a = bank.get(&from).await?.unwrap_or(0);
+            let b = bank.get(&to).await?.unwrap_or(0);
+            if from != to {
+                bank.update(&from, &(a - 5)).await?;
+                bank.update(&to, &(b + 5)).await?;
+            }
+            tx.store::<u32, (u32, u32)>("ledger").await?.insert(&i, &(from, to)).await
+        }))
+        .await;
         match r {
             Ok(()) => acknowledged.push(i),
             Err(_) => failed += 1,

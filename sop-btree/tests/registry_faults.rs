@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{assert_healthy, open_accounts, small};
+use common::{assert_healthy, bounded, open_accounts, rounds, small};
 use sop_btree::{Config, Database, ErrorKind};
 use sop_core::{
     BlobStore, Error, Handle, Intent, IntentState, LogicalId, PublishRequest, Registry, Result, StoreInfo,
@@ -97,20 +97,19 @@ async fn indeterminate_publishes_are_all_or_nothing_and_recovered() {
 
     flaky.on.store(true, Ordering::SeqCst);
     let (mut acked, mut clean_fail, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..120u32 {
+    for i in 0..rounds(120) {
         let (from, to) = (i % ACCOUNTS, (i * 3 + 1) % ACCOUNTS);
-        let r = db
-            .run_write(|tx| async move {
-                let bank = tx.store::<u32, i64>("bank").await?;
-                let a = bank.get(&from).await?.unwrap_or(0);
-                let b = bank.get(&to).await?.unwrap_or(0);
-                if from != to {
-                    bank.update(&from, &(a - 3)).await?;
-                    bank.update(&to, &(b + 3)).await?;
-                }
-                tx.store::<u32, u8>("ledger").await?.insert(&i, &0).await
-            })
-            .await;
+        let r = bounded(db.run_write(|tx| async move {
+            let bank = tx.store::<u32, i64>("bank").await?;
+            let a = bank.get(&from).await?.unwrap_or(0);
+            let b = bank.get(&to).await?.unwrap_or(0);
+            if from != to {
+                bank.update(&from, &(a - 3)).await?;
+                bank.update(&to, &(b + 3)).await?;
+            }
+            tx.store::<u32, u8>("ledger").await?.insert(&i, &0).await
+        }))
+        .await;
         match r {
             Ok(()) => acked.push(i),
             Err(e) if e.kind() == ErrorKind::Indeterminate => unknown.push(i),

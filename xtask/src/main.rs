@@ -23,6 +23,8 @@ fn main() -> ExitCode {
         "loom" => loom(),
         "bench" => bench(&args[1..]),
         "crash" => crash(&args[1..], false),
+        "fuzz" => fuzz(&args[1..]),
+        "faults" => faults(&args[1..]),
         "tidy" => tidy::run_all(&project_root()),
         "help" | "--help" | "-h" => {
             print_help();
@@ -49,6 +51,10 @@ fn print_help() {
     println!(
         "  crash [--kills N] [--seed S]  the crash campaign: SIGKILL and failpoint aborts (release; default 500 kills)"
     );
+    println!(
+        "  faults [--rounds N]  the fault campaign: blob-store and registry faults, 5 seeds (default 3000 rounds)"
+    );
+    println!("  fuzz [--secs N]  every cargo-fuzz target for N seconds each (default 300; CI: 20)");
     println!("  tidy  source-tree conventions");
 }
 
@@ -112,6 +118,7 @@ fn ci() -> Result<(), String> {
     run(doc)?;
     loom()?;
     crash(&[], true)?;
+    fuzz(&["--secs".to_owned(), "20".to_owned()])?;
     bench(&["--quick".to_owned(), "--smoke".to_owned(), "--dev".to_owned()])?;
     let engine = cargo_with(&["run", "-p", "sop-btree", "--example", "engine_bench", "--", "--smoke"]);
     run(engine)?;
@@ -175,6 +182,62 @@ fn crash(args: &[String], smoke: bool) -> Result<(), String> {
     }
     cmd.args(args);
     run(cmd)
+}
+
+/// The fuzz targets (`fuzz/`, cargo-fuzz and libFuzzer), each for
+/// `--secs` seconds (default 300) from its committed corpus. cargo-fuzz is
+/// installed when missing. libFuzzer's instrumentation needs `-Z` flags, so
+/// the stable toolchain runs with `RUSTC_BOOTSTRAP=1` and no sanitizer.
+fn fuzz(args: &[String]) -> Result<(), String> {
+    const TARGETS: [&str; 2] = ["decode", "store_ops"];
+    let secs = args
+        .iter()
+        .position(|a| a == "--secs")
+        .and_then(|i| args.get(i + 1))
+        .map_or(Ok(300), |s| s.parse::<u64>().map_err(|e| format!("--secs: {e}")))?;
+    rocksdb::prebuild()?;
+    if !cargo().args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success()) {
+        run(cargo_with(&["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let dir = project_root().join("fuzz");
+    for t in TARGETS {
+        let mut cmd = cargo_with(&["fuzz", "run", "-s", "none", "-O", t, &format!("corpus/{t}")]);
+        cmd.args(["--", &format!("-max_total_time={secs}"), "-max_len=4096", "-rss_limit_mb=2048"]);
+        cmd.current_dir(&dir).env("RUSTC_BOOTSTRAP", "1");
+        // Its own target directory: instrumented builds never mix with ours.
+        cmd.env("CARGO_TARGET_DIR", target_dir().join("fuzz"));
+        run(cmd)?;
+    }
+    Ok(())
+}
+
+/// The fault campaign's long run: the blob-store and registry fault tests
+/// (which CI runs with 150 and 120 rounds) with `--rounds` rounds
+/// (default 3000) and blob-fault seeds 1 to 5, in release.
+fn faults(args: &[String]) -> Result<(), String> {
+    let rounds = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .map_or("3000", String::as_str);
+    rocksdb::prebuild()?;
+    for seed in 1..=5 {
+        let mut cmd = cargo_with(&[
+            "test",
+            "--release",
+            "-p",
+            "sop-btree",
+            "--test",
+            "blob_faults",
+            "--test",
+            "registry_faults",
+            "--",
+            "--nocapture",
+        ]);
+        cmd.env("SOP_FAULT_ROUNDS", rounds).env("SOP_FAULT_SEED", seed.to_string());
+        run(cmd)?;
+    }
+    Ok(())
 }
 
 /// The loom models. RocksDB stays out: RUSTFLAGS reach build scripts, so a

@@ -64,3 +64,15 @@ pub(crate) async fn seeded_store(db: &Database, name: &'static str, n: u32) {
     .await
     .expect("seed store");
 }
+
+/// Rounds of a fault test: `SOP_FAULT_ROUNDS` (the long campaign,
+/// `cargo xtask faults`), else `default` (the CI variant).
+pub(crate) fn rounds(default: u32) -> u32 {
+    std::env::var("SOP_FAULT_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Runs `f`, failing the test if it takes over 60 s (a deadlock or a hang
+/// under faults).
+pub(crate) async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(60), f).await.expect("an operation hung under faults")
+}
