@@ -189,7 +189,7 @@ fn crash(args: &[String], smoke: bool) -> Result<(), String> {
 /// installed when missing. libFuzzer's instrumentation needs `-Z` flags, so
 /// the stable toolchain runs with `RUSTC_BOOTSTRAP=1` and no sanitizer.
 fn fuzz(args: &[String]) -> Result<(), String> {
-    const TARGETS: [&str; 2] = ["decode", "store_ops"];
+    const TARGETS: [&str; 3] = ["decode", "store_ops", "http"];
     let secs = args
         .iter()
         .position(|a| a == "--secs")
@@ -201,7 +201,11 @@ fn fuzz(args: &[String]) -> Result<(), String> {
     }
     let dir = project_root().join("fuzz");
     for t in TARGETS {
-        let mut cmd = cargo_with(&["fuzz", "run", "-s", "none", "-O", t, &format!("corpus/{t}")]);
+        // New inputs go to a scratch corpus; the committed one is only read.
+        let scratch = target_dir().join("fuzz-corpus").join(t);
+        std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+        let scratch = scratch.to_string_lossy().into_owned();
+        let mut cmd = cargo_with(&["fuzz", "run", "-s", "none", "-O", t, &scratch, &format!("corpus/{t}")]);
         cmd.args(["--", &format!("-max_total_time={secs}"), "-max_len=4096", "-rss_limit_mb=2048"]);
         cmd.current_dir(&dir).env("RUSTC_BOOTSTRAP", "1");
         // Its own target directory: instrumented builds never mix with ours.
