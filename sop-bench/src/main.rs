@@ -30,10 +30,15 @@ struct Args {
     json: Option<PathBuf>,
     engines: Vec<String>,
     dir: PathBuf,
+    /// Set in the child processes: run one engine once, report JSON lines.
+    child: Option<usize>,
+    raw: Vec<String>,
 }
 
 fn parse() -> Result<Args, String> {
-    let mut it = std::env::args().skip(1);
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let mut child = None;
+    let mut it = raw.clone().into_iter();
     let (mut div, mut smoke, mut sync, mut runs, mut json, mut engines, mut dir, mut n, mut cms) =
         (1, false, true, None, None, engines::ALL.map(String::from).to_vec(), None, None, None);
     while let Some(a) = it.next() {
@@ -49,6 +54,7 @@ fn parse() -> Result<Args, String> {
             "--dir" => dir = Some(PathBuf::from(val("--dir")?)),
             "--n" => n = Some(num(val("--n")?, "--n")?.max(1)),
             "--contention-ms" => cms = Some(num(val("--contention-ms")?, "--contention-ms")?),
+            "--child-run" => child = Some(num(val("--child-run")?, "--child-run")?),
             "--engines" => {
                 engines = val("--engines")?.split(',').map(str::to_owned).collect();
                 if let Some(bad) = engines.iter().find(|e| !engines::ALL.contains(&e.as_str())) {
@@ -82,7 +88,7 @@ fn parse() -> Result<Args, String> {
             std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
         target.join("sop-bench-data")
     });
-    Ok(Args { sizes, sync, runs: runs.unwrap_or(if smoke { 1 } else { 3 }), json, engines, dir })
+    Ok(Args { sizes, sync, runs: runs.unwrap_or(if smoke { 1 } else { 3 }), json, engines, dir, child, raw })
 }
 
 fn main() -> ExitCode {
@@ -103,6 +109,11 @@ fn main() -> ExitCode {
 }
 
 fn run(a: &Args) -> Result<(), String> {
+    if let Some(run) = a.child {
+        let mut rec = Recorder::default();
+        rec.child = true;
+        return suite(a, run, &mut rec);
+    }
     let _ = std::fs::remove_dir_all(&a.dir);
     std::fs::create_dir_all(&a.dir).map_err(|e| format!("{}: {e}", a.dir.display()))?;
     let fsync = report::fsync_us(&a.dir);
@@ -120,16 +131,7 @@ fn run(a: &Args) -> Result<(), String> {
     for run in 0..a.runs {
         eprintln!("run {}/{}", run + 1, a.runs);
         for e in &a.engines {
-            let d = a.dir.join(format!("{e}-{run}"));
-            workloads::main_suite(e, &d.join("main"), a.sync, s, &mut rec)?;
-            workloads::seq_insert(e, &d.join("seq"), a.sync, s, &mut rec)?;
-            for &t in &s.threads {
-                for &k in &s.key_spaces {
-                    let m = workloads::contention(e, &d.join(format!("c{t}-{k}")), a.sync, s, t, k)?;
-                    rec.add(&format!("contention_t{t}_k{k}"), e, m);
-                }
-            }
-            let _ = std::fs::remove_dir_all(&d);
+            child(a, e, run, &mut rec)?;
         }
     }
     let settings = json!({
@@ -149,5 +151,55 @@ fn run(a: &Args) -> Result<(), String> {
         eprintln!("wrote {}", path.display());
     }
     let _ = std::fs::remove_dir_all(&a.dir);
+    Ok(())
+}
+
+/// Runs engine `e` once in a child process of its own, so that its peak
+/// RSS is its own, and takes its measurements.
+fn child(a: &Args, e: &str, run: usize, rec: &mut Recorder) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut args: Vec<String> = Vec::new();
+    let mut it = a.raw.iter();
+    while let Some(x) = it.next() {
+        match x.as_str() {
+            "--engines" | "--json" | "--runs" | "--dir" => {
+                it.next();
+            }
+            _ => args.push(x.clone()),
+        }
+    }
+    let out = std::process::Command::new(exe)
+        .args(&args)
+        .args(["--engines", e, "--child-run", &run.to_string(), "--dir"])
+        .arg(&a.dir)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("the {e} run failed ({})", out.status));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let taken = text.lines().filter(|l| rec.take_line(l)).count();
+    if taken == 0 {
+        return Err(format!("the {e} run reported nothing"));
+    }
+    Ok(())
+}
+
+/// One run of every workload for the engine(s) of `a` (a child process).
+fn suite(a: &Args, run: usize, rec: &mut Recorder) -> Result<(), String> {
+    let s = &a.sizes;
+    for e in &a.engines {
+        let d = a.dir.join(format!("{e}-{run}"));
+        workloads::main_suite(e, &d.join("main"), a.sync, s, rec)?;
+        workloads::seq_insert(e, &d.join("seq"), a.sync, s, rec)?;
+        for &t in &s.threads {
+            for &k in &s.key_spaces {
+                let m = workloads::contention(e, &d.join(format!("c{t}-{k}")), a.sync, s, t, k)?;
+                rec.add(&format!("contention_t{t}_k{k}"), e, m);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
     Ok(())
 }

@@ -64,6 +64,8 @@ impl Measure {
 /// Every measurement of a benchmark run.
 #[derive(Debug, Default)]
 pub(crate) struct Recorder {
+    /// In a child process: also print every measurement as a JSON line.
+    pub(crate) child: bool,
     runs: BTreeMap<String, BTreeMap<String, Vec<Measure>>>,
     order: Vec<String>,
     space: BTreeMap<String, BTreeMap<&'static str, Vec<u64>>>,
@@ -71,6 +73,14 @@ pub(crate) struct Recorder {
 
 impl Recorder {
     pub(crate) fn add(&mut self, workload: &str, engine: &str, m: Measure) {
+        if self.child {
+            // A child process reports each measurement to its parent.
+            println!(
+                "{}",
+                json!({ "w": workload, "e": engine, "ops": m.ops, "secs": m.secs, "p50": m.p50_us,
+                "p99": m.p99_us, "rss": m.peak_rss, "abort": m.abort_rate })
+            );
+        }
         if !self.order.iter().any(|w| w == workload) {
             self.order.push(workload.to_owned());
         }
@@ -83,7 +93,41 @@ impl Recorder {
     }
 
     pub(crate) fn space(&mut self, engine: &str, when: &'static str, bytes: u64) {
+        if self.child {
+            println!("{}", json!({ "space": when, "e": engine, "bytes": bytes }));
+        }
         self.space.entry(engine.to_owned()).or_default().entry(when).or_default().push(bytes);
+    }
+
+    /// Takes a child's JSON line; `false` when it is not one.
+    pub(crate) fn take_line(&mut self, line: &str) -> bool {
+        let Ok(v) = serde_json::from_str::<Value>(line) else { return false };
+        let e = v["e"].as_str().unwrap_or_default().to_owned();
+        if let Some(when) = v["space"].as_str() {
+            let when = if when == "after_load" { "after_load" } else { "after_delete" };
+            self.space(&e, when, v["bytes"].as_u64().unwrap_or(0));
+            return true;
+        }
+        let Some(w) = v["w"].as_str() else { return false };
+        let m = Measure {
+            ops: v["ops"].as_u64().unwrap_or(0),
+            secs: v["secs"].as_f64().unwrap_or(0.0),
+            p50_us: v["p50"].as_f64(),
+            p99_us: v["p99"].as_f64(),
+            peak_rss: v["rss"].as_u64().unwrap_or(0),
+            abort_rate: v["abort"].as_f64(),
+        };
+        let quiet = std::mem::replace(&mut self.child, false);
+        self.add_quiet(w, &e, m);
+        self.child = quiet;
+        true
+    }
+
+    fn add_quiet(&mut self, workload: &str, engine: &str, m: Measure) {
+        if !self.order.iter().any(|x| x == workload) {
+            self.order.push(workload.to_owned());
+        }
+        self.runs.entry(workload.to_owned()).or_default().entry(engine.to_owned()).or_default().push(m);
     }
 
     /// The run with the median throughput.
