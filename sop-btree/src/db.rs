@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sop_cache::NodeCache;
-use sop_core::{BlobStore, Error, Handle, LogicalId, PhysicalId, Registry, Result, StoreInfo, StoreOptions};
+use sop_core::{
+    BlobStore, Error, Handle, HandleCache, LogicalId, PhysicalId, Registry, Result, StoreInfo, StoreOptions,
+};
 use sop_registry::{MemRegistry, RocksConfig, RocksRegistry};
 use sop_store::ObjectBlobStore;
 
 use crate::config::{Backend, CommitStep, Config, EmbeddedBlobs};
-use crate::handles::HandleCache;
 use crate::tx::Transaction;
 
 /// The physical id of an empty root leaf: it has no blob, so that creating

@@ -35,7 +35,6 @@
 mod check;
 mod config;
 mod db;
-mod handles;
 mod key;
 mod recovery;
 mod store;
