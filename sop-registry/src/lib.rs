@@ -28,6 +28,7 @@
 mod mem;
 #[cfg(feature = "rocksdb")]
 mod rocks;
+mod stripes;
 
 pub use mem::MemRegistry;
 #[cfg(feature = "rocksdb")]

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch};
-use sop_core::sync::lock;
 use sop_core::{BlobStore, Error, LogicalId, PhysicalId, Result};
 
 use super::{CF_BLOBS, Inner, from_rocks};
@@ -39,8 +38,7 @@ impl RocksBlobStore {
     fn put_sync(&self, id: PhysicalId, data: &[u8]) -> Result<()> {
         let inner = &self.inner;
         let cf = inner.cf(CF_BLOBS)?;
-        let stripe = inner.stripe(LogicalId::from_u128(id.as_u128()));
-        let _guard = inner.stripes.get(stripe).map(lock);
+        let _guard = inner.stripes.lock_one(LogicalId::from_u128(id.as_u128()));
         let exists = inner.db.get_pinned_cf(cf, id.to_bytes()).map_err(|e| from_rocks(e, "reading blob"))?;
         if exists.is_some() {
             return Err(Error::AlreadyExists(format!("blob {id}")));

@@ -23,18 +23,24 @@ mod blobs;
 mod error;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DB, IteratorMode, MergeOperands, Options, WriteBatch, WriteOptions,
 };
-use sop_core::sync::lock;
 use sop_core::{
     Error, Handle, Intent, IntentState, LogicalId, PublishRequest, Registry, Result, StoreInfo, TxId,
 };
 
 use error::from_rocks;
+
+use crate::stripes::Stripes;
+
+/// The id whose stripe guards a transaction's intent.
+fn intent_key(tx_id: TxId) -> LogicalId {
+    LogicalId::from_u128(tx_id.as_u128())
+}
 
 pub use blobs::RocksBlobStore;
 
@@ -77,7 +83,7 @@ struct Inner {
     /// Unsynced writes: intents and blobs, made durable by the next synced
     /// publish (the WAL is sequential).
     lazy_opts: WriteOptions,
-    stripes: Vec<Mutex<()>>,
+    stripes: Stripes,
     stores_lock: RwLock<()>,
 }
 
@@ -116,7 +122,7 @@ impl RocksRegistry {
             path,
             write_opts,
             lazy_opts,
-            stripes: (0..config.lock_stripes.max(1)).map(|_| Mutex::new(())).collect(),
+            stripes: Stripes::new(config.lock_stripes),
             stores_lock: RwLock::new(()),
         };
         inner.check_format()?;
@@ -186,11 +192,6 @@ impl Inner {
         self.db.write_opt(batch, &self.write_opts).map_err(|e| from_rocks(e, "writing batch"))
     }
 
-    fn stripe(&self, id: LogicalId) -> usize {
-        let v = id.as_u128();
-        ((v as u64 ^ (v >> 64) as u64) % self.stripes.len() as u64) as usize
-    }
-
     fn get_handles(&self, ids: &[LogicalId]) -> Result<Vec<Option<Handle>>> {
         let cf = self.cf(CF_HANDLES)?;
         let keys = ids.iter().map(|id| (cf, id.to_bytes()));
@@ -206,13 +207,8 @@ impl Inner {
     fn publish(&self, req: &PublishRequest) -> Result<()> {
         req.check_shape()?;
         let ids = req.touched_ids();
-        let mut stripes: Vec<usize> = ids.iter().map(|id| self.stripe(*id)).collect();
-        if req.intent.is_some() {
-            stripes.push(self.intent_stripe(req.tx_id));
-        }
-        stripes.sort_unstable();
-        stripes.dedup();
-        let _guards: Vec<_> = stripes.iter().filter_map(|&s| self.stripes.get(s)).map(lock).collect();
+        let intent_id = req.intent.as_ref().map(|_| intent_key(req.tx_id));
+        let _guards = self.stripes.lock_all(ids.iter().copied().chain(intent_id));
         let _stores = self.stores_lock.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = self.get_handles(&ids)?;
         let version_of = |id: LogicalId| {
@@ -266,7 +262,7 @@ impl Inner {
     }
 
     fn create_store(&self, info: &StoreInfo, root: &Handle) -> Result<()> {
-        let _stripe = self.stripes.get(self.stripe(root.logical_id)).map(lock);
+        let _stripe = self.stripes.lock_one(root.logical_id);
         let _stores = self.stores_lock.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (stores, counts, handles) = (self.cf(CF_STORES)?, self.cf(CF_COUNTS)?, self.cf(CF_HANDLES)?);
         if self.db.get_pinned_cf(stores, &info.name).map_err(|e| from_rocks(e, "reading store"))?.is_some() {
@@ -357,12 +353,8 @@ impl Inner {
         Ok(out)
     }
 
-    fn intent_stripe(&self, tx_id: TxId) -> usize {
-        self.stripe(LogicalId::from_u128(tx_id.as_u128()))
-    }
-
     fn abort_intent(&self, tx_id: TxId) -> Result<Option<IntentState>> {
-        let _guard = self.stripes.get(self.intent_stripe(tx_id)).map(lock);
+        let _guard = self.stripes.lock_one(intent_key(tx_id));
         let Some(mut intent) = self.get_intent(tx_id)? else { return Ok(None) };
         if intent.state == IntentState::Pending {
             intent.state = IntentState::Aborted;
