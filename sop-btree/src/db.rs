@@ -262,15 +262,21 @@ impl Database {
     }
 
     /// Runs pending deletions of obsolete blobs now (skipping the rest of
-    /// their grace period) and waits for them.
+    /// their grace period) and waits for them, including deletions that
+    /// commits register while it waits.
     ///
     /// # Errors
     /// None today; deletion failures are left for recovery.
     pub async fn flush_gc(&self) -> Result<()> {
         self.inner.gc_now.send_replace(true);
-        let tasks: Vec<_> = std::mem::take(&mut *self.inner.gc.lock().await);
-        for t in tasks {
-            let _ = t.await;
+        loop {
+            let tasks: Vec<_> = std::mem::take(&mut *self.inner.gc.lock().await);
+            if tasks.is_empty() {
+                break;
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
         }
         self.inner.gc_now.send_replace(false);
         Ok(())
