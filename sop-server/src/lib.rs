@@ -12,6 +12,7 @@ mod client;
 mod commands;
 mod config;
 mod metrics;
+mod page;
 mod serve;
 mod target;
 mod wire;

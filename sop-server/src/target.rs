@@ -2,8 +2,6 @@
 //! process, or a server through its HTTP API. Both store keys as UTF-8
 //! bytes and values as JSON text, so data written one way reads the other.
 
-use std::ops::Bound;
-
 use serde_json::Value;
 use sop_btree::{Database, MAX_KEY_LEN, MAX_VALUE_LEN};
 
@@ -40,13 +38,6 @@ pub(crate) fn check_item(key: &str, value: &[u8]) -> Result<(), String> {
 
 fn json_bytes(v: &Value) -> Result<Vec<u8>, String> {
     serde_json::to_vec(v).map_err(|e| e.to_string())
-}
-
-fn decode(key: &[u8], value: &[u8]) -> Result<Item, String> {
-    let key =
-        String::from_utf8(key.to_vec()).map_err(|_| "a key is not UTF-8 (written through another API)")?;
-    let value = serde_json::from_slice(value).map_err(|_| format!("the value of {key:?} is not JSON"))?;
-    Ok(Item { key, value })
 }
 
 impl Target {
@@ -98,7 +89,7 @@ impl Target {
                     .run_read(|tx| async move { tx.bytes_store(store).await?.get(key.as_bytes()).await })
                     .await
                     .map_err(local)?;
-                got.map(|v| decode(key.as_bytes(), &v).map(|i| i.value)).transpose()
+                got.map(|v| crate::page::decode_value(key, &v).map_err(|e| e.to_string())).transpose()
             }
             Self::Remote(c) => {
                 let op = Op { op: OpKind::Get, store: store.into(), key: key.into(), value: None };
@@ -175,26 +166,14 @@ impl Target {
         reverse: bool,
     ) -> Result<ItemsPage, String> {
         match self {
-            Self::Local(db) => {
-                let rows = db
-                    .run_read(|tx| async move {
-                        let st = tx.bytes_store(store).await?;
-                        let lo = from.map_or(Bound::Unbounded, |k| Bound::Included(k.as_bytes()));
-                        let hi = to.map_or(Bound::Unbounded, |k| Bound::Excluded(k.as_bytes()));
-                        let mut cur = if reverse { st.range_rev(lo, hi) } else { st.range(lo, hi) };
-                        cur.take(limit.saturating_add(1)).await
-                    })
-                    .await
-                    .map_err(local)?;
-                let mut items = rows.iter().map(|(k, v)| decode(k, v)).collect::<Result<Vec<_>, _>>()?;
-                let extra = if items.len() > limit { items.pop() } else { None };
-                let next = match (extra, reverse) {
-                    (None, _) => None,
-                    (Some(e), false) => Some(e.key),
-                    (Some(_), true) => items.last().map(|i| i.key.clone()),
-                };
-                Ok(ItemsPage { items, next })
-            }
+            Self::Local(db) => db
+                .run_read(|tx| async move {
+                    let st = tx.bytes_store(store).await?;
+                    crate::page::read(&st, from, to, limit, reverse).await
+                })
+                .await
+                .map_err(local)?
+                .map_err(|e| e.to_string()),
             Self::Remote(c) => c.page(store, from, to, limit, reverse).await.map_err(remote),
         }
     }

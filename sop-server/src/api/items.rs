@@ -1,7 +1,6 @@
 //! Item routes: get, put, delete, range reads, and the one-call batch.
 
 use std::collections::HashMap;
-use std::ops::Bound;
 use std::time::Instant;
 
 use axum::Json;
@@ -13,9 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sop_btree::{ErrorKind, Store, Transaction};
 
-use super::{
-    ApiError, ApiResult, AppState, body_bytes, check_key, parse_json, stored_key, stored_value, value_bytes,
-};
+use super::{ApiError, ApiResult, AppState, body_bytes, check_key, parse_json, value_bytes};
 use crate::wire::{Batch, BatchResults, Item, ItemsPage, OpKind};
 
 /// Items per range page when `limit` is not given.
@@ -39,7 +36,7 @@ pub(crate) async fn get(
     let st = open_store(&open.tx, &store).await?;
     match st.get(key.as_bytes()).await? {
         Some(bytes) => {
-            let value = stored_value(&key, &bytes)?;
+            let value = crate::page::decode_value(&key, &bytes)?;
             Ok(Json(Item { key, value }))
         }
         None => Err(ApiError::not_found("not_found", format!("no key {key:?} in store {store:?}"))),
@@ -101,25 +98,9 @@ pub(crate) async fn list(
     }
     let open = s.txs.get(&tx)?;
     let st = open_store(&open.tx, &store).await?;
-    let lo = q.from.as_deref().map_or(Bound::Unbounded, |k| Bound::Included(k.as_bytes()));
-    let hi = q.to.as_deref().map_or(Bound::Unbounded, |k| Bound::Excluded(k.as_bytes()));
-    let reverse = q.reverse.unwrap_or(false);
-    let mut cursor = if reverse { st.range_rev(lo, hi) } else { st.range(lo, hi) };
-    let mut rows = cursor.take(limit + 1).await?;
-    let more = rows.len() > limit;
-    let extra = if more { rows.pop() } else { None };
-    let mut items = Vec::with_capacity(rows.len());
-    for (k, v) in &rows {
-        let key = stored_key(k)?;
-        let value = stored_value(&key, v)?;
-        items.push(Item { key, value });
-    }
-    let next = match (more, reverse) {
-        (false, _) => None,
-        (true, false) => extra.map(|(k, _)| stored_key(&k)).transpose()?,
-        (true, true) => items.last().map(|i| i.key.clone()),
-    };
-    Ok(Json(ItemsPage { items, next }))
+    let page = crate::page::read(&st, q.from.as_deref(), q.to.as_deref(), limit, q.reverse.unwrap_or(false))
+        .await??;
+    Ok(Json(page))
 }
 
 /// `POST /v1/batch`: every op in one transaction, retried on conflict.
@@ -178,7 +159,9 @@ pub(crate) async fn batch(
     let mut results = Vec::with_capacity(ops.len());
     for (op, got) in ops.iter().zip(raw) {
         results.push(match (op.op, got) {
-            (OpKind::Get, Some(v)) => json!({ "key": op.key, "value": stored_value(&op.key, &v)? }),
+            (OpKind::Get, Some(v)) => {
+                json!({ "key": op.key, "value": crate::page::decode_value(&op.key, &v)? })
+            }
             (OpKind::Get, None) => Value::Null,
             _ => json!({ "ok": true }),
         });

@@ -167,26 +167,14 @@ pub(crate) fn value_bytes(value: &serde_json::Value) -> ApiResult<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Stored bytes as a JSON value.
-pub(crate) fn stored_value(key: &str, bytes: &[u8]) -> ApiResult<serde_json::Value> {
-    serde_json::from_slice(bytes).map_err(|_| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "not_json",
-            format!("the value of {key:?} is not JSON (written through another API)"),
-        )
-    })
-}
-
-/// A stored key as a string.
-pub(crate) fn stored_key(bytes: &[u8]) -> ApiResult<String> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "not_utf8",
-            "a key is not UTF-8 (written through another API)",
-        )
-    })
+impl From<crate::page::Undecodable> for ApiError {
+    fn from(e: crate::page::Undecodable) -> Self {
+        let kind = match e {
+            crate::page::Undecodable::Key(_) => "not_utf8",
+            crate::page::Undecodable::Value(_) => "not_json",
+        };
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, kind, e.to_string())
+    }
 }
 
 #[cfg(test)]
