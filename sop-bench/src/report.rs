@@ -81,15 +81,12 @@ impl Recorder {
                 "p99": m.p99_us, "rss": m.peak_rss, "abort": m.abort_rate })
             );
         }
-        if !self.order.iter().any(|w| w == workload) {
-            self.order.push(workload.to_owned());
-        }
         eprintln!(
             "  {workload:<24} {engine:<9} {:>12.0} ops/s{}",
             m.ops_per_sec(),
             m.abort_rate.map(|a| format!("  aborts {:.1}%", a * 100.0)).unwrap_or_default()
         );
-        self.runs.entry(workload.to_owned()).or_default().entry(engine.to_owned()).or_default().push(m);
+        self.add_quiet(workload, engine, m);
     }
 
     pub(crate) fn space(&mut self, engine: &str, when: &'static str, bytes: u64) {
@@ -117,9 +114,7 @@ impl Recorder {
             peak_rss: v["rss"].as_u64().unwrap_or(0),
             abort_rate: v["abort"].as_f64(),
         };
-        let quiet = std::mem::replace(&mut self.child, false);
         self.add_quiet(w, &e, m);
-        self.child = quiet;
         true
     }
 
