@@ -52,9 +52,8 @@ pub(crate) struct DbInner {
     pub(crate) handles: HandleCache,
     pub(crate) config: Config,
     pub(crate) counters: Counters,
-    pub(crate) gc: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// Set to `true` to make pending deferred deletions run now.
-    pub(crate) gc_now: tokio::sync::watch::Sender<bool>,
+    /// Deferred deletions of obsolete blobs, and the flushes that hurry them.
+    pub(crate) gc: sop_core::GcGate,
     /// Store metadata by name. A store's root id and options never change,
     /// so an entry stays valid until the store is removed; its `count` is
     /// not used (counts are read from the registry when asked for).
@@ -103,8 +102,7 @@ impl Database {
             handles: HandleCache::new(),
             config,
             counters: Counters::default(),
-            gc: tokio::sync::Mutex::new(Vec::new()),
-            gc_now: tokio::sync::watch::Sender::new(false),
+            gc: sop_core::GcGate::new(),
             store_cache: std::sync::RwLock::default(),
         };
         let db = Self { inner: Arc::new(inner) };
@@ -268,17 +266,7 @@ impl Database {
     /// # Errors
     /// None today; deletion failures are left for recovery.
     pub async fn flush_gc(&self) -> Result<()> {
-        self.inner.gc_now.send_replace(true);
-        loop {
-            let tasks: Vec<_> = std::mem::take(&mut *self.inner.gc.lock().await);
-            if tasks.is_empty() {
-                break;
-            }
-            for t in tasks {
-                let _ = t.await;
-            }
-        }
-        self.inner.gc_now.send_replace(false);
+        self.inner.gc.flush().await;
         Ok(())
     }
 

@@ -85,20 +85,20 @@ pub(crate) async fn schedule_cleanup(db: &Arc<DbInner>, intent: Intent) -> Resul
     if db.config.gc_grace.is_zero() {
         return cleanup(db, &intent).await;
     }
+    // Registered before the commit returns, so a later flush waits for it;
+    // dropped when the task ends, panics or is dropped with the runtime.
+    let deferred = db.gc.register();
     let db2 = db.clone();
-    let mut now = db.gc_now.subscribe();
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         tokio::select! {
             () = tokio::time::sleep(db2.config.gc_grace) => {}
-            _ = now.wait_for(|flush| *flush) => {}
+            () = deferred.flush_requested() => {}
         }
         if let Err(e) = cleanup(&db2, &intent).await {
             tracing::warn!(tx = %intent.tx_id, error = %e, "deferred cleanup failed; recovery will finish it");
         }
+        drop(deferred);
     });
-    let mut tasks = db.gc.lock().await;
-    tasks.retain(|t| !t.is_finished());
-    tasks.push(task);
     Ok(())
 }
 

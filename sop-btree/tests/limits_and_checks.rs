@@ -118,3 +118,58 @@ async fn flush_gc_deletes_obsolete_blobs_without_waiting_out_the_grace_period() 
     assert!(registry.list_intents(u64::MAX).await.unwrap().is_empty());
     assert_healthy(&db).await;
 }
+
+/// Regression: `flush_gc` used a shared on/off flag, so one flush ending
+/// switched it off under another, and a deletion registered then made the
+/// second flush wait out the whole grace period. The hand-off is now
+/// `sop_core::GcGate` (loom-checked); here flushes overlap each other and
+/// commits for real, with a grace period of an hour that nothing may wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overlapping_flushes_and_commits_never_wait_out_the_grace_period() {
+    let registry = Arc::new(MemRegistry::new());
+    let blobs = Arc::new(ObjectBlobStore::memory());
+    let mut config = Config::from_parts(registry.clone(), blobs.clone(), true);
+    config.gc_grace = Duration::from_secs(3600);
+    let db = Database::open(config).await.unwrap();
+    db.create_store("s", small(4)).await.unwrap();
+    // The old race hit about one run in two of a round; eight rounds.
+    let rounds = async {
+        for _ in 0..8 {
+            commit_and_flush_at_once(&db).await;
+        }
+        db.flush_gc().await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(120), rounds)
+        .await
+        .expect("a flush waited out the 1 h grace period");
+    assert!(registry.list_intents(u64::MAX).await.unwrap().is_empty(), "every deferred deletion ran");
+    assert_healthy(&db).await;
+}
+
+/// Four writers commit 150 upserts each while four tasks flush 150 times.
+async fn commit_and_flush_at_once(db: &Database) {
+    let mut work = tokio::task::JoinSet::new();
+    for w in 0..4u32 {
+        let db = db.clone();
+        work.spawn(async move {
+            for i in 0..150u32 {
+                let key = w * 1000 + i % 8;
+                db.run_write(|tx| async move { tx.store::<u32, u32>("s").await?.upsert(&key, &i).await })
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    for _ in 0..4 {
+        let db = db.clone();
+        work.spawn(async move {
+            for _ in 0..150 {
+                db.flush_gc().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+    while let Some(done) = work.join_next().await {
+        done.unwrap();
+    }
+}

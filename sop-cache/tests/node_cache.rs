@@ -84,6 +84,71 @@ async fn concurrent_misses_load_once() {
     assert_eq!(cache.stats().hits, 32);
 }
 
+/// The single-flight is foyer's (`get_or_fetch`), not ours, so loom cannot
+/// model it; these two tests hold it to the contract we rely on.
+/// Many ids, many callers per id, on a multi-threaded runtime: each id is
+/// loaded exactly once and every caller gets its own id's node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_misses_on_many_ids_load_each_once() {
+    let counting = Arc::new(CountingStore {
+        inner: ObjectBlobStore::memory(),
+        gets: AtomicU64::new(0),
+        delay: Duration::from_millis(5),
+    });
+    let mut nodes = Vec::new();
+    for n in 1..=16 {
+        let (id, node) = (PhysicalId::new(), leaf(n));
+        counting.put(id, Bytes::from(node.encode())).await.unwrap();
+        nodes.push((id, node));
+    }
+    let blobs: Arc<dyn BlobStore> = counting.clone();
+    let cache = NodeCache::new(&CacheConfig::default()).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for round in 0..8 {
+        for (i, (id, node)) in nodes.iter().enumerate() {
+            let (cache, blobs, id, node) = (cache.clone(), blobs.clone(), *id, node.clone());
+            tasks.spawn(async move {
+                if (round + i) % 3 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                assert_eq!(*cache.node(id, &blobs).await.unwrap(), node);
+            });
+        }
+    }
+    while let Some(t) = tasks.join_next().await {
+        t.unwrap();
+    }
+    assert_eq!(counting.gets.load(Ordering::SeqCst), 16, "one load per id");
+    assert_eq!(cache.stats().misses, 16);
+}
+
+/// The caller that started a load is cancelled mid-load (a dropped request,
+/// a timed-out transaction): the callers waiting on that load still get the
+/// node, and nobody hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancelled_loader_does_not_strand_its_waiters() {
+    let node = leaf(10);
+    let (counting, blobs, id) = store_with_delay(&node, Duration::from_millis(200)).await;
+    let cache = NodeCache::new(&CacheConfig::default()).await.unwrap();
+    let leader = {
+        let (cache, blobs) = (cache.clone(), blobs.clone());
+        tokio::spawn(async move { cache.node(id, &blobs).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut waiters = Vec::new();
+    for _ in 0..8 {
+        let (cache, blobs) = (cache.clone(), blobs.clone());
+        waiters.push(tokio::spawn(async move { cache.node(id, &blobs).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    leader.abort();
+    for w in waiters {
+        let got = tokio::time::timeout(Duration::from_secs(30), w).await.expect("a waiter hung");
+        assert_eq!(*got.unwrap().unwrap(), node);
+    }
+    assert!(counting.gets.load(Ordering::SeqCst) <= 2, "at most the cancelled load and one more");
+}
+
 #[tokio::test]
 async fn load_errors_keep_their_kind_and_are_not_cached() {
     let (_counting, blobs, _) = store_with(&leaf(1)).await;

@@ -31,6 +31,7 @@
 pub mod blob;
 pub mod codec;
 mod error;
+mod gc_gate;
 mod handle;
 mod handle_cache;
 mod id;
@@ -46,6 +47,7 @@ pub mod testkit;
 
 pub use blob::BlobStore;
 pub use error::{Error, ErrorKind, Result, VersionConflict};
+pub use gc_gate::{Deferred, GcGate};
 pub use handle::Handle;
 pub use handle_cache::HandleCache;
 pub use id::{LogicalId, PhysicalId, TxId};
