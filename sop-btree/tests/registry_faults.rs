@@ -1,145 +1,152 @@
-//! The engine over a registry whose publish fails on a seeded fraction of
-//! calls — sometimes before applying (a clean failure), sometimes after
-//! (an `Indeterminate` outcome, as a timeout on a remote registry gives).
-//! Acknowledged transactions are never lost, cleanly failed ones never
-//! appear, indeterminate ones appear wholly or not at all, and after a
-//! restart recovery leaves no orphan and the money adds up.
+//! The engine over `FaultyRegistry`: every registry call may fail before it
+//! applies, lose its reply after it applied (`Indeterminate`, as a timeout
+//! on a remote registry gives) or stall, on a seeded fraction of calls, while
+//! four clients transfer money concurrently. Acknowledged transfers are never
+//! lost, cleanly failed ones never appear, the others appear wholly or not at
+//! all; reopening under faults fails cleanly or recovers; once the faults
+//! stop, recovery leaves no orphan and every balance matches the ledger.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use common::{assert_healthy, bounded, open_accounts, rounds, small};
 use sop_btree::{Config, Database, ErrorKind};
-use sop_core::{
-    BlobStore, Error, Handle, Intent, IntentState, LogicalId, PublishRequest, Registry, Result, StoreInfo,
-    TxId,
-};
-use sop_registry::MemRegistry;
+use sop_core::fault::FaultConfig;
+use sop_core::{BlobStore, Registry};
+use sop_registry::{FaultyRegistry, MemRegistry};
 use sop_store::ObjectBlobStore;
 
-/// Fails every 7th publish before applying it and every 11th after.
-#[derive(Debug)]
-struct FlakyRegistry {
-    inner: MemRegistry,
-    calls: AtomicU64,
-    on: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait]
-impl Registry for FlakyRegistry {
-    async fn get_handles(&self, ids: &[LogicalId]) -> Result<Vec<Option<Handle>>> {
-        self.inner.get_handles(ids).await
-    }
-    async fn publish(&self, request: &PublishRequest) -> Result<()> {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        let on = self.on.load(Ordering::SeqCst) && request.intent.is_some();
-        if on && n % 7 == 3 {
-            return Err(Error::backend("flaky", ErrorKind::Io, std::io::Error::other("publish refused")));
-        }
-        self.inner.publish(request).await?;
-        if on && n % 11 == 5 {
-            return Err(Error::Indeterminate("publish timed out after applying".into()));
-        }
-        Ok(())
-    }
-    async fn create_store(&self, info: &StoreInfo, root: &Handle) -> Result<()> {
-        self.inner.create_store(info, root).await
-    }
-    async fn get_store(&self, name: &str) -> Result<Option<StoreInfo>> {
-        self.inner.get_store(name).await
-    }
-    async fn list_stores(&self) -> Result<Vec<StoreInfo>> {
-        self.inner.list_stores().await
-    }
-    async fn remove_store(&self, name: &str) -> Result<StoreInfo> {
-        self.inner.remove_store(name).await
-    }
-    async fn put_intent(&self, intent: &Intent) -> Result<()> {
-        self.inner.put_intent(intent).await
-    }
-    async fn get_intent(&self, tx_id: TxId) -> Result<Option<Intent>> {
-        self.inner.get_intent(tx_id).await
-    }
-    async fn list_intents(&self, created_before_ms: u64) -> Result<Vec<Intent>> {
-        self.inner.list_intents(created_before_ms).await
-    }
-    async fn remove_intent(&self, tx_id: TxId) -> Result<()> {
-        self.inner.remove_intent(tx_id).await
-    }
-    async fn abort_intent(&self, tx_id: TxId) -> Result<Option<IntentState>> {
-        self.inner.abort_intent(tx_id).await
-    }
-    async fn list_handles(&self) -> Result<Vec<Handle>> {
-        self.inner.list_handles().await
-    }
-}
-
 const ACCOUNTS: u32 = 10;
+const CLIENTS: u32 = 4;
+const AMOUNT: i64 = 3;
+
+/// How a transfer ended, as its client saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Acknowledged,
+    /// An error that says the transfer did not happen.
+    Failed,
+    /// `Indeterminate`: it may or may not have happened.
+    Unknown,
+}
+
+fn config(registry: Arc<dyn Registry>, blobs: Arc<dyn BlobStore>) -> Config {
+    let mut config = Config::from_parts(registry, blobs, true);
+    config.gc_grace = Duration::ZERO;
+    config.max_retries = 3;
+    config
+}
+
+fn transfer_of(i: u32) -> (u32, u32) {
+    (i % ACCOUNTS, (i * 3 + 1) % ACCOUNTS)
+}
+
+async fn transfer(db: &Database, i: u32) -> Outcome {
+    let (from, to) = transfer_of(i);
+    let r = bounded(db.run_write(|tx| async move {
+        let bank = tx.store::<u32, i64>("bank").await?;
+        let a = bank.get(&from).await?.unwrap_or(0);
+        let b = bank.get(&to).await?.unwrap_or(0);
+        if from != to {
+            bank.update(&from, &(a - AMOUNT)).await?;
+            bank.update(&to, &(b + AMOUNT)).await?;
+        }
+        tx.store::<u32, u8>("ledger").await?.insert(&i, &0).await
+    }))
+    .await;
+    match r {
+        Ok(()) => Outcome::Acknowledged,
+        Err(e) if e.kind() == ErrorKind::Indeterminate => Outcome::Unknown,
+        Err(_) => Outcome::Failed,
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn indeterminate_publishes_are_all_or_nothing_and_recovered() {
-    let flaky = Arc::new(FlakyRegistry {
-        inner: MemRegistry::new(),
-        calls: AtomicU64::new(0),
-        on: std::sync::atomic::AtomicBool::new(false),
-    });
-    let registry: Arc<dyn Registry> = flaky.clone();
+async fn registry_faults_never_lose_or_tear_a_transfer() {
+    let inner: Arc<dyn Registry> = Arc::new(MemRegistry::new());
     let blobs: Arc<dyn BlobStore> = Arc::new(ObjectBlobStore::memory());
-    let mut config = Config::from_parts(registry.clone(), blobs.clone(), true);
-    config.gc_grace = Duration::ZERO;
-    let db = Database::open(config.clone()).await.unwrap();
+    let faults = FaultConfig {
+        seed: std::env::var("SOP_FAULT_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(7),
+        fail_ratio: 0.04,
+        timeout_ratio: 0.03,
+        delay_ratio: 0.05,
+        delay: Duration::from_millis(2),
+    };
+    let faulty = Arc::new(FaultyRegistry::new(inner, faults));
+    faulty.set_enabled(false);
+    let db = Database::open(config(faulty.clone(), blobs.clone())).await.unwrap();
     open_accounts(&db, "bank", 4, ACCOUNTS).await;
     db.create_store("ledger", small(4)).await.unwrap();
 
-    flaky.on.store(true, Ordering::SeqCst);
-    let (mut acked, mut clean_fail, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..rounds(120) {
-        let (from, to) = (i % ACCOUNTS, (i * 3 + 1) % ACCOUNTS);
-        let r = bounded(db.run_write(|tx| async move {
-            let bank = tx.store::<u32, i64>("bank").await?;
-            let a = bank.get(&from).await?.unwrap_or(0);
-            let b = bank.get(&to).await?.unwrap_or(0);
-            if from != to {
-                bank.update(&from, &(a - 3)).await?;
-                bank.update(&to, &(b + 3)).await?;
+    faulty.set_enabled(true);
+    let total = rounds(120);
+    let mut clients = tokio::task::JoinSet::new();
+    for c in 0..CLIENTS {
+        let db = db.clone();
+        clients.spawn(async move {
+            let mut out = Vec::new();
+            for i in (c..total).step_by(CLIENTS as usize) {
+                out.push((i, transfer(&db, i).await));
             }
-            tx.store::<u32, u8>("ledger").await?.insert(&i, &0).await
-        }))
-        .await;
-        match r {
-            Ok(()) => acked.push(i),
-            Err(e) if e.kind() == ErrorKind::Indeterminate => unknown.push(i),
-            Err(_) => clean_fail.push(i),
-        }
+            out
+        });
     }
-    assert!(!unknown.is_empty() && !clean_fail.is_empty(), "both fault kinds happened");
-    flaky.on.store(false, Ordering::SeqCst);
+    let mut outcomes = BTreeMap::new();
+    while let Some(done) = clients.join_next().await {
+        outcomes.extend(done.unwrap());
+    }
+    let count = |o: Outcome| outcomes.values().filter(|v| **v == o).count();
+    let stats = faulty.stats();
+    println!(
+        "registry faults: {stats:?}; acknowledged {}, failed {}, indeterminate {}",
+        count(Outcome::Acknowledged),
+        count(Outcome::Failed),
+        count(Outcome::Unknown)
+    );
+    assert!(stats.failures > 0 && stats.timeouts > 0 && stats.delays > 0, "{stats:?}");
+    assert!(count(Outcome::Acknowledged) > 0 && count(Outcome::Failed) > 0, "both outcomes happened");
     drop(db);
 
-    let db = Database::open(config).await.unwrap();
-    let (total, ledger) = db
+    // Reopening while the faults go on: each attempt recovers or fails
+    // cleanly (never a panic or a hang), and a failed attempt leaves work
+    // that the next one finishes.
+    for attempt in 0..5 {
+        match bounded(Database::open(config(faulty.clone(), blobs.clone()))).await {
+            Ok(db) => bounded(db.close()).await.unwrap(),
+            Err(e) => println!("reopen {attempt} under faults: {e}"),
+        }
+    }
+
+    faulty.set_enabled(false);
+    let db = Database::open(config(faulty.clone(), blobs)).await.unwrap();
+    let (balances, ledger) = db
         .run_read(|tx| async move {
-            let bank = tx.store::<u32, i64>("bank").await?;
-            let total: i64 = bank.range(.., false, usize::MAX).await?.iter().map(|(_, v)| v).sum();
+            let bank = tx.store::<u32, i64>("bank").await?.range(.., false, usize::MAX).await?;
             let ledger = tx.store::<u32, u8>("ledger").await?.range(.., false, usize::MAX).await?;
-            Ok((total, ledger.into_iter().map(|(k, _)| k).collect::<Vec<u32>>()))
+            Ok((bank, ledger.into_iter().map(|(k, _)| k).collect::<Vec<u32>>()))
         })
         .await
         .unwrap();
-    println!("acked {}, failed {}, indeterminate {}", acked.len(), clean_fail.len(), unknown.len());
-    assert_eq!(total, i64::from(ACCOUNTS) * 100, "no transfer was torn");
-    for i in &acked {
-        assert!(ledger.contains(i), "acknowledged transfer {i} was lost");
+    for (i, o) in &outcomes {
+        match o {
+            Outcome::Acknowledged => assert!(ledger.contains(i), "acknowledged transfer {i} was lost"),
+            Outcome::Failed => assert!(!ledger.contains(i), "failed transfer {i} is visible"),
+            Outcome::Unknown => {}
+        }
     }
-    for i in &clean_fail {
-        assert!(!ledger.contains(i), "cleanly failed transfer {i} is visible");
-    }
+    // Every balance is what the ledger says: no transfer is partly there.
+    let mut expected: BTreeMap<u32, i64> = (0..ACCOUNTS).map(|a| (a, 100)).collect();
     for i in &ledger {
-        assert!(acked.contains(i) || unknown.contains(i), "transfer {i} came from nowhere");
+        assert!(outcomes.contains_key(i), "transfer {i} came from nowhere");
+        let (from, to) = transfer_of(*i);
+        if from != to {
+            *expected.entry(from).or_default() -= AMOUNT;
+            *expected.entry(to).or_default() += AMOUNT;
+        }
     }
+    assert_eq!(balances.into_iter().collect::<BTreeMap<_, _>>(), expected, "balances match the ledger");
     assert_healthy(&db).await;
 }

@@ -24,10 +24,11 @@ fn decode(v: &[u8]) -> Vec<Elem> {
     v.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
-/// Runs `clients` × `per_client` random transactions; returns the history
-/// and each key's final list.
+/// Runs `clients` × `per_client` random transactions (their plans drawn
+/// from `seed`); returns the history and each key's final list.
 async fn run(
     db: &Database,
+    seed: u64,
     clients: u64,
     per_client: usize,
     keys: u32,
@@ -37,7 +38,7 @@ async fn run(
         .map(|c| {
             let (db, next_elem) = (db.clone(), next_elem.clone());
             tokio::spawn(async move {
-                let mut seed = 0x2545_f491_4f6c_dd1d_u64 ^ (c + 1).wrapping_mul(0x9e37_79b9);
+                let mut seed = 0x2545_f491_4f6c_dd1d_u64 ^ (seed << 20) ^ (c + 1).wrapping_mul(0x9e37_79b9);
                 let mut rnd = move |n: u64| {
                     seed ^= seed << 13;
                     seed ^= seed >> 7;
@@ -103,19 +104,33 @@ async fn open(dir: &std::path::Path, validate_reads: bool) -> Database {
     db
 }
 
+/// `SOP_SERIAL_ROUNDS` (the long campaign, `cargo xtask serial`), else 1.
+fn serial_rounds() -> u64 {
+    std::env::var("SOP_SERIAL_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
+}
+
+/// Each round is a fresh database, its own seed, and 16, 8 or 32 clients.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn histories_of_the_engine_are_serializable() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path(), true).await;
-    let (history, finals) = run(&db, 16, 40, 24).await;
-    let committed = history.iter().filter(|t| t.committed).count();
-    let aborted = history.len() - committed;
-    let anomalies = check(&history, &finals);
-    assert!(anomalies.is_empty(), "anomalies:\n{}", anomalies.join("\n"));
-    assert!(committed >= history.len() / 4, "too few commits: {committed} of {}", history.len());
-    assert!(aborted > 0, "no contention: the run proves little");
-    common::assert_healthy(&db).await;
-    eprintln!("serializable: {committed} committed, {aborted} aborted, {} keys", finals.len());
+    let (mut committed_all, mut aborted_all) = (0, 0);
+    let rounds = serial_rounds();
+    for round in 0..rounds {
+        let clients = [16, 8, 32][(round % 3) as usize];
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path(), true).await;
+        let (history, finals) = run(&db, round, clients, 40, 24).await;
+        let committed = history.iter().filter(|t| t.committed).count();
+        let aborted = history.len() - committed;
+        let anomalies = check(&history, &finals);
+        assert!(anomalies.is_empty(), "round {round}: anomalies:\n{}", anomalies.join("\n"));
+        assert!(committed >= history.len() / 4, "too few commits: {committed} of {}", history.len());
+        assert!(aborted > 0, "no contention: the run proves little");
+        common::assert_healthy(&db).await;
+        eprintln!("round {round}, {clients} clients: {committed} committed, {aborted} aborted, serializable");
+        committed_all += committed;
+        aborted_all += aborted;
+    }
+    eprintln!("serializable: {rounds} rounds, {committed_all} committed, {aborted_all} aborted, no anomaly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -124,7 +139,7 @@ async fn the_checker_catches_a_build_without_read_validation() {
     for round in 0..5 {
         let dir = tempfile::tempdir().unwrap();
         let db = open(dir.path(), false).await;
-        let (history, finals) = run(&db, 16, 40, 24).await;
+        let (history, finals) = run(&db, round, 16, 40, 24).await;
         found = check(&history, &finals);
         if !found.is_empty() {
             eprintln!("round {round}: {} anomalies, e.g. {}", found.len(), found[0]);

@@ -31,6 +31,7 @@
 pub mod blob;
 pub mod codec;
 mod error;
+pub mod fault;
 mod gc_gate;
 mod handle;
 mod handle_cache;

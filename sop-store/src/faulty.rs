@@ -1,54 +1,13 @@
 //! [`FaultyStore`]: a blob store wrapper that injects failures and delays.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
+use sop_core::fault::{Fault, FaultPlan};
+pub use sop_core::fault::{FaultConfig, FaultStats};
 use sop_core::{BlobStore, Error, ErrorKind, PhysicalId, Result};
-
-/// Which calls a [`FaultyStore`] disturbs, and how.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FaultConfig {
-    /// Seeds the decisions: the same seed and call order give the same faults.
-    pub seed: u64,
-    /// Fraction of calls that fail with an `Io` error before reaching the
-    /// inner store (0.0..=1.0).
-    pub fail_ratio: f64,
-    /// Fraction of calls that fail with a `Timeout` error.
-    pub timeout_ratio: f64,
-    /// Fraction of calls delayed by `delay` before running.
-    pub delay_ratio: f64,
-    /// The injected latency.
-    pub delay: Duration,
-}
-
-impl Default for FaultConfig {
-    fn default() -> Self {
-        Self {
-            seed: 1,
-            fail_ratio: 0.0,
-            timeout_ratio: 0.0,
-            delay_ratio: 0.0,
-            delay: Duration::from_millis(5),
-        }
-    }
-}
-
-/// Counts of what a [`FaultyStore`] injected.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FaultStats {
-    /// Calls seen.
-    pub calls: u64,
-    /// `Io` failures injected.
-    pub failures: u64,
-    /// `Timeout` failures injected.
-    pub timeouts: u64,
-    /// Delays injected.
-    pub delays: u64,
-}
 
 /// Wraps a [`BlobStore`] and disturbs a seeded fraction of its calls.
 ///
@@ -58,99 +17,45 @@ pub struct FaultStats {
 #[derive(Debug)]
 pub struct FaultyStore {
     inner: Arc<dyn BlobStore>,
-    config: FaultConfig,
-    enabled: AtomicBool,
-    calls: AtomicU64,
-    failures: AtomicU64,
-    timeouts: AtomicU64,
-    delays: AtomicU64,
-}
-
-enum Fault {
-    None,
-    Fail,
-    Timeout,
+    plan: FaultPlan,
 }
 
 impl FaultyStore {
     /// Wraps `inner` with faults as configured, enabled.
     #[must_use]
     pub fn new(inner: Arc<dyn BlobStore>, config: FaultConfig) -> Self {
-        Self {
-            inner,
-            config,
-            enabled: AtomicBool::new(true),
-            calls: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            timeouts: AtomicU64::new(0),
-            delays: AtomicU64::new(0),
-        }
+        Self { inner, plan: FaultPlan::new(config) }
     }
 
     /// Turns fault injection on or off (calls still count).
     pub fn set_enabled(&self, on: bool) {
-        self.enabled.store(on, Ordering::SeqCst);
+        self.plan.set_enabled(on);
     }
 
     /// What has been injected so far.
     #[must_use]
     pub fn stats(&self) -> FaultStats {
-        FaultStats {
-            calls: self.calls.load(Ordering::SeqCst),
-            failures: self.failures.load(Ordering::SeqCst),
-            timeouts: self.timeouts.load(Ordering::SeqCst),
-            delays: self.delays.load(Ordering::SeqCst),
-        }
+        self.plan.stats()
     }
 
     async fn disturb(&self, what: &str, id: PhysicalId) -> Result<()> {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        if !self.enabled.load(Ordering::SeqCst) {
-            return Ok(());
+        let d = self.plan.next();
+        if d.delay {
+            tokio::time::sleep(self.plan.config().delay).await;
         }
-        let (fault, delay) = self.decide(n);
-        if delay {
-            self.delays.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(self.config.delay).await;
-        }
-        match fault {
+        let n = d.call;
+        match d.fault {
             Fault::None => Ok(()),
             Fault::Fail => {
-                self.failures.fetch_add(1, Ordering::SeqCst);
                 let e = std::io::Error::other(format!("injected fault #{n} on {what} {id}"));
                 Err(Error::backend("faulty", ErrorKind::Io, e))
             }
-            Fault::Timeout => {
-                self.timeouts.fetch_add(1, Ordering::SeqCst);
-                Err(Error::Timeout { what: format!("{what} {id} (injected #{n})"), after: self.config.delay })
-            }
+            Fault::Timeout => Err(Error::Timeout {
+                what: format!("{what} {id} (injected #{n})"),
+                after: self.plan.config().delay,
+            }),
         }
     }
-
-    fn decide(&self, n: u64) -> (Fault, bool) {
-        let a = unit(splitmix(self.config.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
-        let b = unit(splitmix(self.config.seed.rotate_left(32) ^ n));
-        let fault = if a < self.config.fail_ratio {
-            Fault::Fail
-        } else if a < self.config.fail_ratio + self.config.timeout_ratio {
-            Fault::Timeout
-        } else {
-            Fault::None
-        };
-        (fault, b < self.config.delay_ratio)
-    }
-}
-
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// A uniform value in `[0, 1)` from 53 random bits.
-fn unit(h: u64) -> f64 {
-    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[async_trait]
@@ -186,6 +91,8 @@ impl BlobStore for FaultyStore {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::ObjectBlobStore;
 

@@ -29,5 +29,5 @@
 mod faulty;
 mod object;
 
-pub use faulty::{FaultConfig, FaultyStore};
+pub use faulty::{FaultConfig, FaultStats, FaultyStore};
 pub use object::ObjectBlobStore;

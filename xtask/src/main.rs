@@ -4,6 +4,9 @@
 //!   fmt, clippy, tests (nextest when installed), doc tests, rustdoc, loom.
 //! - `cargo xtask loom`: the loom models (`--cfg sop_loom`), without RocksDB.
 //! - `cargo xtask tidy`: the tidy checks alone (they also run as tests).
+//! - `cargo xtask bench | crash | faults | serial | fuzz`: the benchmark and
+//!   the long reliability campaigns (`docs/RELIABILITY.md`); `ci` runs a
+//!   short variant of each.
 //!
 //! Each step echoes its command and the first failure stops the run.
 
@@ -25,6 +28,7 @@ fn main() -> ExitCode {
         "crash" => crash(&args[1..], false),
         "fuzz" => fuzz(&args[1..]),
         "faults" => faults(&args[1..]),
+        "serial" => serial(&args[1..]),
         "tidy" => tidy::run_all(&project_root()),
         "help" | "--help" | "-h" => {
             print_help();
@@ -42,7 +46,7 @@ fn main() -> ExitCode {
 }
 
 fn print_help() {
-    println!("cargo xtask [ci|loom|tidy|bench|crash|help]");
+    println!("cargo xtask [ci|loom|tidy|bench|crash|faults|serial|fuzz|help]");
     println!("  ci    fmt, clippy, tidy, tests, doc tests, rustdoc, loom (the default)");
     println!("  loom  loom models of the concurrency-critical code");
     println!(
@@ -53,6 +57,9 @@ fn print_help() {
     );
     println!(
         "  faults [--rounds N]  the fault campaign: blob-store and registry faults, 5 seeds (default 3000 rounds)"
+    );
+    println!(
+        "  serial [--rounds N]  the serializability checker over N fresh databases of 16, 8 and 32 clients (default 30)"
     );
     println!("  fuzz [--secs N]  every cargo-fuzz target for N seconds each (default 300; CI: 20)");
     println!("  tidy  source-tree conventions");
@@ -242,6 +249,26 @@ fn faults(args: &[String]) -> Result<(), String> {
         run(cmd)?;
     }
     Ok(())
+}
+
+/// The serializability campaign: the history checker over many rounds.
+fn serial(args: &[String]) -> Result<(), String> {
+    let rounds =
+        args.iter().position(|a| a == "--rounds").and_then(|i| args.get(i + 1)).map_or("30", String::as_str);
+    rocksdb::prebuild()?;
+    let mut cmd = cargo_with(&[
+        "test",
+        "--release",
+        "-p",
+        "sop-btree",
+        "--test",
+        "serializability",
+        "--",
+        "--nocapture",
+        "histories_of_the_engine_are_serializable",
+    ]);
+    cmd.env("SOP_SERIAL_ROUNDS", rounds);
+    run(cmd)
 }
 
 /// The loom models. RocksDB stays out: RUSTFLAGS reach build scripts, so a
