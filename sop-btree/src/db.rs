@@ -71,11 +71,14 @@ pub struct Database {
 impl Database {
     /// Opens a database and runs recovery: intents left by crashed commits
     /// are finished (committed: obsolete blobs deleted) or undone (pending:
-    /// staged blobs deleted), and half-removed stores are removed.
+    /// staged blobs deleted), and half-removed stores are removed. An intent
+    /// or store whose recovery fails (a flaky backend) is logged and left
+    /// for the next open: it only holds garbage, so the database opens.
     ///
     /// # Errors
-    /// `Io` (directory unusable or locked by another process),
-    /// `Corruption` (foreign or damaged registry), `InvalidInput` (config).
+    /// `Io` (directory unusable or locked by another process, or a backend
+    /// failing to list intents or stores), `Corruption` (foreign or damaged
+    /// registry), `InvalidInput` (config).
     pub async fn open(config: Config) -> Result<Self> {
         let (registry, blobs, exclusive): (Arc<dyn Registry>, Arc<dyn BlobStore>, bool) = match &config
             .backend
@@ -106,7 +109,10 @@ impl Database {
             store_cache: std::sync::RwLock::default(),
         };
         let db = Self { inner: Arc::new(inner) };
-        db.recover(exclusive).await?;
+        let left = db.recover(exclusive).await?;
+        if left > 0 {
+            tracing::warn!(left, "recovery left intents or store removals for the next open");
+        }
         if !exclusive {
             crate::recovery::spawn_periodic(&db.inner);
         }

@@ -14,24 +14,44 @@ impl Database {
     /// half-removed stores. With `exclusive` (no other process shares the
     /// backends) every intent is abandoned; otherwise only those older than
     /// the transaction timeout.
-    pub(crate) async fn recover(&self, exclusive: bool) -> Result<()> {
+    ///
+    /// Only the listings must succeed. Each intent and each store is
+    /// finished on its own: one that fails (a flaky backend) is logged and
+    /// left for the next recovery, since what it holds is garbage (blobs
+    /// no handle references) or an unfinished removal, never data a
+    /// transaction needs. Returns how many were left.
+    pub(crate) async fn recover(&self, exclusive: bool) -> Result<usize> {
         let db = &self.inner;
         let cutoff = if exclusive {
             u64::MAX
         } else {
             sop_core::now_millis().saturating_sub(db.config.tx_timeout.as_millis() as u64)
         };
+        let mut left = 0;
         for intent in db.registry.list_intents(cutoff).await? {
-            finish_intent(db, &intent).await?;
-        }
-        for store in db.registry.list_stores().await? {
-            if db.registry.get_handles(&[store.root]).await?.first().copied().flatten().is_none() {
-                tracing::warn!(store = %store.name, "finishing the removal of a half-removed store");
-                db.registry.remove_store(&store.name).await?;
+            if let Err(e) = finish_intent(db, &intent).await {
+                tracing::warn!(tx = %intent.tx_id, error = %e, "recovering an intent failed; left for the next recovery");
+                left += 1;
             }
         }
-        Ok(())
+        for store in db.registry.list_stores().await? {
+            if let Err(e) = finish_removal(db, &store).await {
+                tracing::warn!(store = %store.name, error = %e, "finishing a store's removal failed; left for the next recovery");
+                left += 1;
+            }
+        }
+        Ok(left)
     }
+}
+
+/// Removes the record of a store whose root handle is gone (its removal
+/// was interrupted after the contents went).
+async fn finish_removal(db: &DbInner, store: &StoreInfo) -> Result<()> {
+    if db.registry.get_handles(&[store.root]).await?.first().copied().flatten().is_none() {
+        tracing::warn!(store = %store.name, "finishing the removal of a half-removed store");
+        db.registry.remove_store(&store.name).await?;
+    }
+    Ok(())
 }
 
 /// On shared backends, recovers abandoned intents of crashed peers every

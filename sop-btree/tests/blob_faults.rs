@@ -89,3 +89,34 @@ async fn faults_never_tear_or_lose_a_transaction() {
     assert_eq!(recorded, acknowledged, "the ledger holds exactly the acknowledged transfers");
     assert_healthy(&db).await;
 }
+
+/// A crashed commit's intent whose recovery fails (every blob delete
+/// fails) does not keep the database from opening; it stays listed and the
+/// next open, with the store healthy again, finishes it.
+#[tokio::test]
+async fn an_intent_whose_recovery_fails_is_left_for_the_next_open() {
+    use sop_core::{Intent, PhysicalId};
+
+    let registry: Arc<dyn Registry> = Arc::new(MemRegistry::new());
+    let inner: Arc<dyn BlobStore> = Arc::new(ObjectBlobStore::memory());
+    let faulty =
+        Arc::new(FaultyStore::new(inner.clone(), FaultConfig { fail_ratio: 1.0, ..FaultConfig::default() }));
+    // What a commit that crashed after staging leaves: a pending intent
+    // naming a blob no handle references.
+    let staged = PhysicalId::new();
+    inner.put(staged, bytes::Bytes::from_static(b"staged")).await.unwrap();
+    let intent = Intent::pending(sop_core::TxId::new(), vec![staged]);
+    registry.put_intent(&intent).await.unwrap();
+
+    let db =
+        Database::open(config(registry.clone(), faulty.clone())).await.expect("opens despite the faults");
+    assert_eq!(registry.list_intents(u64::MAX).await.unwrap().len(), 1, "the intent is left");
+    assert!(inner.get(staged).await.is_ok(), "its blob could not be deleted");
+    drop(db);
+
+    faulty.set_enabled(false);
+    let db = Database::open(config(registry.clone(), faulty)).await.unwrap();
+    assert!(registry.list_intents(u64::MAX).await.unwrap().is_empty(), "the next open finished it");
+    assert!(inner.list().await.unwrap().is_empty(), "and deleted its blob");
+    assert_healthy(&db).await;
+}

@@ -110,15 +110,21 @@ async fn registry_faults_never_lose_or_tear_a_transfer() {
     assert!(count(Outcome::Acknowledged) > 0 && count(Outcome::Failed) > 0, "both outcomes happened");
     drop(db);
 
-    // Reopening while the faults go on: each attempt recovers or fails
-    // cleanly (never a panic or a hang), and a failed attempt leaves work
-    // that the next one finishes.
-    for attempt in 0..5 {
+    // Reopening while the faults go on: only the listings must succeed
+    // (an intent whose recovery fails is left for the next open), so most
+    // attempts open; none panics or hangs.
+    let mut opened = 0;
+    for attempt in 0..8 {
         match bounded(Database::open(config(faulty.clone(), blobs.clone()))).await {
-            Ok(db) => bounded(db.close()).await.unwrap(),
+            Ok(db) => {
+                bounded(db.close()).await.unwrap();
+                opened += 1;
+            }
             Err(e) => println!("reopen {attempt} under faults: {e}"),
         }
     }
+    println!("{opened} of 8 reopens under faults succeeded");
+    assert!(opened > 0, "no reopen under faults succeeded");
 
     faulty.set_enabled(false);
     let db = Database::open(config(faulty.clone(), blobs)).await.unwrap();

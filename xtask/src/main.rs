@@ -59,7 +59,7 @@ fn print_help() {
         "  faults [--rounds N]  the fault campaign: blob-store and registry faults, 5 seeds (default 3000 rounds)"
     );
     println!(
-        "  serial [--rounds N]  the serializability checker over N fresh databases of 16, 8 and 32 clients (default 30)"
+        "  serial [--rounds N]  the serializability checker over N fresh databases of 16, 8 and 32 clients (default 300)"
     );
     println!("  fuzz [--secs N]  every cargo-fuzz target for N seconds each (default 300; CI: 20)");
     println!("  tidy  source-tree conventions");
@@ -254,7 +254,7 @@ fn faults(args: &[String]) -> Result<(), String> {
 /// The serializability campaign: the history checker over many rounds.
 fn serial(args: &[String]) -> Result<(), String> {
     let rounds =
-        args.iter().position(|a| a == "--rounds").and_then(|i| args.get(i + 1)).map_or("30", String::as_str);
+        args.iter().position(|a| a == "--rounds").and_then(|i| args.get(i + 1)).map_or("300", String::as_str);
     rocksdb::prebuild()?;
     let mut cmd = cargo_with(&[
         "test",
