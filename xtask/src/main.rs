@@ -197,11 +197,7 @@ fn crash(args: &[String], smoke: bool) -> Result<(), String> {
 /// the stable toolchain runs with `RUSTC_BOOTSTRAP=1` and no sanitizer.
 fn fuzz(args: &[String]) -> Result<(), String> {
     const TARGETS: [&str; 3] = ["decode", "store_ops", "http"];
-    let secs = args
-        .iter()
-        .position(|a| a == "--secs")
-        .and_then(|i| args.get(i + 1))
-        .map_or(Ok(300), |s| s.parse::<u64>().map_err(|e| format!("--secs: {e}")))?;
+    let secs = number_flag(args, "--secs", 300)?;
     rocksdb::prebuild()?;
     if !cargo().args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success()) {
         run(cargo_with(&["install", "cargo-fuzz", "--locked"]))?;
@@ -226,11 +222,7 @@ fn fuzz(args: &[String]) -> Result<(), String> {
 /// (which CI runs with 150 and 120 rounds) with `--rounds` rounds
 /// (default 3000) and blob-fault seeds 1 to 5, in release.
 fn faults(args: &[String]) -> Result<(), String> {
-    let rounds = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .map_or("3000", String::as_str);
+    let rounds = number_flag(args, "--rounds", 3000)?.to_string();
     rocksdb::prebuild()?;
     for seed in 1..=5 {
         let mut cmd = cargo_with(&[
@@ -245,16 +237,25 @@ fn faults(args: &[String]) -> Result<(), String> {
             "--",
             "--nocapture",
         ]);
-        cmd.env("SOP_FAULT_ROUNDS", rounds).env("SOP_FAULT_SEED", seed.to_string());
+        cmd.env("SOP_FAULT_ROUNDS", &rounds).env("SOP_FAULT_SEED", seed.to_string());
         run(cmd)?;
     }
     Ok(())
 }
 
+/// The positive number after `name` in `args`, else `default`.
+fn number_flag(args: &[String], name: &str, default: u64) -> Result<u64, String> {
+    let Some(i) = args.iter().position(|a| a == name) else { return Ok(default) };
+    let value = args.get(i + 1).ok_or_else(|| format!("{name} needs a number"))?;
+    match value.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{name}: {value:?} is not a positive whole number")),
+    }
+}
+
 /// The serializability campaign: the history checker over many rounds.
 fn serial(args: &[String]) -> Result<(), String> {
-    let rounds =
-        args.iter().position(|a| a == "--rounds").and_then(|i| args.get(i + 1)).map_or("300", String::as_str);
+    let rounds = number_flag(args, "--rounds", 300)?;
     rocksdb::prebuild()?;
     let mut cmd = cargo_with(&[
         "test",
@@ -267,7 +268,7 @@ fn serial(args: &[String]) -> Result<(), String> {
         "--nocapture",
         "histories_of_the_engine_are_serializable",
     ]);
-    cmd.env("SOP_SERIAL_ROUNDS", rounds);
+    cmd.env("SOP_SERIAL_ROUNDS", rounds.to_string());
     run(cmd)
 }
 
