@@ -118,7 +118,7 @@ impl Registry for FaultyRegistry {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(sop_loom)))]
 mod tests {
     use std::time::Duration;
 
