@@ -117,6 +117,9 @@ pub(crate) async fn schedule_cleanup(db: &Arc<DbInner>, intent: Intent) -> Resul
         if let Err(e) = cleanup(&db2, &intent).await {
             tracing::warn!(tx = %intent.tx_id, error = %e, "deferred cleanup failed; recovery will finish it");
         }
+        // Let go of the database before counting out, so that once a flush
+        // (or `close`) returns no task holds it (nor its directory's lock).
+        drop(db2);
         drop(deferred);
     });
     Ok(())

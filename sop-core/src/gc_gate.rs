@@ -144,6 +144,11 @@ impl Drop for Flushing<'_> {
 }
 
 /// One registered deferred deletion; dropping it marks it finished.
+///
+/// Drop it last, after everything else the deletion's task holds (the
+/// database above all): a flush returns as soon as the count reaches zero,
+/// and its caller may then expect those to be released (`close`, then
+/// reopening the directory).
 #[derive(Debug)]
 pub struct Deferred {
     gate: Arc<Inner>,
