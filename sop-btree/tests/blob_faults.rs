@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{assert_healthy, bounded, open_accounts, rounds, small};
+use common::{assert_healthy, bounded, fault_seed, open_accounts, rounds, small};
 use sop_btree::{Config, Database};
 use sop_core::{BlobStore, Registry};
 use sop_registry::MemRegistry;
@@ -28,7 +28,7 @@ async fn faults_never_tear_or_lose_a_transaction() {
     let registry: Arc<dyn Registry> = Arc::new(MemRegistry::new());
     let inner: Arc<dyn BlobStore> = Arc::new(ObjectBlobStore::memory());
     let faults = FaultConfig {
-        seed: std::env::var("SOP_FAULT_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(7),
+        seed: fault_seed(),
         fail_ratio: 0.08,
         timeout_ratio: 0.04,
         delay_ratio: 0.05,

@@ -69,11 +69,7 @@ async fn oversize_values_are_invalid_input_and_dropped_transactions_roll_back() 
 
 #[tokio::test]
 async fn check_reports_orphan_blobs_dangling_handles_and_bad_counts() {
-    let registry = Arc::new(MemRegistry::new());
-    let blobs = Arc::new(ObjectBlobStore::memory());
-    let mut config = Config::from_parts(registry.clone(), blobs.clone(), true);
-    config.gc_grace = Duration::ZERO;
-    let db = Database::open(config).await.unwrap();
+    let (registry, blobs, db) = in_memory_with_grace(Duration::ZERO).await;
     seeded_store(&db, "s", 20).await;
     assert_healthy(&db).await;
 
@@ -99,11 +95,7 @@ async fn check_reports_orphan_blobs_dangling_handles_and_bad_counts() {
 
 #[tokio::test]
 async fn flush_gc_deletes_obsolete_blobs_without_waiting_out_the_grace_period() {
-    let registry = Arc::new(MemRegistry::new());
-    let blobs = Arc::new(ObjectBlobStore::memory());
-    let mut config = Config::from_parts(registry.clone(), blobs.clone(), true);
-    config.gc_grace = Duration::from_secs(30);
-    let db = Database::open(config).await.unwrap();
+    let (registry, blobs, db) = in_memory_with_grace(Duration::from_secs(30)).await;
     db.create_store("s", small(4)).await.unwrap();
     for round in 0..3u32 {
         db.run_write(|tx| async move { tx.store::<u32, u32>("s").await?.upsert(&1, &round).await })
@@ -119,6 +111,16 @@ async fn flush_gc_deletes_obsolete_blobs_without_waiting_out_the_grace_period() 
     assert_healthy(&db).await;
 }
 
+/// A database over an in-memory registry and blob store (returned too, to
+/// look behind the engine) whose obsolete blobs wait `grace`.
+async fn in_memory_with_grace(grace: Duration) -> (Arc<MemRegistry>, Arc<ObjectBlobStore>, Database) {
+    let registry = Arc::new(MemRegistry::new());
+    let blobs = Arc::new(ObjectBlobStore::memory());
+    let mut config = Config::from_parts(registry.clone(), blobs.clone(), true);
+    config.gc_grace = grace;
+    (registry, blobs, Database::open(config).await.unwrap())
+}
+
 /// Regression: `flush_gc` used a shared on/off flag, so one flush ending
 /// switched it off under another, and a deletion registered then made the
 /// second flush wait out the whole grace period. The hand-off is now
@@ -126,11 +128,7 @@ async fn flush_gc_deletes_obsolete_blobs_without_waiting_out_the_grace_period() 
 /// commits for real, with a grace period of an hour that nothing may wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn overlapping_flushes_and_commits_never_wait_out_the_grace_period() {
-    let registry = Arc::new(MemRegistry::new());
-    let blobs = Arc::new(ObjectBlobStore::memory());
-    let mut config = Config::from_parts(registry.clone(), blobs.clone(), true);
-    config.gc_grace = Duration::from_secs(3600);
-    let db = Database::open(config).await.unwrap();
+    let (registry, _, db) = in_memory_with_grace(Duration::from_secs(3600)).await;
     db.create_store("s", small(4)).await.unwrap();
     // The old race hit about one run in two of a round; eight rounds.
     let rounds = async {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{assert_healthy, bounded, open_accounts, rounds, small};
+use common::{assert_healthy, bounded, fault_seed, open_accounts, rounds, small};
 use sop_btree::{Config, Database, ErrorKind};
 use sop_core::fault::FaultConfig;
 use sop_core::{BlobStore, Registry};
@@ -69,7 +69,7 @@ async fn registry_faults_never_lose_or_tear_a_transfer() {
     let inner: Arc<dyn Registry> = Arc::new(MemRegistry::new());
     let blobs: Arc<dyn BlobStore> = Arc::new(ObjectBlobStore::memory());
     let faults = FaultConfig {
-        seed: std::env::var("SOP_FAULT_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(7),
+        seed: fault_seed(),
         fail_ratio: 0.04,
         timeout_ratio: 0.03,
         delay_ratio: 0.05,

@@ -225,18 +225,7 @@ fn faults(args: &[String]) -> Result<(), String> {
     let rounds = number_flag(args, "--rounds", 3000)?.to_string();
     rocksdb::prebuild()?;
     for seed in 1..=5 {
-        let mut cmd = cargo_with(&[
-            "test",
-            "--release",
-            "-p",
-            "sop-btree",
-            "--test",
-            "blob_faults",
-            "--test",
-            "registry_faults",
-            "--",
-            "--nocapture",
-        ]);
+        let mut cmd = btree_tests(&["blob_faults", "registry_faults"], None);
         cmd.env("SOP_FAULT_ROUNDS", &rounds).env("SOP_FAULT_SEED", seed.to_string());
         run(cmd)?;
     }
@@ -257,19 +246,20 @@ fn number_flag(args: &[String], name: &str, default: u64) -> Result<u64, String>
 fn serial(args: &[String]) -> Result<(), String> {
     let rounds = number_flag(args, "--rounds", 300)?;
     rocksdb::prebuild()?;
-    let mut cmd = cargo_with(&[
-        "test",
-        "--release",
-        "-p",
-        "sop-btree",
-        "--test",
-        "serializability",
-        "--",
-        "--nocapture",
-        "histories_of_the_engine_are_serializable",
-    ]);
+    let mut cmd = btree_tests(&["serializability"], Some("histories_of_the_engine_are_serializable"));
     cmd.env("SOP_SERIAL_ROUNDS", rounds.to_string());
     run(cmd)
+}
+
+/// `cargo test --release -p sop-btree` of the given test files, with their
+/// output shown; `filter` picks tests by name.
+fn btree_tests(files: &[&str], filter: Option<&str>) -> Command {
+    let mut cmd = cargo_with(&["test", "--release", "-p", "sop-btree"]);
+    for f in files {
+        cmd.args(["--test", f]);
+    }
+    cmd.args(["--", "--nocapture"]).args(filter);
+    cmd
 }
 
 /// The loom models. RocksDB stays out: RUSTFLAGS reach build scripts, so a

@@ -71,6 +71,11 @@ pub(crate) fn rounds(default: u32) -> u32 {
     std::env::var("SOP_FAULT_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// The fault seed: `SOP_FAULT_SEED` (set by `cargo xtask faults`), else 7.
+pub(crate) fn fault_seed() -> u64 {
+    std::env::var("SOP_FAULT_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(7)
+}
+
 /// Runs `f`, failing the test if it takes over 60 s (a deadlock or a hang
 /// under faults).
 pub(crate) async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
