@@ -133,6 +133,12 @@ async fn histories_of_the_engine_are_serializable() {
     eprintln!("serializable: {rounds} rounds, {committed_all} committed, {aborted_all} aborted, no anomaly");
 }
 
+/// A dependency cycle or a read that no serial order explains (a round may
+/// show only lost writes; those alone do not prove the cycle search works).
+fn is_cycle_anomaly(a: &str) -> bool {
+    a.starts_with("G2") || a.starts_with("G1c") || a.contains("not a prefix")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_checker_catches_a_build_without_read_validation() {
     let mut found = Vec::new();
@@ -140,14 +146,17 @@ async fn the_checker_catches_a_build_without_read_validation() {
         let dir = tempfile::tempdir().unwrap();
         let db = open(dir.path(), false).await;
         let (history, finals) = run(&db, round, 16, 40, 24).await;
-        found = check(&history, &finals);
-        if !found.is_empty() {
-            eprintln!("round {round}: {} anomalies, e.g. {}", found.len(), found[0]);
+        let anomalies = check(&history, &finals);
+        if let Some(first) = anomalies.first() {
+            eprintln!("round {round}: {} anomalies, e.g. {first}", anomalies.len());
+        }
+        found.extend(anomalies);
+        if found.iter().any(|a| is_cycle_anomaly(a)) {
             break;
         }
     }
     assert!(!found.is_empty(), "read validation off, yet no anomaly found in 5 rounds");
-    assert!(found.iter().any(|a| a.starts_with("G2") || a.starts_with("G1c") || a.contains("not a prefix")));
+    assert!(found.iter().any(|a| is_cycle_anomaly(a)));
 }
 
 #[test]
