@@ -6,8 +6,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::wire::{
-    Batch, BatchResults, BeginTx, ErrorBody, ItemsPage, Mode, Op, StoreEntry, StoreList, StoreOptionsJson,
-    TxCreated,
+    Batch, BatchResult, BatchResults, BeginTx, ErrorBody, ItemsPage, Mode, Op, StoreEntry, StoreList,
+    StoreOptionsJson, TxCreated,
 };
 
 /// A server at `base`, optionally with a bearer token.
@@ -104,7 +104,7 @@ impl Client {
     }
 
     /// `POST /v1/batch`.
-    pub(crate) async fn batch(&self, ops: Vec<Op>) -> Result<Vec<Value>, CallError> {
+    pub(crate) async fn batch(&self, ops: Vec<Op>) -> Result<Vec<Option<BatchResult>>, CallError> {
         let r: BatchResults = self.call(Method::POST, "/v1/batch", Some(&Batch { ops })).await?;
         Ok(r.results)
     }

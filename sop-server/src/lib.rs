@@ -1,6 +1,7 @@
 //! The SOP-rs reference server and `sop` command-line tool.
 //!
-//! `sop serve` serves a database over HTTP/JSON (see `api/openapi.json`);
+//! `sop serve` serves a database over HTTP/JSON (its OpenAPI document,
+//! generated from the handlers, is served at `GET /v1/openapi.json`);
 //! the other subcommands work on a data directory directly, or through a
 //! server with `--server URL`. Errors print one line and exit non-zero.
 //! The binary is [`main_entry`]; the rest is private.

@@ -9,7 +9,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::api::{ApiError, AppState};
+use crate::api::openapi::errors;
+use crate::api::{ApiError, AppState, ErrorCode};
 
 /// Latency buckets in seconds, 100 µs to 10 s.
 const BUCKETS: &[f64] =
@@ -39,10 +40,24 @@ pub(crate) fn install() -> Result<PrometheusHandle, String> {
     Ok(handle)
 }
 
-/// `GET /metrics`.
+errors!(MetricsErrors: NoMetrics);
+
+/// Prometheus metrics: `sop_commits_total`, `sop_conflicts_total`,
+/// `sop_rollbacks_total`, `sop_merges_total`, `sop_retries_total`,
+/// `sop_commit_seconds`, `sop_batch_seconds`, `sop_cache_hits_total`,
+/// `sop_cache_misses_total`, `sop_open_transactions`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        MetricsErrors
+    )
+)]
 pub(crate) async fn render(State(s): State<AppState>) -> Response {
     let Some(handle) = &s.metrics else {
-        return ApiError::not_found("no_metrics", "metrics are disabled").into_response();
+        return ApiError::new(ErrorCode::NoMetrics, "metrics are disabled").into_response();
     };
     let st = s.db.stats();
     metrics::counter!("sop_commits_total").absolute(st.commits);

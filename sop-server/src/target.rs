@@ -6,7 +6,7 @@ use serde_json::Value;
 use sop_btree::{Database, MAX_KEY_LEN, MAX_VALUE_LEN};
 
 use crate::client::{CallError, Client};
-use crate::wire::{Item, ItemsPage, Op, OpKind, StoreEntry, StoreOptionsJson};
+use crate::wire::{BatchResult, Item, ItemsPage, Op, OpKind, StoreEntry, StoreOptionsJson};
 
 /// A local database or a server.
 #[derive(Debug)]
@@ -95,7 +95,7 @@ impl Target {
                 let op = Op { op: OpKind::Get, store: store.into(), key: key.into(), value: None };
                 let mut r = c.batch(vec![op]).await.map_err(remote)?;
                 match r.pop() {
-                    Some(Value::Object(mut o)) => Ok(o.remove("value")),
+                    Some(Some(BatchResult::Got(item))) => Ok(Some(item.value)),
                     _ => Ok(None),
                 }
             }
@@ -151,7 +151,7 @@ impl Target {
                 let get = Op { op: OpKind::Get, store: store.into(), key: key.into(), value: None };
                 let del = Op { op: OpKind::Delete, store: store.into(), key: key.into(), value: None };
                 let r = c.batch(vec![get, del]).await.map_err(remote)?;
-                Ok(r.first().is_some_and(|v| !v.is_null()))
+                Ok(r.first().is_some_and(Option::is_some))
             }
         }
     }

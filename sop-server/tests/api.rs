@@ -24,7 +24,7 @@ async fn health_openapi_and_unknown_routes() {
 
     let (s, doc) = srv.get("/v1/openapi.json").await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["openapi"], "3.1.0");
     let paths: Vec<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
     for p in [
         "/health",
@@ -145,9 +145,9 @@ async fn items_in_transactions() {
     assert_eq!(srv.get(&format!("/v1/tx/{r}/stores/s/items/{enc}")).await.1["value"], Value::Null);
     // Writes in a read transaction.
     let (s, b) = srv.put(&format!("/v1/tx/{r}/stores/s/items/x"), json!(1)).await;
-    assert_eq!((s, kind(&b)), (StatusCode::BAD_REQUEST, "wrong_mode"));
+    assert_eq!((s, kind(&b)), (StatusCode::CONFLICT, "wrong_mode"));
     let (s, b) = srv.delete(&format!("/v1/tx/{r}/stores/s/items/k1")).await;
-    assert_eq!((s, kind(&b)), (StatusCode::BAD_REQUEST, "wrong_mode"));
+    assert_eq!((s, kind(&b)), (StatusCode::CONFLICT, "wrong_mode"));
     assert_eq!(srv.post(&format!("/v1/tx/{r}/commit"), json!(null)).await.0, StatusCode::OK);
 }
 

@@ -1,91 +1,199 @@
-//! [`ApiError`]: every failure of a request, as a status and a JSON body.
+//! [`ApiError`]: every failure of a request, as an [`ErrorCode`] (which
+//! fixes the status) and a JSON body.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use sop_btree::{Error, ErrorKind};
+use utoipa::ToSchema;
 
 use crate::wire::ErrorBody;
 
-/// A failed request: `{"error":"<kind>","message":".."}` with a status.
+/// What went wrong: the `error` field of every error body. Each code has
+/// one status, so the document's statuses follow from the codes a route
+/// lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ErrorCode {
+    /// 400: the body is not the JSON the route takes.
+    BadJson,
+    /// 400: the body could not be read.
+    BadBody,
+    /// 400: a value outside its documented range.
+    InvalidInput,
+    /// 401: missing or wrong bearer token.
+    Unauthorized,
+    /// 404: no such key.
+    NotFound,
+    /// 404: no such store.
+    StoreNotFound,
+    /// 404: no such open transaction.
+    TxNotFound,
+    /// 404: no such route.
+    NoRoute,
+    /// 404: metrics are disabled.
+    NoMetrics,
+    /// 405: the route does not take this method.
+    MethodNotAllowed,
+    /// 409: something the transaction read changed; retry it.
+    Conflict,
+    /// 409: the store exists.
+    AlreadyExists,
+    /// 409: a write in a read transaction (the same request succeeds in a
+    /// write transaction, so the transaction's state is what refuses it).
+    WrongMode,
+    /// 410: the transaction passed its timeout and was rolled back.
+    Expired,
+    /// 410: the transaction or database is already closed.
+    Closed,
+    /// 413: a body, key, value or batch over its limit.
+    TooLarge,
+    /// 422: a stored key is not UTF-8 (written through another API).
+    NotUtf8,
+    /// 422: a stored value is not JSON (written through another API).
+    NotJson,
+    /// 429: too many open transactions.
+    TooManyTransactions,
+    /// 500: stored data failed its checks.
+    Corruption,
+    /// 500: a commit whose outcome is unknown.
+    Indeterminate,
+    /// 500: an unexpected failure.
+    Internal,
+    /// 501: the backend does not support the operation.
+    Unsupported,
+    /// 503: the storage backend failed; retry later.
+    Io,
+}
+
+impl ErrorCode {
+    /// The status every answer with this code has.
+    pub(crate) const fn status(self) -> StatusCode {
+        match self {
+            Self::BadJson | Self::BadBody | Self::InvalidInput => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound | Self::StoreNotFound | Self::TxNotFound | Self::NoRoute | Self::NoMetrics => {
+                StatusCode::NOT_FOUND
+            }
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict | Self::AlreadyExists | Self::WrongMode => StatusCode::CONFLICT,
+            Self::Expired | Self::Closed => StatusCode::GONE,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotUtf8 | Self::NotJson => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyTransactions => StatusCode::TOO_MANY_REQUESTS,
+            Self::Corruption | Self::Indeterminate | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unsupported => StatusCode::NOT_IMPLEMENTED,
+            Self::Io => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The code as it appears in the body.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::BadJson => "bad_json",
+            Self::BadBody => "bad_body",
+            Self::InvalidInput => "invalid_input",
+            Self::WrongMode => "wrong_mode",
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound => "not_found",
+            Self::StoreNotFound => "store_not_found",
+            Self::TxNotFound => "tx_not_found",
+            Self::NoRoute => "no_route",
+            Self::NoMetrics => "no_metrics",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Conflict => "conflict",
+            Self::AlreadyExists => "already_exists",
+            Self::Expired => "expired",
+            Self::Closed => "closed",
+            Self::TooLarge => "too_large",
+            Self::NotUtf8 => "not_utf8",
+            Self::NotJson => "not_json",
+            Self::TooManyTransactions => "too_many_transactions",
+            Self::Corruption => "corruption",
+            Self::Indeterminate => "indeterminate",
+            Self::Internal => "internal",
+            Self::Unsupported => "unsupported",
+            Self::Io => "io",
+        }
+    }
+}
+
+/// A failed request: `{"error":"<code>","message":".."}` with the code's
+/// status.
 #[derive(Debug)]
 pub(crate) struct ApiError {
-    pub(crate) status: StatusCode,
-    pub(crate) kind: &'static str,
+    pub(crate) code: ErrorCode,
     pub(crate) message: String,
 }
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self { status, kind, message: message.into() }
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
     }
 
-    pub(crate) fn bad_request(kind: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, kind, message)
-    }
-
-    pub(crate) fn not_found(kind: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, kind, message)
+    pub(crate) fn status(&self) -> StatusCode {
+        self.code.status()
     }
 
     pub(crate) fn too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+        Self::new(ErrorCode::TooLarge, message)
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidInput, message)
     }
 
     pub(crate) fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token")
+        Self::new(ErrorCode::Unauthorized, "missing or wrong bearer token")
     }
 
     /// A store lookup's error: `NotFound` becomes `store_not_found`.
     pub(crate) fn store(e: Error) -> Self {
         if e.kind() == ErrorKind::NotFound {
-            Self::not_found("store_not_found", e.to_string())
+            Self::new(ErrorCode::StoreNotFound, e.to_string())
         } else {
             e.into()
         }
     }
 
     pub(crate) fn tx_not_found(tx: &str) -> Self {
-        Self::not_found("tx_not_found", format!("no open transaction {tx:?}"))
+        Self::new(ErrorCode::TxNotFound, format!("no open transaction {tx:?}"))
     }
 
     pub(crate) fn expired(tx: &str) -> Self {
-        Self::new(
-            StatusCode::GONE,
-            "expired",
-            format!("transaction {tx} passed its timeout and was rolled back"),
-        )
+        Self::new(ErrorCode::Expired, format!("transaction {tx} passed its timeout and was rolled back"))
     }
 }
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        let message = e.to_string();
-        let (status, kind) = match e.kind() {
-            ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
-            ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            ErrorKind::AlreadyExists => (StatusCode::CONFLICT, "already_exists"),
-            ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_input"),
-            ErrorKind::Timeout => (StatusCode::GONE, "expired"),
-            ErrorKind::Closed => (StatusCode::GONE, "closed"),
-            ErrorKind::Unsupported => (StatusCode::NOT_IMPLEMENTED, "unsupported"),
-            ErrorKind::Indeterminate => (StatusCode::INTERNAL_SERVER_ERROR, "indeterminate"),
-            ErrorKind::Corruption => (StatusCode::INTERNAL_SERVER_ERROR, "corruption"),
-            ErrorKind::Io => (StatusCode::SERVICE_UNAVAILABLE, "io"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        let code = match e.kind() {
+            ErrorKind::Conflict => ErrorCode::Conflict,
+            ErrorKind::NotFound => ErrorCode::NotFound,
+            ErrorKind::AlreadyExists => ErrorCode::AlreadyExists,
+            ErrorKind::InvalidInput => ErrorCode::InvalidInput,
+            ErrorKind::Timeout => ErrorCode::Expired,
+            ErrorKind::Closed => ErrorCode::Closed,
+            ErrorKind::Unsupported => ErrorCode::Unsupported,
+            ErrorKind::Indeterminate => ErrorCode::Indeterminate,
+            ErrorKind::Corruption => ErrorCode::Corruption,
+            ErrorKind::Io => ErrorCode::Io,
+            _ => ErrorCode::Internal,
         };
-        Self { status, kind, message }
+        Self::new(code, e.to_string())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::warn!(kind = self.kind, "request failed: {}", self.message);
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(kind = self.code.as_str(), "request failed: {}", self.message);
         }
-        let body = ErrorBody { error: self.kind.to_owned(), message: self.message };
-        let mut resp = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
+        let body = ErrorBody { error: self.code.as_str().to_owned(), message: self.message };
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
         }
@@ -95,3 +203,16 @@ impl IntoResponse for ApiError {
 
 /// The result of a handler.
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialize_as_their_names() {
+        for code in [ErrorCode::BadJson, ErrorCode::TooManyTransactions, ErrorCode::NotUtf8, ErrorCode::Io] {
+            let json = serde_json::to_value(code).unwrap_or_default();
+            assert_eq!(json, code.as_str(), "{code:?}");
+        }
+    }
+}

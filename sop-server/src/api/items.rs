@@ -5,32 +5,69 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
 use sop_btree::{ErrorKind, Store, Transaction};
+use utoipa::IntoParams;
 
-use super::{ApiError, ApiResult, AppState, body_bytes, check_key, parse_json, value_bytes};
-use crate::wire::{Batch, BatchResults, Item, ItemsPage, OpKind};
+use super::openapi::errors;
+use super::schema::{DEFAULT_LIMIT, MAX_BATCH_OPS, MAX_LIMIT};
+use super::{
+    ApiError, ApiResult, AppState, ErrorCode, body_bytes, check_key, parse_json, parse_object, path_params,
+    value_bytes,
+};
+use crate::wire::{Batch, BatchResult, BatchResults, Done, Item, ItemsPage, OpKind};
 
-/// Items per range page when `limit` is not given.
-const DEFAULT_LIMIT: usize = 1000;
-/// The largest `limit` accepted.
-const MAX_LIMIT: usize = 100_000;
-/// Operations per batch at most.
-const MAX_BATCH_OPS: usize = 100_000;
+/// The `{tx}/{store}` of a range read.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct StoreInTx {
+    /// The transaction id from `POST /v1/tx`.
+    tx: String,
+    /// The store's name.
+    #[param(schema_with = super::schema::store_name, required = true)]
+    store: String,
+}
+
+/// The `{tx}/{store}/{key}` of the item routes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct ItemInTx {
+    /// The transaction id from `POST /v1/tx`.
+    tx: String,
+    /// The store's name.
+    #[param(schema_with = super::schema::store_name, required = true)]
+    store: String,
+    /// The key.
+    #[param(schema_with = super::schema::path_key, required = true)]
+    key: String,
+}
 
 async fn open_store(tx: &Transaction, name: &str) -> ApiResult<Store> {
     tx.bytes_store(name).await.map_err(ApiError::store)
 }
 
-/// `GET /v1/tx/{tx}/stores/{store}/items/{key}`.
+fn no_key(key: &str, store: &str) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("no key {key:?} in store {store:?}"))
+}
+
+errors!(GetErrors: storage, InvalidInput, TxNotFound, StoreNotFound, NotFound, Expired, Closed, TooLarge, NotJson);
+
+/// Reads one item.
+#[utoipa::path(
+    get,
+    path = "/tx/{tx}/stores/{store}/items/{key}",
+    operation_id = "get_item",
+    params(ItemInTx),
+    responses((status = 200, description = "The item", body = Item), GetErrors)
+)]
 pub(crate) async fn get(
     State(s): State<AppState>,
-    Path((tx, store, key)): Path<(String, String, String)>,
+    path: Result<Path<ItemInTx>, PathRejection>,
 ) -> ApiResult<Json<Item>> {
+    let ItemInTx { tx, store, key } = path_params(path)?;
     check_key(&key)?;
     let open = s.txs.get(&tx)?;
     let st = open_store(&open.tx, &store).await?;
@@ -39,18 +76,35 @@ pub(crate) async fn get(
             let value = crate::page::decode_value(&key, &bytes)?;
             Ok(Json(Item { key, value }))
         }
-        None => Err(ApiError::not_found("not_found", format!("no key {key:?} in store {store:?}"))),
+        None => Err(no_key(&key, &store)),
     }
 }
 
-/// `PUT /v1/tx/{tx}/stores/{store}/items/{key}`: upsert.
+errors!(
+    PutErrors: storage, InvalidInput, BadJson, BadBody, WrongMode, TxNotFound, StoreNotFound, Expired, Closed,
+    TooLarge
+);
+
+/// Upserts one item; visible to others after commit.
+#[utoipa::path(
+    put,
+    path = "/tx/{tx}/stores/{store}/items/{key}",
+    operation_id = "put_item",
+    params(ItemInTx),
+    request_body(
+        content = inline(serde_json::Value),
+        description = "The value: any JSON (at most 64 MiB serialized)"
+    ),
+    responses((status = 204, description = "Written"), PutErrors)
+)]
 pub(crate) async fn put(
     State(s): State<AppState>,
-    Path((tx, store, key)): Path<(String, String, String)>,
+    path: Result<Path<ItemInTx>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<StatusCode> {
+    let ItemInTx { tx, store, key } = path_params(path)?;
     check_key(&key)?;
-    let value: Value = parse_json(&body_bytes(body)?)?;
+    let value: serde_json::Value = parse_json(&body_bytes(body)?)?;
     let bytes = value_bytes(&value)?;
     let open = s.txs.get(&tx)?;
     open.check_writable()?;
@@ -59,42 +113,73 @@ pub(crate) async fn put(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `DELETE /v1/tx/{tx}/stores/{store}/items/{key}`.
+errors!(
+    RemoveErrors: storage, InvalidInput, WrongMode, TxNotFound, StoreNotFound, NotFound, Expired, Closed,
+    TooLarge
+);
+
+/// Deletes one item.
+#[utoipa::path(
+    delete,
+    path = "/tx/{tx}/stores/{store}/items/{key}",
+    operation_id = "delete_item",
+    params(ItemInTx),
+    responses((status = 204, description = "Deleted"), RemoveErrors)
+)]
 pub(crate) async fn remove(
     State(s): State<AppState>,
-    Path((tx, store, key)): Path<(String, String, String)>,
+    path: Result<Path<ItemInTx>, PathRejection>,
 ) -> ApiResult<StatusCode> {
+    let ItemInTx { tx, store, key } = path_params(path)?;
     check_key(&key)?;
     let open = s.txs.get(&tx)?;
     open.check_writable()?;
     let st = open_store(&open.tx, &store).await?;
-    if st.remove(key.as_bytes()).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("not_found", format!("no key {key:?} in store {store:?}")))
-    }
+    if st.remove(key.as_bytes()).await? { Ok(StatusCode::NO_CONTENT) } else { Err(no_key(&key, &store)) }
 }
 
-/// The query of a range read.
-#[derive(Debug, Deserialize)]
+/// The query of a range read; other parameters are refused.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct RangeQuery {
+    /// The first key (inclusive).
+    #[param(schema_with = super::schema::bound)]
     from: Option<String>,
+    /// The end key (exclusive).
+    #[param(schema_with = super::schema::bound)]
     to: Option<String>,
+    /// Items per page.
+    #[serde(default, deserialize_with = "crate::wire::integer")]
+    #[param(schema_with = super::schema::limit)]
     limit: Option<usize>,
+    /// Descending key order.
+    #[param(schema_with = super::schema::reverse)]
     reverse: Option<bool>,
 }
 
-/// `GET /v1/tx/{tx}/stores/{store}/items?from=&to=&limit=&reverse=`.
+errors!(ListErrors: storage, InvalidInput, TxNotFound, StoreNotFound, Expired, Closed, NotUtf8, NotJson);
+
+/// Items in key order (descending with `reverse=true`). `next` is null at
+/// the end; otherwise pass it as `from` (forward) or as `to` (reverse) to
+/// read the next page.
+#[utoipa::path(
+    get,
+    path = "/tx/{tx}/stores/{store}/items",
+    operation_id = "list_items",
+    params(StoreInTx, RangeQuery),
+    responses((status = 200, description = "A page", body = ItemsPage), ListErrors)
+)]
 pub(crate) async fn list(
     State(s): State<AppState>,
-    Path((tx, store)): Path<(String, String)>,
+    path: Result<Path<StoreInTx>, PathRejection>,
     query: Result<Query<RangeQuery>, QueryRejection>,
 ) -> ApiResult<Json<ItemsPage>> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_input", e.body_text()))?;
+    let StoreInTx { tx, store } = path_params(path)?;
+    let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::bad_request("invalid_input", format!("limit must be 1..={MAX_LIMIT}")));
+        return Err(ApiError::invalid(format!("limit must be 1..={MAX_LIMIT}")));
     }
     let open = s.txs.get(&tx)?;
     let st = open_store(&open.tx, &store).await?;
@@ -103,12 +188,28 @@ pub(crate) async fn list(
     Ok(Json(page))
 }
 
-/// `POST /v1/batch`: every op in one transaction, retried on conflict.
+errors!(
+    BatchErrors: storage, BadJson, BadBody, InvalidInput, StoreNotFound, Conflict, Indeterminate, TooLarge,
+    NotJson, Expired
+);
+
+/// Runs every op in one transaction, retried automatically on conflict
+/// (read-only when every op is a get).
+#[utoipa::path(
+    post,
+    path = "/batch",
+    operation_id = "batch",
+    request_body = Batch,
+    responses(
+        (status = 200, description = "Results in op order", body = BatchResults),
+        BatchErrors
+    )
+)]
 pub(crate) async fn batch(
     State(s): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<BatchResults>> {
-    let batch: Batch = parse_json(&body_bytes(body)?)?;
+    let batch: Batch = parse_object(&body_bytes(body)?)?;
     if batch.ops.len() > MAX_BATCH_OPS {
         return Err(ApiError::too_large(format!(
             "{} ops exceed the limit of {MAX_BATCH_OPS}",
@@ -120,15 +221,8 @@ pub(crate) async fn batch(
         check_key(&op.key)?;
         writes.push(match (op.op, &op.value) {
             (OpKind::Put, Some(v)) => Some(value_bytes(v)?),
-            (OpKind::Put, None) => {
-                return Err(ApiError::bad_request("invalid_input", format!("op {i}: put needs a value")));
-            }
-            (_, Some(_)) => {
-                return Err(ApiError::bad_request(
-                    "invalid_input",
-                    format!("op {i}: only put takes a value"),
-                ));
-            }
+            (OpKind::Put, None) => return Err(ApiError::invalid(format!("op {i}: put needs a value"))),
+            (_, Some(_)) => return Err(ApiError::invalid(format!("op {i}: only put takes a value"))),
             _ => None,
         });
     }
@@ -160,10 +254,11 @@ pub(crate) async fn batch(
     for (op, got) in ops.iter().zip(raw) {
         results.push(match (op.op, got) {
             (OpKind::Get, Some(v)) => {
-                json!({ "key": op.key, "value": crate::page::decode_value(&op.key, &v)? })
+                let value = crate::page::decode_value(&op.key, &v)?;
+                Some(BatchResult::Got(Item { key: op.key.clone(), value }))
             }
-            (OpKind::Get, None) => Value::Null,
-            _ => json!({ "ok": true }),
+            (OpKind::Get, None) => None,
+            _ => Some(BatchResult::Done(Done { ok: true })),
         });
     }
     Ok(Json(BatchResults { results }))

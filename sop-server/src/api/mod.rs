@@ -1,34 +1,36 @@
 //! The HTTP API: routes, shared state, authentication and body parsing.
 //!
-//! Every response to a failed request is JSON `{"error","message"}`; see
-//! `openapi.json` (served at `/v1/openapi.json`) for the whole contract.
+//! Every response to a failed request is JSON `{"error","message"}`. The
+//! OpenAPI document served at `/v1/openapi.json` is generated from the
+//! handlers and wire types (`openapi.rs`, `schema.rs`).
 
 mod error;
 mod items;
+pub(crate) mod openapi;
+pub(crate) mod schema;
 mod stores;
 mod txs;
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
 use sop_btree::{Database, MAX_KEY_LEN, MAX_VALUE_LEN};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(crate) use error::{ApiError, ApiResult};
+pub(crate) use error::{ApiError, ApiResult, ErrorCode};
 pub(crate) use txs::{TxLimits, TxTable};
 
 use crate::wire::Health;
-
-/// The OpenAPI 3 description of this API.
-pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 
 /// The largest request body: a 64 MiB value, its key, and room for JSON.
 const BODY_LIMIT: usize = MAX_VALUE_LEN + MAX_KEY_LEN + (1 << 20);
@@ -43,44 +45,77 @@ pub(crate) struct AppState {
     pub(crate) token: Option<Arc<str>>,
 }
 
+/// This server's OpenAPI document, rendered once.
+#[derive(Debug, Clone)]
+struct Document(Arc<str>);
+
+/// Every documented route: the router and the document come from this one
+/// list, so that neither has a route the other lacks.
+fn routes() -> OpenApiRouter<AppState> {
+    let v1 = OpenApiRouter::default()
+        .routes(routes!(stores::list))
+        .routes(routes!(stores::create, stores::remove))
+        .routes(routes!(stores::begin))
+        .routes(routes!(stores::commit))
+        .routes(routes!(stores::rollback))
+        .routes(routes!(items::list))
+        .routes(routes!(items::get, items::put, items::remove))
+        .routes(routes!(items::batch))
+        .routes(routes!(openapi));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(crate::metrics::render))
+        .nest("/v1", v1)
+}
+
 /// The whole API.
 pub(crate) fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/stores", get(stores::list))
-        .route("/stores/{store}", put(stores::create).delete(stores::remove))
-        .route("/tx", post(stores::begin))
-        .route("/tx/{tx}/commit", post(stores::commit))
-        .route("/tx/{tx}/rollback", post(stores::rollback))
-        .route("/tx/{tx}/stores/{store}/items", get(items::list))
-        .route("/tx/{tx}/stores/{store}/items/{key}", get(items::get).put(items::put).delete(items::remove))
-        .route("/batch", post(items::batch))
-        .route("/openapi.json", get(openapi));
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(crate::metrics::render))
-        .nest("/v1", v1)
+    let (router, api) = routes().split_for_parts();
+    let limits = state.txs.limits();
+    let settings = openapi::DocSettings {
+        auth: state.token.is_some(),
+        max_timeout_ms: u64::try_from(limits.max_timeout.as_millis()).unwrap_or(u64::MAX),
+        default_timeout_ms: u64::try_from(limits.default_timeout.as_millis()).unwrap_or(u64::MAX),
+    };
+    let document = Document(openapi::render(api, settings).into());
+    router
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(Extension(document))
         .layer(middleware::from_fn(refuse_oversize))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
+/// Liveness; never needs a token.
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    responses((status = 200, description = "Up", body = Health))
+)]
 async fn health() -> Json<Health> {
     Json(Health { status: "ok".into() })
 }
 
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+/// This document (OpenAPI 3.1), generated from the code.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    responses((status = 200, description = "OpenAPI 3.1", body = Object, content_type = "application/json"))
+)]
+async fn openapi(Extension(doc): Extension<Document>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], doc.0.to_string()).into_response()
 }
 
 async fn no_route() -> ApiError {
-    ApiError::not_found("no_route", "no such route; see GET /v1/openapi.json")
+    ApiError::new(ErrorCode::NoRoute, "no such route; see GET /v1/openapi.json")
 }
 
 async fn wrong_method() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
 }
 
 /// Bearer-token check for every route but `/health`.
@@ -121,33 +156,48 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Parses a JSON body; an empty body gives `T::default()`.
+/// Parses an optional JSON object body: an empty body or `null` gives
+/// `T::default()`; anything but an object is `400 bad_json`.
 pub(crate) fn json_body<T: DeserializeOwned + Default>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
     let bytes = body_bytes(body)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    parse_json(&bytes)
+    match parse_json(&bytes)? {
+        serde_json::Value::Null => Ok(T::default()),
+        value => crate::wire::from_object(value).map_err(bad_json),
+    }
+}
+
+/// Parses a JSON object body, or `400 bad_json`.
+pub(crate) fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    crate::wire::from_object(parse_json(bytes)?).map_err(bad_json)
 }
 
 /// A body's bytes, or `413`/`400`.
 pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
     body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(format!(
-                "request body over {} bytes",
-                MAX_VALUE_LEN + MAX_KEY_LEN + (1 << 20)
-            ))
+            ApiError::too_large(format!("request body over {BODY_LIMIT} bytes"))
         } else {
-            ApiError::bad_request("bad_body", r.body_text())
+            ApiError::new(ErrorCode::BadBody, r.body_text())
         }
     })
 }
 
 /// Parses JSON, or `400 bad_json`.
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request("bad_json", format!("malformed JSON body: {e}")))
+    serde_json::from_slice(bytes).map_err(bad_json)
+}
+
+fn bad_json(e: serde_json::Error) -> ApiError {
+    ApiError::new(ErrorCode::BadJson, format!("malformed JSON body: {e}"))
+}
+
+/// Path parameters, or `400 invalid_input` (a segment that is not UTF-8
+/// once percent-decoded).
+pub(crate) fn path_params<T>(path: Result<Path<T>, PathRejection>) -> ApiResult<T> {
+    path.map(|Path(p)| p).map_err(|e| ApiError::invalid(e.body_text()))
 }
 
 /// Rejects a key longer than [`MAX_KEY_LEN`] bytes.
@@ -160,7 +210,7 @@ pub(crate) fn check_key(key: &str) -> ApiResult<()> {
 
 /// A JSON value as stored bytes, or `413` above [`MAX_VALUE_LEN`].
 pub(crate) fn value_bytes(value: &serde_json::Value) -> ApiResult<Vec<u8>> {
-    let bytes = serde_json::to_vec(value).map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?;
+    let bytes = serde_json::to_vec(value).map_err(|e| ApiError::new(ErrorCode::BadJson, e.to_string()))?;
     if bytes.len() > MAX_VALUE_LEN {
         return Err(ApiError::too_large(format!("value of {} bytes exceeds {MAX_VALUE_LEN}", bytes.len())));
     }
@@ -169,11 +219,11 @@ pub(crate) fn value_bytes(value: &serde_json::Value) -> ApiResult<Vec<u8>> {
 
 impl From<crate::page::Undecodable> for ApiError {
     fn from(e: crate::page::Undecodable) -> Self {
-        let kind = match e {
-            crate::page::Undecodable::Key(_) => "not_utf8",
-            crate::page::Undecodable::Value(_) => "not_json",
+        let code = match e {
+            crate::page::Undecodable::Key(_) => ErrorCode::NotUtf8,
+            crate::page::Undecodable::Value(_) => ErrorCode::NotJson,
         };
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, kind, e.to_string())
+        ApiError::new(code, e.to_string())
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use sop_btree::{Database, Transaction};
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorCode};
 use crate::wire::Mode;
 
 /// How many expired ids are remembered for `410` answers.
@@ -32,7 +32,7 @@ impl OpenTx {
         match self.mode {
             Mode::Write => Ok(()),
             Mode::Read => {
-                Err(ApiError::bad_request("wrong_mode", format!("transaction {} is read-only", self.tx.id())))
+                Err(ApiError::new(ErrorCode::WrongMode, format!("transaction {} is read-only", self.tx.id())))
             }
         }
     }
@@ -62,6 +62,11 @@ impl TxTable {
         Self { open: DashMap::new(), expired: Mutex::default(), limits }
     }
 
+    /// The limits this table enforces.
+    pub(crate) fn limits(&self) -> TxLimits {
+        self.limits
+    }
+
     /// Open transactions now.
     pub(crate) fn len(&self) -> usize {
         self.open.len()
@@ -76,23 +81,19 @@ impl TxTable {
     ) -> ApiResult<String> {
         let timeout = match timeout_ms {
             None => self.limits.default_timeout,
-            Some(0) => return Err(ApiError::bad_request("invalid_input", "timeout_ms must be at least 1")),
+            Some(0) => return Err(ApiError::invalid("timeout_ms must be at least 1")),
             Some(ms) => Duration::from_millis(ms),
         };
         if timeout > self.limits.max_timeout {
-            return Err(ApiError::bad_request(
-                "invalid_input",
-                format!(
-                    "timeout_ms {} exceeds the limit of {}",
-                    timeout.as_millis(),
-                    self.limits.max_timeout.as_millis()
-                ),
-            ));
+            return Err(ApiError::invalid(format!(
+                "timeout_ms {} exceeds the limit of {}",
+                timeout.as_millis(),
+                self.limits.max_timeout.as_millis()
+            )));
         }
         if self.open.len() >= self.limits.max_open {
             return Err(ApiError::new(
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
-                "too_many_transactions",
+                ErrorCode::TooManyTransactions,
                 format!("{} transactions are open; commit or roll some back", self.limits.max_open),
             ));
         }
