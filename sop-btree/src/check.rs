@@ -182,6 +182,7 @@ impl Database {
         let stored: HashSet<PhysicalId> = db.blobs.list().await?.into_iter().collect();
         report.blobs = stored.len();
         let mut in_flight: HashSet<PhysicalId> = HashSet::new();
+        report.problems.extend(db.registry.damaged_intents().await?);
         for intent in db.registry.list_intents(u64::MAX).await? {
             in_flight.extend(intent.staged);
             in_flight.extend(intent.obsolete);

@@ -91,15 +91,18 @@ pub struct Config {
     pub max_retries: u32,
     /// Swarm merges a commit tries before returning `Conflict`. Default 8.
     pub max_merges: u32,
-    /// Delay before obsolete blobs are deleted, so that readers that saw
-    /// the old handle can still fetch them. Default 1 s.
+    /// Delay before obsolete blobs are deleted. Default 1 s. Whatever its
+    /// value, a blob is never deleted while a transaction of this process
+    /// that may read it is live, nor (on shared backends) sooner than
+    /// `tx_timeout` after it became obsolete.
     pub gc_grace: Duration,
     /// Test hook at each commit step.
     pub failpoint: Option<Failpoint>,
-    /// Test hook, default `true`. `false` skips the validation of nodes a
-    /// transaction only read, which breaks serializability: it exists so
-    /// that the history checker can be shown to catch the anomalies. Never
-    /// turn it off.
+    /// Test hook of SOP-rs's own tests (feature `testkit`), default `true`.
+    /// `false` skips the validation of nodes a transaction only read, which
+    /// breaks serializability: it exists so that the history checker can be
+    /// shown to catch the anomalies. Not part of the API.
+    #[cfg(feature = "testkit")]
     #[doc(hidden)]
     pub validate_reads: bool,
 }
@@ -116,8 +119,7 @@ impl fmt::Debug for Config {
             .field("max_merges", &self.max_merges)
             .field("gc_grace", &self.gc_grace)
             .field("failpoint", &self.failpoint.is_some())
-            .field("validate_reads", &self.validate_reads)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -133,6 +135,7 @@ impl Config {
             max_merges: 8,
             gc_grace: Duration::from_secs(1),
             failpoint: None,
+            #[cfg(feature = "testkit")]
             validate_reads: true,
         }
     }

@@ -54,6 +54,13 @@ pub(crate) struct DbInner {
     pub(crate) counters: Counters,
     /// Deferred deletions of obsolete blobs, and the flushes that hurry them.
     pub(crate) gc: sop_core::GcGate,
+    /// This process's live transactions: deletions wait for the older ones.
+    pub(crate) epochs: Arc<crate::epoch::Epochs>,
+    /// Intents this process is still working on (a commit in progress, or
+    /// a clean-up not yet done), which periodic recovery leaves alone.
+    pub(crate) owned: std::sync::Mutex<rustc_hash::FxHashSet<sop_core::TxId>>,
+    /// Whether no other process shares the registry and blob store.
+    pub(crate) exclusive: bool,
     /// Store metadata by name. A store's root id and options never change,
     /// so an entry stays valid until the store is removed; its `count` is
     /// not used (counts are read from the registry when asked for).
@@ -106,6 +113,9 @@ impl Database {
             config,
             counters: Counters::default(),
             gc: sop_core::GcGate::new(),
+            epochs: Arc::default(),
+            owned: std::sync::Mutex::default(),
+            exclusive,
             store_cache: std::sync::RwLock::default(),
         };
         let db = Self { inner: Arc::new(inner) };
@@ -113,9 +123,7 @@ impl Database {
         if left > 0 {
             tracing::warn!(left, "recovery left intents or store removals for the next open");
         }
-        if !exclusive {
-            crate::recovery::spawn_periodic(&db.inner);
-        }
+        crate::recovery::spawn_periodic(&db.inner);
         Ok(db)
     }
 
@@ -233,6 +241,13 @@ impl Database {
             let tx = Transaction::new(self.clone(), writable);
             let outcome = match f(tx.clone()).await {
                 Ok(v) => tx.commit().await.map(|_| v),
+                // The closure's own error may come from a view that no
+                // serial run produces (it read across a concurrent commit):
+                // return it only once its reads are shown consistent.
+                Err(e) if !e.is_conflict() => match tx.validate().await {
+                    Ok(()) => return Err(e),
+                    Err(v) => Err(v),
+                },
                 Err(e) => {
                     tx.rollback().await;
                     Err(e)
@@ -331,6 +346,18 @@ impl DbInner {
             self.handles.observe(h);
         }
         Ok(got)
+    }
+
+    /// The current handle of `id` from the registry, replacing whatever the
+    /// handle cache held (a read found the cached handle's blob gone).
+    pub(crate) async fn refresh_handle(&self, id: LogicalId) -> Result<Option<Handle>> {
+        self.handles.forget(id);
+        self.handle(id).await
+    }
+
+    /// Marks `tx_id`'s intent as this process's until the claim drops.
+    pub(crate) fn claim(self: &Arc<Self>, tx_id: sop_core::TxId) -> crate::recovery::Claim {
+        crate::recovery::Claim::new(self, tx_id)
     }
 
     /// Calls the failpoint, if any, at `step`.

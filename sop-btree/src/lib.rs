@@ -35,6 +35,7 @@
 mod check;
 mod config;
 mod db;
+mod epoch;
 mod key;
 mod recovery;
 mod store;

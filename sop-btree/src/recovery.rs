@@ -2,6 +2,7 @@
 //! store removal.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sop_core::{Error, HandleWrite, Intent, IntentState, PublishRequest, Result, StoreInfo, TxId};
 
@@ -27,8 +28,14 @@ impl Database {
         } else {
             sop_core::now_millis().saturating_sub(db.config.tx_timeout.as_millis() as u64)
         };
+        for damaged in db.registry.damaged_intents().await? {
+            tracing::error!(%damaged, "an intent record does not decode; skipped (`check` reports it)");
+        }
         let mut left = 0;
         for intent in db.registry.list_intents(cutoff).await? {
+            if db.owns(intent.tx_id) {
+                continue; // a commit or clean-up of this process is on it
+            }
             if let Err(e) = finish_intent(db, &intent).await {
                 tracing::warn!(tx = %intent.tx_id, error = %e, "recovering an intent failed; left for the next recovery");
                 left += 1;
@@ -44,6 +51,36 @@ impl Database {
     }
 }
 
+/// An intent this process is working on: periodic recovery skips it until
+/// the claim drops (the commit failed, or its clean-up is done).
+#[derive(Debug)]
+pub(crate) struct Claim {
+    db: std::sync::Weak<DbInner>,
+    tx_id: TxId,
+}
+
+impl Claim {
+    pub(crate) fn new(db: &Arc<DbInner>, tx_id: TxId) -> Self {
+        db.owned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(tx_id);
+        Self { db: Arc::downgrade(db), tx_id }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(db) = self.db.upgrade() {
+            db.owned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.tx_id);
+        }
+    }
+}
+
+impl DbInner {
+    /// Whether a commit or clean-up of this process holds `tx_id`'s intent.
+    fn owns(&self, tx_id: TxId) -> bool {
+        self.owned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&tx_id)
+    }
+}
+
 /// Removes the record of a store whose root handle is gone (its removal
 /// was interrupted after the contents went).
 async fn finish_removal(db: &DbInner, store: &StoreInfo) -> Result<()> {
@@ -54,16 +91,19 @@ async fn finish_removal(db: &DbInner, store: &StoreInfo) -> Result<()> {
     Ok(())
 }
 
-/// On shared backends, recovers abandoned intents of crashed peers every
-/// `tx_timeout` (at least every second) while the database is open.
+/// Recovers abandoned intents every `tx_timeout` (at least every second)
+/// while the database is open: on shared backends those of crashed peers
+/// older than `tx_timeout`; in exclusive mode every intent no commit or
+/// clean-up of this process holds (a commit that failed mid-way).
 pub(crate) fn spawn_periodic(db: &Arc<DbInner>) {
     let weak = Arc::downgrade(db);
     let every = db.config.tx_timeout.max(std::time::Duration::from_secs(1));
+    let exclusive = db.exclusive;
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
             let Some(db) = weak.upgrade() else { return };
-            if let Err(e) = (Database { inner: db }).recover(false).await {
+            if let Err(e) = (Database { inner: db }).recover(exclusive).await {
                 tracing::warn!(error = %e, "periodic recovery failed; retrying later");
             }
         }
@@ -99,30 +139,73 @@ async fn finish_intent(db: &DbInner, listed: &Intent) -> Result<()> {
     db.registry.remove_intent(intent.tx_id).await
 }
 
-/// After a publish: deletes the obsolete blobs after the grace period
-/// (inline when it is zero), then removes the intent.
-pub(crate) async fn schedule_cleanup(db: &Arc<DbInner>, intent: Intent) -> Result<()> {
-    if db.config.gc_grace.is_zero() {
-        return cleanup(db, &intent).await;
+/// After a publish: deletes the obsolete blobs, then removes the intent,
+/// once all of these hold:
+/// - `gc_grace` has passed (inline when it is zero; `flush_gc` skips it);
+/// - on shared backends, `tx_timeout` has passed, since a transaction of
+///   another process may still read them (no flush skips this);
+/// - no transaction of this process that began before the publish is live
+///   (`crate::epoch`): otherwise the deletion is parked until the last one
+///   ends, and a flush does not wait for it.
+pub(crate) async fn schedule_cleanup(db: &Arc<DbInner>, intent: Intent, claim: Claim) -> Result<()> {
+    let mark = db.epochs.mark();
+    let floor = if db.exclusive { Duration::ZERO } else { db.config.tx_timeout };
+    if db.config.gc_grace.is_zero() && floor.is_zero() {
+        return match park(db, mark, intent, claim) {
+            Some((intent, _claim)) => cleanup(db, &intent).await,
+            None => Ok(()),
+        };
     }
     // Registered before the commit returns, so a later flush waits for it;
     // dropped when the task ends, panics or is dropped with the runtime.
     let deferred = db.gc.register();
-    let db2 = db.clone();
+    let weak = Arc::downgrade(db);
+    let (grace, not_before) = (db.config.gc_grace, tokio::time::Instant::now() + floor);
     tokio::spawn(async move {
         tokio::select! {
-            () = tokio::time::sleep(db2.config.gc_grace) => {}
+            () = tokio::time::sleep(grace) => {}
             () = deferred.flush_requested() => {}
         }
-        if let Err(e) = cleanup(&db2, &intent).await {
+        if tokio::time::Instant::now() < not_before {
+            drop(deferred); // no flush waits out another process's transactions
+            tokio::time::sleep_until(not_before).await;
+        }
+        // Hold the database only to run or park the deletion, and let go of
+        // it before counting out, so that once a flush (or `close`) returns
+        // no task holds it (nor its directory's lock).
+        let Some(db) = weak.upgrade() else { return };
+        if let Some((intent, _claim)) = park(&db, mark, intent, claim)
+            && let Err(e) = cleanup(&db, &intent).await
+        {
             tracing::warn!(tx = %intent.tx_id, error = %e, "deferred cleanup failed; recovery will finish it");
         }
-        // Let go of the database before counting out, so that once a flush
-        // (or `close`) returns no task holds it (nor its directory's lock).
-        drop(db2);
-        drop(deferred);
+        drop(db);
     });
     Ok(())
+}
+
+/// Parks the deletion until `mark` is clear, or hands it back to run now.
+fn park(db: &Arc<DbInner>, mark: u64, intent: Intent, claim: Claim) -> Option<(Intent, Claim)> {
+    let slot = Arc::new(std::sync::Mutex::new(Some((intent, claim))));
+    let (weak, parked) = (Arc::downgrade(db), slot.clone());
+    let job: crate::epoch::Job = Box::new(move || {
+        let taken = parked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let (Some(db), Some((intent, claim))) = (weak.upgrade(), taken) else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        // Counted in before the transaction whose end runs this returns.
+        let deferred = db.gc.register();
+        runtime.spawn(async move {
+            if let Err(e) = cleanup(&db, &intent).await {
+                tracing::warn!(tx = %intent.tx_id, error = %e, "deferred cleanup failed; recovery will finish it");
+            }
+            drop((db, claim));
+            drop(deferred);
+        });
+    });
+    match db.epochs.park_unless_clear(mark, job) {
+        Ok(()) => None,
+        Err(_) => slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take(),
+    }
 }
 
 /// Deletes a committed intent's obsolete blobs, then the intent. The
@@ -147,9 +230,10 @@ async fn cleanup(db: &DbInner, intent: &Intent) -> Result<()> {
 
 /// Removes every node handle of a store and its blobs, through a committed
 /// intent so that a crash midway is finished by recovery.
-pub(crate) async fn remove_store_contents(db: &DbInner, info: &StoreInfo) -> Result<()> {
+pub(crate) async fn remove_store_contents(db: &Arc<DbInner>, info: &StoreInfo) -> Result<()> {
     let walked = walk(db, info).await?;
     let tx_id = TxId::new();
+    let _claim = db.claim(tx_id);
     let mut intent = Intent::pending(tx_id, Vec::new());
     db.registry.put_intent(&intent).await?;
     intent.state = IntentState::Committed;

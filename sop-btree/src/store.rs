@@ -98,6 +98,14 @@ impl Store {
     }
 
     async fn write(&self, key: Bytes, value: Option<Bytes>) -> Result<Option<Item>> {
+        if key.len() > crate::MAX_KEY_LEN {
+            return Err(Error::InvalidInput(format!(
+                "key of {} bytes as stored (a non-unique store escapes the key and adds {}) is over the {}-byte limit",
+                key.len(),
+                DUP_SUFFIX + 2,
+                crate::MAX_KEY_LEN
+            )));
+        }
         let db = &self.tx.shared.db.inner;
         let mut st = self.tx.shared.state.lock().await;
         st.check_live()?;
@@ -224,7 +232,8 @@ impl Store {
         };
         let s = st.store(db, &self.info.name).await?;
         let (delta, name) = (s.delta, s.name.clone());
-        st.reads.push(ReadEntry::Count { store: name, committed });
+        let writes_before = st.writes.len();
+        st.reads.push(ReadEntry::Count { store: name, committed, delta, writes_before });
         Ok(committed.saturating_add_signed(delta))
     }
 

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use common::{memory_db, small};
+use common::{bound, memory_db, model_range, small};
 use proptest::prelude::*;
 use sop_btree::{Database, ErrorKind, StoreOptions};
 
@@ -20,7 +20,8 @@ enum Op {
     Update(u16, u16),
     Remove(u16),
     Get(u16),
-    Scan(u16, u16, bool),
+    /// Bounds `a`, `b` with their kinds (0 included, 1 excluded, 2 none).
+    Scan(u16, u16, u8, u8, bool),
     Commit,
     Rollback,
 }
@@ -33,7 +34,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (key.clone(), any::<u16>()).prop_map(|(k, v)| Op::Update(k, v)),
         3 => key.clone().prop_map(Op::Remove),
         1 => key.clone().prop_map(Op::Get),
-        1 => (key.clone(), key, any::<bool>()).prop_map(|(a, b, r)| Op::Scan(a, b, r)),
+        2 => (key.clone(), key, 0u8..3, 0u8..3, any::<bool>())
+            .prop_map(|(a, b, lk, hk, r)| Op::Scan(a, b, lk, hk, r)),
         1 => Just(Op::Commit),
         1 => Just(Op::Rollback),
     ]
@@ -84,13 +86,10 @@ async fn run(db: &Database, ops: &[Op]) -> Result<(), TestCaseError> {
                 let got = s.get(&k(*a)).await.unwrap().map(|b| b.to_vec());
                 prop_assert_eq!(got, model.get(&k(*a)).cloned());
             }
-            Op::Scan(a, b, reverse) => {
+            Op::Scan(a, b, lk, hk, reverse) => {
                 let (lo, hi) = (k(*a.min(b)), k(*a.max(b)));
-                let mut cur = if *reverse {
-                    s.range_rev(Bound::Included(&lo), Bound::Excluded(&hi))
-                } else {
-                    s.range(Bound::Included(&lo), Bound::Excluded(&hi))
-                };
+                let (lo, hi) = (bound(*lk, &lo), bound(*hk, &hi));
+                let mut cur = if *reverse { s.range_rev(lo, hi) } else { s.range(lo, hi) };
                 let got: Vec<(Vec<u8>, Vec<u8>)> = cur
                     .take(usize::MAX)
                     .await
@@ -98,8 +97,7 @@ async fn run(db: &Database, ops: &[Op]) -> Result<(), TestCaseError> {
                     .into_iter()
                     .map(|(k, v)| (k.to_vec(), v.to_vec()))
                     .collect();
-                let mut want: Vec<(Vec<u8>, Vec<u8>)> =
-                    model.range(lo..hi).map(|(k, v)| (k.clone(), v.clone())).collect();
+                let mut want = model_range(&model, lo, hi);
                 if *reverse {
                     want.reverse();
                 }

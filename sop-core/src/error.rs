@@ -31,6 +31,8 @@ pub enum ErrorKind {
     Unsupported,
     /// The database, transaction or backend is closed.
     Closed,
+    /// Another process holds the database open (its directory is locked).
+    Locked,
     /// A commit's outcome is unknown (for example a timeout during publish).
     Indeterminate,
     /// Any other backend failure.
@@ -122,6 +124,12 @@ pub enum Error {
     /// The object is closed.
     #[error("{0} is closed")]
     Closed(String),
+    /// Another process holds the database open.
+    #[error("{path} is in use by another process")]
+    Locked {
+        /// The locked directory.
+        path: String,
+    },
     /// The outcome of a commit is unknown.
     #[error("outcome unknown: {0}")]
     Indeterminate(String),
@@ -160,6 +168,7 @@ impl Error {
             Self::Timeout { .. } => ErrorKind::Timeout,
             Self::Unsupported(_) => ErrorKind::Unsupported,
             Self::Closed(_) => ErrorKind::Closed,
+            Self::Locked { .. } => ErrorKind::Locked,
             Self::Indeterminate(_) => ErrorKind::Indeterminate,
             Self::Backend { kind, .. } => *kind,
         }

@@ -208,7 +208,15 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     async fn get_intent(&self, tx_id: TxId) -> Result<Option<Intent>>;
 
     /// Intents created before `created_before_ms` (Unix milliseconds).
+    /// An intent record that does not decode is skipped (one damaged
+    /// record must not keep a database closed); [`Registry::damaged_intents`]
+    /// names it.
     async fn list_intents(&self, created_before_ms: u64) -> Result<Vec<Intent>>;
+
+    /// One line per stored intent record that does not decode (its key and
+    /// the decoding error), for integrity checks; none for a registry that
+    /// keeps intents decoded.
+    async fn damaged_intents(&self) -> Result<Vec<String>>;
 
     /// Removes an intent; removing an absent one is not an error.
     async fn remove_intent(&self, tx_id: TxId) -> Result<()>;

@@ -5,11 +5,11 @@
 //! model-check it.
 
 #[cfg(sop_loom)]
-pub use loom::sync::{Arc, Mutex, MutexGuard, RwLock, atomic};
+pub use loom::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, atomic};
 #[cfg(sop_loom)]
 pub use loom::thread;
 #[cfg(not(sop_loom))]
-pub use std::sync::{Arc, Mutex, MutexGuard, RwLock, atomic};
+pub use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, atomic};
 #[cfg(not(sop_loom))]
 pub use std::thread;
 

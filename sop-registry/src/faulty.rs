@@ -107,6 +107,9 @@ impl Registry for FaultyRegistry {
     async fn list_intents(&self, created_before_ms: u64) -> Result<Vec<Intent>> {
         self.read("list_intents", self.inner.list_intents(created_before_ms)).await
     }
+    async fn damaged_intents(&self) -> Result<Vec<String>> {
+        self.read("damaged_intents", self.inner.damaged_intents()).await
+    }
     async fn remove_intent(&self, tx_id: TxId) -> Result<()> {
         self.write("remove_intent", self.inner.remove_intent(tx_id)).await
     }

@@ -11,7 +11,7 @@
 //! - [`RocksRegistry`] (feature `rocksdb`, on by default): the embedded
 //!   default, durable on local disk.
 //!
-//! It is not a cluster registry; `EtcdRegistry` comes with feature `etcd`.
+//! It is not a cluster registry: every registry here belongs to one process.
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {

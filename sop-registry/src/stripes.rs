@@ -5,7 +5,7 @@
 #![cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
 
 use sop_core::LogicalId;
-use sop_core::sync::{Mutex, MutexGuard, lock};
+use sop_core::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, lock};
 
 /// A fixed set of mutexes; an id maps to one of them.
 #[derive(Debug)]
@@ -38,6 +38,69 @@ impl Stripes {
     }
 }
 
+/// Per-store count locks. A publish that applies a store's count delta
+/// holds the store's lock shared, so deltas of one store never serialize
+/// each other; a publish that checks a store's count holds it exclusive,
+/// so no delta of that store lands between its check and its write.
+/// Locks are taken in ascending order, after the id stripes, each once.
+#[derive(Debug)]
+pub(crate) struct CountLocks {
+    locks: Vec<RwLock<()>>,
+}
+
+/// A held count lock, shared or exclusive.
+#[derive(Debug)]
+pub(crate) enum CountGuard<'a> {
+    /// A delta only.
+    Shared(#[allow(dead_code)] RwLockReadGuard<'a, ()>),
+    /// A count check.
+    Exclusive(#[allow(dead_code)] RwLockWriteGuard<'a, ()>),
+}
+
+impl CountLocks {
+    /// `n` locks (at least one).
+    pub(crate) fn new(n: usize) -> Self {
+        Self { locks: (0..n.max(1)).map(|_| RwLock::new(())).collect() }
+    }
+
+    fn index(&self, store: &str) -> usize {
+        // FNV-1a: stable and cheap; store names are chosen by the caller,
+        // and a collision only makes two stores share a lock.
+        let hash = store
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        (hash % self.locks.len() as u64) as usize
+    }
+
+    /// Locks the stores of `deltas` shared and those of `checks` exclusive.
+    pub(crate) fn lock<'s>(
+        &self,
+        deltas: impl IntoIterator<Item = &'s str>,
+        checks: impl IntoIterator<Item = &'s str>,
+    ) -> Vec<CountGuard<'_>> {
+        let mut idx: Vec<(usize, bool)> = deltas
+            .into_iter()
+            .map(|n| (self.index(n), false))
+            .chain(checks.into_iter().map(|n| (self.index(n), true)))
+            .collect();
+        // Exclusive sorts after shared for one index; keep the last.
+        idx.sort_unstable();
+        let mut out = Vec::with_capacity(idx.len());
+        for (pos, &(i, exclusive)) in idx.iter().enumerate() {
+            if idx.get(pos + 1).is_some_and(|next| next.0 == i) {
+                continue;
+            }
+            let Some(l) = self.locks.get(i) else { continue };
+            out.push(if exclusive {
+                CountGuard::Exclusive(l.write().unwrap_or_else(std::sync::PoisonError::into_inner))
+            } else {
+                CountGuard::Shared(l.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+            });
+        }
+        out
+    }
+}
+
 #[cfg(all(test, sop_loom))]
 mod loom_tests {
     use super::Stripes;
@@ -62,6 +125,35 @@ mod loom_tests {
             let (t1, t2) = (worker([a, b]), worker([b, a]));
             t1.join().unwrap();
             t2.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_mirrored_count_checks_never_both_pass() {
+        use super::CountLocks;
+        use sop_core::sync::Mutex;
+        loom::model(|| {
+            let locks = Arc::new(CountLocks::new(4));
+            // Counts of stores "a" and "b"; each publish: if count(x) == 0,
+            // add one to y (a write skew unless checks exclude deltas).
+            let counts = Arc::new([Mutex::new(0u32), Mutex::new(0u32)]);
+            let publish = |check: usize, delta: usize| {
+                let (locks, counts) = (locks.clone(), counts.clone());
+                thread::spawn(move || {
+                    let names = ["a", "b"];
+                    let _g = locks.lock([names[delta]], [names[check]]);
+                    let seen = *sop_core::sync::lock(&counts[check]);
+                    if seen == 0 {
+                        *sop_core::sync::lock(&counts[delta]) += 1;
+                        true
+                    } else {
+                        false
+                    }
+                })
+            };
+            let (t1, t2) = (publish(0, 1), publish(1, 0));
+            let (a, b) = (t1.join().unwrap(), t2.join().unwrap());
+            assert!(!(a && b), "both count checks passed");
         });
     }
 }

@@ -36,10 +36,41 @@ async fn reopen_after_drop_keeps_everything() {
 
 #[tokio::test]
 async fn second_open_of_a_locked_directory_is_an_error() {
+    // Regression (issue 11, item 8): this was an `Io` error, which the
+    // server told apart by searching its text for "lock".
     let dir = tempfile::tempdir().unwrap();
-    let _first = RocksRegistry::open(dir.path(), &RocksConfig::default()).unwrap();
+    let first = RocksRegistry::open(dir.path(), &RocksConfig::default()).unwrap();
     let err = RocksRegistry::open(dir.path(), &RocksConfig::default()).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert_eq!(err.kind(), ErrorKind::Locked, "{err}");
+    drop(first);
+    RocksRegistry::open(dir.path(), &RocksConfig::default()).unwrap();
+}
+
+#[tokio::test]
+async fn an_undecodable_intent_is_reported_and_skipped() {
+    // Regression (issue 11, item 8): one undecodable intent made
+    // `list_intents` (and so opening a database) fail.
+    use sop_core::{Intent, TxId};
+    let dir = tempfile::tempdir().unwrap();
+    let good = Intent::pending(TxId::new(), Vec::new());
+    {
+        let reg = RocksRegistry::open(dir.path(), &RocksConfig::default()).unwrap();
+        reg.put_intent(&good).await.unwrap();
+    }
+    {
+        let cfs = ["handles", "stores", "counts", "intents", "meta", "blobs"];
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(false);
+        let raw = rocksdb::DB::open_cf(&opts, dir.path(), cfs).unwrap();
+        let cf = raw.cf_handle("intents").unwrap();
+        raw.put_cf(cf, [7u8; 16], b"not an intent").unwrap();
+    }
+    let reg = RocksRegistry::open(dir.path(), &RocksConfig::default()).unwrap();
+    let listed = reg.list_intents(u64::MAX).await.unwrap();
+    assert_eq!(listed.iter().map(|i| i.tx_id).collect::<Vec<_>>(), vec![good.tx_id]);
+    let damaged = reg.damaged_intents().await.unwrap();
+    assert_eq!(damaged.len(), 1, "{damaged:?}");
+    assert!(damaged[0].contains("07070707"), "{damaged:?}");
 }
 
 #[tokio::test]

@@ -141,7 +141,7 @@ pub(crate) async fn open_database(s: &DbSettings) -> Result<Database, String> {
     config.cache = s.cache.clone();
     config.tx_timeout = s.max_tx_timeout;
     Database::open(config).await.map_err(|e| {
-        if e.kind() == ErrorKind::Io && e.to_string().to_ascii_lowercase().contains("lock") {
+        if e.kind() == ErrorKind::Locked {
             format!(
                 "the database in {} is in use by another process (a running `sop serve`? then use --server URL): {e}",
                 s.data.display()

@@ -1,5 +1,8 @@
 //! `cargo xtask`: the project's automation, in Rust (see matklad/cargo-xtask).
 //!
+//! - `cargo xtask serve [ARGS]`: the main job on a fresh machine —
+//!   installs what the build needs, builds `sop` in release (RocksDB from
+//!   the shared prebuilt archive) and runs `sop serve ARGS`.
 //! - `cargo xtask ci` (the default): everything CI checks, in order —
 //!   fmt, clippy, tests (nextest when installed), doc tests, rustdoc, loom.
 //! - `cargo xtask loom`: the loom models (`--cfg sop_loom`), without RocksDB.
@@ -23,6 +26,7 @@ fn main() -> ExitCode {
     let task = args.first().map_or("ci", String::as_str);
     let result = match task {
         "ci" => ci(),
+        "serve" => serve(&args[1..]),
         "loom" => loom(),
         "bench" => bench(&args[1..]),
         "crash" => crash(&args[1..], false),
@@ -46,7 +50,8 @@ fn main() -> ExitCode {
 }
 
 fn print_help() {
-    println!("cargo xtask [ci|loom|tidy|bench|crash|faults|serial|fuzz|help]");
+    println!("cargo xtask [serve|ci|loom|tidy|bench|crash|faults|serial|fuzz|help]");
+    println!("  serve [ARGS]  installs what the build needs, then runs `sop serve ARGS` (release)");
     println!("  ci    fmt, clippy, tidy, tests, doc tests, rustdoc, loom (the default)");
     println!("  loom  loom models of the concurrency-critical code");
     println!(
@@ -131,6 +136,31 @@ fn ci() -> Result<(), String> {
     run(engine)?;
     println!("\nxtask ci: all green in {:.0}s", start.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The main job on a fresh machine: installs the system packages the build
+/// needs (libclang for RocksDB's bindings), builds RocksDB's C++ once into
+/// the shared archive (about 19 minutes on 2 cores the first time), then
+/// builds `sop` in release and becomes `sop serve ARGS` (same process, so
+/// signals reach the server directly).
+fn serve(args: &[String]) -> Result<(), String> {
+    ensure_system_packages(&["libclang-dev"])?;
+    rocksdb::prebuild()?;
+    let mut cmd = cargo_with(&["run", "--release", "-p", "sop-server", "--bin", "sop", "--", "serve"]);
+    cmd.args(args);
+    println!("\n$ {}", format!("{cmd:?}").replace('"', ""));
+    become_command(cmd)
+}
+
+#[cfg(unix)]
+fn become_command(mut cmd: Command) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    Err(format!("could not run cargo: {}", cmd.exec()))
+}
+
+#[cfg(not(unix))]
+fn become_command(cmd: Command) -> Result<(), String> {
+    run(cmd)
 }
 
 /// Installs missing Debian packages (as root, or through sudo).

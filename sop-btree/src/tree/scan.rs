@@ -42,11 +42,15 @@ fn in_upper(key: &[u8], hi: &Bound<Bytes>) -> bool {
     }
 }
 
-/// Whether bound `a` (as an upper bound) is at or past `b`.
-fn upper_reaches(a: &Bound<Bytes>, b: &Bound<Bytes>) -> bool {
+/// Whether the keys below upper bound `a` include every key below upper
+/// bound `b` (so a leaf ending at `a` finishes a range ending at `b`).
+/// `Excluded(x)` reaches `Included(y)` only when `x > y`: a leaf whose
+/// fence is `x` does not hold `x` itself.
+pub(super) fn upper_reaches(a: &Bound<Bytes>, b: &Bound<Bytes>) -> bool {
     match (a, b) {
         (Bound::Unbounded, _) => true,
         (_, Bound::Unbounded) => false,
+        (Bound::Excluded(x), Bound::Included(y)) => x > y,
         (Bound::Included(x) | Bound::Excluded(x), Bound::Included(y) | Bound::Excluded(y)) => x >= y,
     }
 }
@@ -150,5 +154,25 @@ impl TxState {
             from = batch.next;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    #[test]
+    fn an_exclusive_fence_reaches_an_inclusive_bound_only_past_it() {
+        assert!(!upper_reaches(&Bound::Excluded(b("k")), &Bound::Included(b("k"))));
+        assert!(upper_reaches(&Bound::Excluded(b("l")), &Bound::Included(b("k"))));
+        assert!(upper_reaches(&Bound::Excluded(b("k")), &Bound::Excluded(b("k"))));
+        assert!(!upper_reaches(&Bound::Excluded(b("j")), &Bound::Excluded(b("k"))));
+        assert!(upper_reaches(&Bound::Included(b("k")), &Bound::Included(b("k"))));
+        assert!(upper_reaches(&Bound::Unbounded, &Bound::Unbounded));
+        assert!(!upper_reaches(&Bound::Excluded(b("z")), &Bound::Unbounded));
     }
 }

@@ -25,9 +25,13 @@ struct Plan {
 }
 
 pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<CommitInfo> {
+    // Periodic recovery leaves this transaction's intent alone until the
+    // commit and its clean-up are done with it.
+    let claim = db.claim(st.id);
     let mut merges = 0;
     loop {
         let mut plan = plan(st);
+        #[cfg(feature = "testkit")]
         if !db.config.validate_reads {
             plan.request.checks.clear();
         }
@@ -38,18 +42,21 @@ pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<Commit
         };
         match outcome {
             Ok(()) => {
-                after_publish(db, &plan).await?;
+                // Published: this transaction reads nothing more, so it no
+                // longer holds back the collection of what it replaced.
+                st.finish();
+                after_publish(db, &plan, claim).await?;
                 return Ok(CommitInfo { merges });
             }
             Err(e) if e.is_conflict() && merges < db.config.max_merges => {
-                discard(db, st, &plan).await;
+                discard(db, st, &mut plan).await;
                 forget_conflicted(db, &e);
                 merge(db, st).await?;
                 merges += 1;
                 st.merges = merges;
             }
             Err(e) if e.is_conflict() => {
-                discard(db, st, &plan).await;
+                discard(db, st, &mut plan).await;
                 forget_conflicted(db, &e);
                 return Err(e);
             }
@@ -58,6 +65,32 @@ pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<Commit
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Validates the read set without publishing: every node read (written
+/// ones at the version read before the write) and every count read.
+pub(super) async fn validate(db: &DbInner, st: &TxState) -> Result<()> {
+    let mut request = PublishRequest { tx_id: st.id, ..PublishRequest::default() };
+    for (&id, n) in &st.nodes {
+        if let Some(version) = n.version {
+            request.checks.push(VersionCheck { id, version });
+        }
+    }
+    for (&id, &(version, _)) in &st.removed {
+        request.checks.push(VersionCheck { id, version });
+    }
+    request.count_checks = count_checks(st);
+    db.registry.publish(&request).await
+}
+
+fn count_checks(st: &TxState) -> Vec<(String, u64)> {
+    st.reads
+        .iter()
+        .filter_map(|r| match r {
+            ReadEntry::Count { store, committed, .. } => Some((store.to_string(), *committed)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn plan(st: &TxState) -> Plan {
@@ -86,17 +119,12 @@ fn plan(st: &TxState) -> Plan {
     staged.extend(st.pending_values.iter().map(|(id, v)| (*id, v.clone(), None)));
     request.count_deltas =
         st.stores.iter().filter(|(_, s)| s.delta != 0).map(|(n, s)| (n.clone(), s.delta)).collect();
-    request.count_checks = st
-        .reads
-        .iter()
-        .filter_map(|r| match r {
-            ReadEntry::Count { store, committed } => Some((store.to_string(), *committed)),
-            _ => None,
-        })
-        .collect();
-    if !request.writes.is_empty() || !staged.is_empty() {
-        let mut intent = Intent::pending(st.id, staged.iter().map(|s| s.0).collect());
+    request.count_checks = count_checks(st);
+    if !request.writes.is_empty() || !staged.is_empty() || !st.leftover.is_empty() {
+        let ids = staged.iter().map(|s| s.0).chain(st.leftover.iter().copied()).collect();
+        let mut intent = Intent::pending(st.id, ids);
         intent.state = IntentState::Committed;
+        obsolete.extend(st.leftover.iter().copied());
         intent.obsolete = obsolete;
         request.intent = Some(intent);
     }
@@ -116,7 +144,7 @@ async fn publish_with_intent(db: &DbInner, st: &TxState, plan: &Plan) -> Result<
 }
 
 /// After a successful publish: caches, then deferred deletion.
-async fn after_publish(db: &Arc<DbInner>, plan: &Plan) -> Result<()> {
+async fn after_publish(db: &Arc<DbInner>, plan: &Plan, claim: crate::recovery::Claim) -> Result<()> {
     db.failpoint(CommitStep::Published)?;
     for w in &plan.request.writes {
         match w.result() {
@@ -130,19 +158,28 @@ async fn after_publish(db: &Arc<DbInner>, plan: &Plan) -> Result<()> {
         }
     }
     if let Some(intent) = plan.request.intent.clone() {
-        crate::recovery::schedule_cleanup(db, intent).await?;
+        crate::recovery::schedule_cleanup(db, intent, claim).await?;
     }
     Ok(())
 }
 
-/// A failed attempt's staged blobs are garbage: delete them and the intent.
-async fn discard(db: &DbInner, st: &TxState, plan: &Plan) {
-    if plan.request.intent.is_none() {
-        return;
-    }
-    let ids: Vec<PhysicalId> = plan.staged.iter().map(|s| s.0).collect();
-    if db.blobs.delete_many(&ids).await.is_ok() {
-        let _ = db.registry.remove_intent(st.id).await;
+/// A failed attempt's staged blobs are garbage: delete them and the
+/// intent. When the deletion fails, the intent stays (recovery can find
+/// them) and the blobs are carried into the next attempt's intent, which
+/// replaces this one.
+async fn discard(db: &DbInner, st: &mut TxState, plan: &mut Plan) {
+    let Some(intent) = plan.request.intent.take() else { return };
+    match db.blobs.delete_many(&intent.staged).await {
+        Ok(()) => {
+            st.leftover.clear();
+            if let Err(e) = db.registry.remove_intent(st.id).await {
+                tracing::warn!(tx = %st.id, error = %e, "removing a discarded intent failed; recovery will finish it");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(tx = %st.id, error = %e, "deleting a failed attempt's blobs failed; carried into the next intent");
+            st.leftover = intent.staged;
+        }
     }
 }
 
@@ -162,7 +199,8 @@ async fn merge(db: &DbInner, st: &mut TxState) -> Result<()> {
     for entry in &reads {
         recheck(db, st, entry).await?;
     }
-    st.replay_writes(db).await
+    st.replay_writes(db).await?;
+    st.recheck_count_bases()
 }
 
 async fn recheck(db: &DbInner, st: &mut TxState, entry: &ReadEntry) -> Result<()> {
@@ -193,7 +231,7 @@ async fn recheck(db: &DbInner, st: &mut TxState, entry: &ReadEntry) -> Result<()
                 )));
             }
         }
-        ReadEntry::Count { store, committed } => {
+        ReadEntry::Count { store, committed, .. } => {
             let now = db.registry.get_store(store).await?.map(|s| s.count);
             if now != Some(*committed) {
                 return Err(Error::ItemConflict(format!("count of store {store:?} changed")));

@@ -22,8 +22,12 @@ pub(crate) enum ReadEntry {
         seen: Vec<(Bytes, TxId)>,
         writes_before: usize,
     },
-    /// A count read: the committed count seen.
-    Count { store: Arc<str>, committed: u64 },
+    /// A count read: the committed count seen, and the transaction's own
+    /// count delta it included, made of its first `writes_before` writes.
+    /// A blind write logs no read, yet its delta depends on whether its key
+    /// existed; a merge that changes that delta changes what `count()`
+    /// returned, so it is a conflict.
+    Count { store: Arc<str>, committed: u64, delta: i64, writes_before: usize },
 }
 
 /// One write, replayed as is by a swarm merge.
@@ -33,4 +37,6 @@ pub(crate) struct WriteOp {
     pub(crate) key: Bytes,
     /// `Some(value)`: put the value; `None`: remove the key.
     pub(crate) value: Option<Bytes>,
+    /// What the write did to the store's count (-1, 0 or +1).
+    pub(crate) delta: i8,
 }

@@ -58,7 +58,7 @@ impl Transaction {
     }
 
     pub(crate) fn with_timeout(db: Database, writable: bool, timeout: std::time::Duration) -> Self {
-        let state = TxState::new(writable, timeout);
+        let state = TxState::new(writable, timeout, db.inner.epochs.begin());
         let id = state.id;
         Self { shared: Arc::new(TxShared { db, id, state: tokio::sync::Mutex::new(state) }) }
     }
@@ -96,18 +96,55 @@ impl Transaction {
     /// still hold is merged (the writes are replayed on the fresh nodes)
     /// without re-running application code.
     ///
+    /// The protocol runs in a task of its own, so it finishes (published,
+    /// or undone) even when the future returned here is dropped, as when
+    /// a client disconnects mid-commit: nothing is left half-done.
+    ///
     /// # Errors
     /// `Conflict` when an item this transaction read changed (retry the
     /// transaction); `Timeout` past the transaction's deadline; backend
     /// errors (`Io`, `Indeterminate`). The transaction is over either way.
     pub async fn commit(&self) -> Result<CommitInfo> {
+        let shared = self.shared.clone();
+        let task = tokio::spawn(async move { shared.commit().await });
+        task.await.map_err(|e| sop_core::Error::Indeterminate(format!("the commit task failed: {e}")))?
+    }
+
+    /// Checks, without publishing anything, that everything this
+    /// transaction read is still current, then ends it (as a rollback).
+    ///
+    /// # Errors
+    /// `Conflict` when something it read has changed since.
+    pub(crate) async fn validate(&self) -> Result<()> {
         let db = &self.shared.db.inner;
         let mut st = self.shared.state.lock().await;
+        let outcome = if st.finished { Ok(()) } else { commit::validate(db, &st).await };
+        if !st.finished {
+            db.counters.rollbacks.fetch_add(1, Ordering::Relaxed);
+        }
+        st.finish();
+        outcome
+    }
+
+    /// Ends the transaction without publishing anything.
+    pub async fn rollback(&self) {
+        let mut st = self.shared.state.lock().await;
+        if !st.finished {
+            st.finish();
+            self.shared.db.inner.counters.rollbacks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl TxShared {
+    async fn commit(&self) -> Result<CommitInfo> {
+        let db = &self.db.inner;
+        let mut st = self.state.lock().await;
         let outcome = match st.check_live() {
             Ok(()) => commit::commit(db, &mut st).await,
             Err(e) => Err(e),
         };
-        st.finished = true;
+        st.finish();
         match &outcome {
             Ok(info) => {
                 db.counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -119,14 +156,5 @@ impl Transaction {
             Err(_) => {}
         }
         outcome
-    }
-
-    /// Ends the transaction without publishing anything.
-    pub async fn rollback(&self) {
-        let mut st = self.shared.state.lock().await;
-        if !st.finished {
-            st.finished = true;
-            self.shared.db.inner.counters.rollbacks.fetch_add(1, Ordering::Relaxed);
-        }
     }
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use sop_core::{Error, LogicalId, Node, PhysicalId, Result, StoreInfo, TxId};
 
 use crate::db::DbInner;
+use crate::epoch::EpochGuard;
 use crate::tx::log::{ReadEntry, WriteOp};
 
 /// One node as the transaction sees it.
@@ -56,14 +57,21 @@ pub(crate) struct TxState {
     pub(crate) obsolete_values: Vec<PhysicalId>,
     /// Large values written by this transaction, staged at commit.
     pub(crate) pending_values: FxHashMap<PhysicalId, Bytes>,
+    /// Blobs staged by earlier publish attempts whose discard failed: they
+    /// go into every later intent (staged, and obsolete once committed), so
+    /// that clean-up or recovery deletes them.
+    pub(crate) leftover: Vec<PhysicalId>,
     /// Set when the transaction committed, rolled back or failed.
     pub(crate) finished: bool,
+    /// This transaction's place among the live ones (`crate::epoch`);
+    /// dropped when it finishes, releasing blobs it might have read.
+    pub(crate) epoch: Option<EpochGuard>,
     /// Counters for the swarm-merge report.
     pub(crate) merges: u32,
 }
 
 impl TxState {
-    pub(crate) fn new(writable: bool, timeout: std::time::Duration) -> Self {
+    pub(crate) fn new(writable: bool, timeout: std::time::Duration, epoch: EpochGuard) -> Self {
         Self {
             id: TxId::new(),
             writable,
@@ -76,7 +84,9 @@ impl TxState {
             writes: Vec::new(),
             obsolete_values: Vec::new(),
             pending_values: FxHashMap::default(),
+            leftover: Vec::new(),
             finished: false,
+            epoch: Some(epoch),
             merges: 0,
         }
     }
@@ -114,32 +124,52 @@ impl TxState {
         }
     }
 
+    /// Marks the transaction over and releases its place among the live
+    /// ones (blobs only it could still reach may now be collected).
+    pub(crate) fn finish(&mut self) {
+        self.finished = true;
+        self.epoch = None;
+    }
+
     /// Makes sure node `id` is in the view, loading it if needed.
+    ///
+    /// A handle from the handle cache may be stale, its blob collected
+    /// since (another process moved the node): a missing blob makes the
+    /// read ask the registry once more and go on with the fresh handle. A
+    /// handle the registry confirms whose blob is still missing is data
+    /// loss (`Corruption`); a node that moved again meanwhile is a
+    /// retryable conflict.
     pub(crate) async fn load(&mut self, db: &DbInner, id: LogicalId) -> Result<()> {
         if self.nodes.contains_key(&id) {
             return Ok(());
         }
-        let Some(handle) = db.handle(id).await? else {
-            db.forget_store_with_root(id);
-            return Err(moved(id));
-        };
-        if handle.physical_id == crate::db::EMPTY_ROOT {
-            let entry = TxNode {
-                node: Arc::new(Node::empty_leaf()),
-                version: Some(handle.version),
-                physical: None,
-                dirty: false,
+        let mut handle = db.handle(id).await?;
+        let mut refreshed = 0;
+        let entry = loop {
+            let Some(h) = handle else {
+                db.forget_store_with_root(id);
+                return Err(moved(id));
             };
-            self.nodes.insert(id, entry);
-            return Ok(());
-        }
-        let node = db
-            .cache
-            .node(handle.physical_id, &db.blobs)
-            .await
-            .map_err(|e| if e.kind() == sop_core::ErrorKind::NotFound { moved(id) } else { e })?;
-        let entry =
-            TxNode { node, version: Some(handle.version), physical: Some(handle.physical_id), dirty: false };
+            match fetch(db, h).await {
+                Ok(entry) => break entry,
+                Err(e) if e.kind() != sop_core::ErrorKind::NotFound => return Err(e),
+                Err(_) if refreshed == 2 => return Err(moved(id)),
+                Err(_) => {
+                    refreshed += 1;
+                    let fresh = db.refresh_handle(id).await?;
+                    if fresh == Some(h) {
+                        return Err(Error::corruption(
+                            "node",
+                            format!(
+                                "node {id} is at version {} but its blob {} is missing",
+                                h.version, h.physical_id
+                            ),
+                        ));
+                    }
+                    handle = fresh;
+                }
+            }
+        };
         self.nodes.insert(id, entry);
         Ok(())
     }
@@ -195,6 +225,17 @@ impl TxState {
         }
         self.stores.get_mut(name).ok_or_else(|| store_not_found(name))
     }
+}
+
+/// The node a handle names, as a clean view entry.
+async fn fetch(db: &DbInner, handle: sop_core::Handle) -> Result<TxNode> {
+    let node = if handle.physical_id == crate::db::EMPTY_ROOT {
+        Arc::new(Node::empty_leaf())
+    } else {
+        db.cache.node(handle.physical_id, &db.blobs).await?
+    };
+    let physical = (handle.physical_id != crate::db::EMPTY_ROOT).then_some(handle.physical_id);
+    Ok(TxNode { node, version: Some(handle.version), physical, dirty: false })
 }
 
 /// A node vanished or moved under a transaction: retryable.

@@ -54,15 +54,15 @@ impl TxState {
         if let Some(old) = &old {
             self.release_value(&old.value);
         }
-        let delta = match (value.is_some(), old.is_some()) {
+        let delta: i8 = match (value.is_some(), old.is_some()) {
             (true, false) => 1,
             (false, true) => -1,
             _ => 0,
         };
         let s = self.store(db, store).await?;
-        s.delta += delta;
+        s.delta += i64::from(delta);
         s.written.insert(key.clone());
-        self.writes.push(WriteOp { store: name, key, value });
+        self.writes.push(WriteOp { store: name, key, value, delta });
         Ok(old)
     }
 
@@ -93,15 +93,44 @@ impl TxState {
         }
     }
 
-    /// The bytes of an item's value.
+    /// The bytes of an item's value. A value blob is never collected while
+    /// a transaction that may reach it is live (`crate::epoch`), so a
+    /// missing one is data loss: `Corruption`, never "not found".
     pub(crate) async fn value_of(&self, db: &DbInner, item: &Item) -> Result<Bytes> {
         match &item.value {
             Value::Inline(b) => Ok(b.clone()),
             Value::Blob { id, .. } => match self.pending_values.get(id) {
                 Some(b) => Ok(b.clone()),
-                None => db.cache.value(*id, &db.blobs).await,
+                None => db.cache.value(*id, &db.blobs).await.map_err(|e| {
+                    if e.kind() == sop_core::ErrorKind::NotFound {
+                        Error::corruption("value", format!("the blob {id} of key {:?} is missing", item.key))
+                    } else {
+                        e
+                    }
+                }),
             },
         }
+    }
+
+    /// Fails when a merge changed the own count delta that a logged
+    /// `count()` included (see [`ReadEntry::Count`]).
+    pub(crate) fn recheck_count_bases(&self) -> Result<()> {
+        for r in &self.reads {
+            let ReadEntry::Count { store, delta, writes_before, .. } = r else { continue };
+            let now: i64 = self
+                .writes
+                .iter()
+                .take(*writes_before)
+                .filter(|w| w.store == *store)
+                .map(|w| i64::from(w.delta))
+                .sum();
+            if now != *delta {
+                return Err(Error::ItemConflict(format!(
+                    "count of store {store:?} included writes whose effect changed"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Logs a point read unless it was answered from this transaction's

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::time::Duration;
 
 use sop_btree::{Config, Database, EmbeddedBlobs, StoreOptions};
@@ -80,4 +82,29 @@ pub(crate) fn fault_seed() -> u64 {
 /// under faults).
 pub(crate) async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(std::time::Duration::from_secs(60), f).await.expect("an operation hung under faults")
+}
+
+/// A bound of kind 0 (included), 1 (excluded) or 2 (unbounded) at `key`.
+pub(crate) fn bound(kind: u8, key: &[u8]) -> Bound<&[u8]> {
+    match kind {
+        0 => Bound::Included(key),
+        1 => Bound::Excluded(key),
+        _ => Bound::Unbounded,
+    }
+}
+
+/// The model's range, empty where `BTreeMap::range` would panic (start
+/// past end, or an empty excluded interval).
+pub(crate) fn model_range(
+    model: &BTreeMap<Vec<u8>, Vec<u8>>,
+    lo: Bound<&[u8]>,
+    hi: Bound<&[u8]>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    if let (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) = (lo, hi)
+        && (a > b || (a == b && !matches!((lo, hi), (Bound::Included(_), Bound::Included(_)))))
+    {
+        return Vec::new();
+    }
+    let range = (lo.map(<[u8]>::to_vec), hi.map(<[u8]>::to_vec));
+    model.range(range).map(|(k, v)| (k.clone(), v.clone())).collect()
 }

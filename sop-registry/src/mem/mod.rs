@@ -170,6 +170,10 @@ impl Registry for MemRegistry {
         Ok(lock(&self.intents).get(&tx_id).cloned())
     }
 
+    async fn damaged_intents(&self) -> Result<Vec<String>> {
+        Ok(Vec::new()) // intents are kept decoded
+    }
+
     async fn list_intents(&self, created_before_ms: u64) -> Result<Vec<Intent>> {
         let intents = lock(&self.intents);
         Ok(intents.values().filter(|i| i.created_at_ms < created_before_ms).cloned().collect())

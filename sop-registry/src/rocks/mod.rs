@@ -7,10 +7,13 @@
 //! version). Every value is a versioned, checksummed `sop-core` record.
 //!
 //! Validate-and-publish takes per-key stripe locks for every id it touches
-//! (ascending, so never deadlocking), then a shared lock on the store table,
-//! reads the current versions, and applies everything in one `WriteBatch`,
-//! synced to the WAL by default. RocksDB's single-process lock file makes
-//! these in-process locks sufficient.
+//! (ascending, so never deadlocking), then the count locks of the stores
+//! whose counts it changes (shared) or checks (exclusive), then a shared
+//! lock on the store table, reads the current versions, and applies
+//! everything in one `WriteBatch`, synced to the WAL by default. A lock
+//! file (`sop.lock`, held with an OS file lock) keeps the directory to one
+//! process, which makes these in-process locks sufficient; a second open
+//! fails with `ErrorKind::Locked`.
 //!
 //! Intents are written without a sync of their own: the WAL is sequential,
 //! so the next synced publish makes them durable, and a process crash
@@ -35,7 +38,7 @@ use sop_core::{
 
 use error::from_rocks;
 
-use crate::stripes::Stripes;
+use crate::stripes::{CountLocks, Stripes};
 
 /// The id whose stripe guards a transaction's intent.
 fn intent_key(tx_id: TxId) -> LogicalId {
@@ -84,7 +87,10 @@ struct Inner {
     /// publish (the WAL is sequential).
     lazy_opts: WriteOptions,
     stripes: Stripes,
+    counts: CountLocks,
     stores_lock: RwLock<()>,
+    /// Held (with an OS lock) for as long as the registry is open.
+    _lock_file: std::fs::File,
 }
 
 impl std::fmt::Debug for Inner {
@@ -101,6 +107,7 @@ impl RocksRegistry {
     /// process), `Corruption`/`UnsupportedVersion` for a foreign format.
     pub fn open(path: impl AsRef<Path>, config: &RocksConfig) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
+        let lock_file = lock_directory(&path)?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -123,7 +130,9 @@ impl RocksRegistry {
             write_opts,
             lazy_opts,
             stripes: Stripes::new(config.lock_stripes),
+            counts: CountLocks::new(64),
             stores_lock: RwLock::new(()),
+            _lock_file: lock_file,
         };
         inner.check_format()?;
         Ok(Self { inner: Arc::new(inner) })
@@ -151,6 +160,25 @@ impl RocksRegistry {
         tokio::task::spawn_blocking(move || f(&inner))
             .await
             .map_err(|e| Error::Indeterminate(format!("registry task failed: {e}")))?
+    }
+}
+
+/// Creates `path` if needed and takes its lock file, so that a second
+/// process (or a second open in this one) gets `Locked`, not RocksDB's
+/// I/O error.
+fn lock_directory(path: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+    let file_path = path.join("sop.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&file_path)
+        .map_err(|e| Error::io(format!("opening {}", file_path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { path: path.display().to_string() }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(format!("locking {}", file_path.display()), e)),
     }
 }
 
@@ -209,6 +237,8 @@ impl Inner {
         let ids = req.touched_ids();
         let intent_id = req.intent.as_ref().map(|_| intent_key(req.tx_id));
         let _guards = self.stripes.lock_all(ids.iter().copied().chain(intent_id));
+        let deltas = req.count_deltas.iter().map(|(n, _)| n.as_str());
+        let _counts = self.counts.lock(deltas, req.count_checks.iter().map(|(n, _)| n.as_str()));
         let _stores = self.stores_lock.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = self.get_handles(&ids)?;
         let version_of = |id: LogicalId| {
@@ -341,16 +371,37 @@ impl Inner {
     }
 
     fn list_intents(&self, created_before_ms: u64) -> Result<Vec<Intent>> {
-        let cf = self.cf(CF_INTENTS)?;
         let mut out = Vec::new();
-        for kv in self.db.iterator_cf(cf, IteratorMode::Start) {
-            let (_, v) = kv.map_err(|e| from_rocks(e, "listing intents"))?;
-            let intent = Intent::decode(&v)?;
-            if intent.created_at_ms < created_before_ms {
+        self.each_intent(|_, decoded| {
+            if let Ok(intent) = decoded
+                && intent.created_at_ms < created_before_ms
+            {
                 out.push(intent);
             }
-        }
+        })?;
         Ok(out)
+    }
+
+    fn damaged_intents(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        self.each_intent(|key, decoded| {
+            if let Err(e) = decoded {
+                let name = <[u8; 16]>::try_from(key)
+                    .map_or_else(|_| format!("{key:02x?}"), |k| TxId::from_bytes(k).to_string());
+                out.push(format!("intent {name}: {e}"));
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with every intent record's key and decoding.
+    fn each_intent(&self, mut f: impl FnMut(&[u8], Result<Intent>)) -> Result<()> {
+        let cf = self.cf(CF_INTENTS)?;
+        for kv in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = kv.map_err(|e| from_rocks(e, "listing intents"))?;
+            f(&k, Intent::decode(&v));
+        }
+        Ok(())
     }
 
     fn abort_intent(&self, tx_id: TxId) -> Result<Option<IntentState>> {
@@ -430,6 +481,10 @@ impl Registry for RocksRegistry {
 
     async fn list_intents(&self, created_before_ms: u64) -> Result<Vec<Intent>> {
         self.inner.list_intents(created_before_ms)
+    }
+
+    async fn damaged_intents(&self) -> Result<Vec<String>> {
+        self.inner.damaged_intents()
     }
 
     async fn remove_intent(&self, tx_id: TxId) -> Result<()> {

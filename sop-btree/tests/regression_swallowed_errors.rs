@@ -1,0 +1,107 @@
+//! Regression (issue 11, items 8 and 9): errors that were swallowed or
+//! misread, and a limit that did not hold.
+//! - A merge attempt whose discard failed to delete its staged blobs
+//!   overwrote its intent on the next attempt, orphaning them for good;
+//!   they are now carried into the next attempt's intent.
+//! - The 4 096-byte key limit held for the user key, not for the stored
+//!   form of keys in non-unique stores (escaped, plus an 18-byte suffix).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sop_btree::{Config, Database, ErrorKind, MAX_KEY_LEN, StoreOptions};
+use sop_core::{BlobStore, Error, PhysicalId, Registry, Result};
+use sop_registry::MemRegistry;
+use sop_store::ObjectBlobStore;
+
+/// A blob store whose deletions fail while `fail` is set.
+#[derive(Debug)]
+struct FailingDeletes {
+    inner: Arc<dyn BlobStore>,
+    fail: AtomicBool,
+}
+
+impl FailingDeletes {
+    fn check(&self) -> Result<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(Error::io("deleting", std::io::Error::other("injected")));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlobStore for FailingDeletes {
+    async fn put(&self, id: PhysicalId, data: Bytes) -> Result<()> {
+        self.inner.put(id, data).await
+    }
+    async fn get(&self, id: PhysicalId) -> Result<Bytes> {
+        self.inner.get(id).await
+    }
+    async fn delete(&self, id: PhysicalId) -> Result<()> {
+        self.check()?;
+        self.inner.delete(id).await
+    }
+    async fn put_many(&self, blobs: Vec<(PhysicalId, Bytes)>) -> Result<()> {
+        self.inner.put_many(blobs).await
+    }
+    async fn delete_many(&self, ids: &[PhysicalId]) -> Result<()> {
+        self.check()?;
+        self.inner.delete_many(ids).await
+    }
+    async fn list(&self) -> Result<Vec<PhysicalId>> {
+        self.inner.list().await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_discard_does_not_orphan_staged_blobs() {
+    let registry: Arc<dyn Registry> = Arc::new(MemRegistry::new());
+    let blobs = Arc::new(FailingDeletes { inner: Arc::new(ObjectBlobStore::memory()), fail: false.into() });
+    let open = || {
+        let mut config = Config::from_parts(registry.clone(), blobs.clone(), true);
+        config.gc_grace = Duration::ZERO;
+        Database::open(config)
+    };
+    let db = open().await.unwrap();
+    db.create_store("s", StoreOptions::default()).await.unwrap();
+    let t1 = db.begin_write().await.unwrap();
+    t1.store::<u32, u32>("s").await.unwrap().upsert(&1, &1).await.unwrap();
+    // A concurrent blind write to the same leaf: t1's publish fails on the
+    // node, its discard fails, and a swarm merge commits it.
+    db.run_write(|tx| async move { tx.store::<u32, u32>("s").await?.upsert(&2, &2).await }).await.unwrap();
+    blobs.fail.store(true, Ordering::SeqCst);
+    let merged = t1.commit().await;
+    blobs.fail.store(false, Ordering::SeqCst);
+    assert_eq!(merged.unwrap().merges, 1);
+    drop(t1);
+    db.close().await.unwrap();
+    drop(db);
+    // Recovery (at the next open) finishes what the failed deletions left.
+    let db = open().await.unwrap();
+    assert!(registry.list_intents(u64::MAX).await.unwrap().is_empty());
+    let report = db.check().await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    let got = db.run_read(|tx| async move { tx.store::<u32, u32>("s").await?.get(&1).await }).await.unwrap();
+    assert_eq!(got, Some(1));
+}
+
+#[tokio::test]
+async fn the_key_limit_holds_for_stored_keys_of_non_unique_stores() {
+    let db = common::memory_db().await;
+    db.create_store("dups", StoreOptions { unique: false, ..StoreOptions::default() }).await.unwrap();
+    let tx = db.begin_write().await.unwrap();
+    let s = tx.bytes_store("dups").await.unwrap();
+    let err = s.insert(&vec![b'k'; MAX_KEY_LEN], b"v").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    // Zero bytes are escaped (doubled) in the stored form.
+    let err = s.insert(&vec![0u8; MAX_KEY_LEN / 2], b"v").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    s.insert(&vec![b'k'; MAX_KEY_LEN - 18], b"v").await.unwrap();
+    tx.commit().await.unwrap();
+}
