@@ -5,6 +5,8 @@
 //!   the shared prebuilt archive) and runs `sop serve ARGS`.
 //! - `cargo xtask ci` (the default): everything CI checks, in order —
 //!   fmt, clippy, tests (nextest when installed), doc tests, rustdoc, loom.
+//! - `cargo xtask schemathesis`: Schemathesis against `sop serve` (with and
+//!   without a token).
 //! - `cargo xtask loom`: the loom models (`--cfg sop_loom`), without RocksDB.
 //! - `cargo xtask tidy`: the tidy checks alone (they also run as tests).
 //! - `cargo xtask bench | crash | faults | serial | fuzz`: the benchmark and
@@ -14,6 +16,7 @@
 //! Each step echoes its command and the first failure stops the run.
 
 mod rocksdb;
+mod schemathesis;
 mod tidy;
 
 use std::env;
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
         "ci" => ci(),
         "serve" => serve(&args[1..]),
         "loom" => loom(),
+        "schemathesis" => schemathesis::run(),
         "bench" => bench(&args[1..]),
         "crash" => crash(&args[1..], false),
         "fuzz" => fuzz(&args[1..]),
@@ -54,6 +58,7 @@ fn print_help() {
     println!("  serve [ARGS]  installs what the build needs, then runs `sop serve ARGS` (release)");
     println!("  ci    fmt, clippy, tidy, tests, doc tests, rustdoc, loom (the default)");
     println!("  loom  loom models of the concurrency-critical code");
+    println!("  schemathesis  the OpenAPI fuzzer against `sop serve`, without and with a token (~1 min)");
     println!(
         "  bench [ARGS]             SOP-rs vs redb, RocksDB, SQLite, BTreeMap (release; --quick, --smoke, --no-sync, --json FILE)"
     );
@@ -128,6 +133,7 @@ fn ci() -> Result<(), String> {
     let mut doc = cargo_with(&["doc", "--workspace", "--no-deps"]);
     doc.env("RUSTDOCFLAGS", "-D warnings");
     run(doc)?;
+    schemathesis::run()?;
     loom()?;
     crash(&[], true)?;
     fuzz(&["--secs".to_owned(), "20".to_owned()])?;
