@@ -112,8 +112,12 @@ pub(crate) fn spawn_periodic(db: &Arc<DbInner>) {
 
 /// Deletes what an intent left behind, then the intent. A pending intent
 /// is first aborted atomically, so that its commit, should it still be
-/// running somewhere, can no longer publish.
-async fn finish_intent(db: &DbInner, listed: &Intent) -> Result<()> {
+/// running somewhere, can no longer publish. A committed intent's obsolete
+/// blobs may still be read: they wait for this process's transactions that
+/// began before now (`crate::epoch`), and on shared backends are left
+/// alone until the intent (stamped at publish) is `2 × tx_timeout` old, so
+/// that no live transaction of any process can still reach them.
+async fn finish_intent(db: &Arc<DbInner>, listed: &Intent) -> Result<()> {
     let fresh;
     let intent = match listed.state {
         IntentState::Pending => match db.registry.abort_intent(listed.tx_id).await? {
@@ -130,12 +134,30 @@ async fn finish_intent(db: &DbInner, listed: &Intent) -> Result<()> {
         },
         _ => listed,
     };
-    let garbage = match intent.state {
-        IntentState::Committed => &intent.obsolete,
-        IntentState::Pending | IntentState::Aborted => &intent.staged,
-    };
-    tracing::info!(tx = %intent.tx_id, state = ?intent.state, blobs = garbage.len(), "recovering intent");
-    db.blobs.delete_many(garbage).await?;
+    if intent.state == IntentState::Committed {
+        let young = sop_core::now_millis().saturating_sub(2 * db.config.tx_timeout.as_millis() as u64);
+        if !db.exclusive && intent.created_at_ms > young {
+            return Ok(()); // a transaction of another process may still read its blobs
+        }
+        tracing::info!(tx = %intent.tx_id, blobs = intent.obsolete.len(), "recovering a committed intent");
+        let claim = db.claim(intent.tx_id);
+        return match park(db, db.epochs.mark(), intent.clone(), claim) {
+            Some((intent, _claim)) => purge(db, &intent).await,
+            None => Ok(()),
+        };
+    }
+    tracing::info!(tx = %intent.tx_id, state = ?intent.state, blobs = intent.staged.len(), "recovering intent");
+    db.blobs.delete_many(&intent.staged).await?;
+    db.registry.remove_intent(intent.tx_id).await
+}
+
+/// Deletes a committed intent's obsolete blobs, then the intent; errors
+/// are returned (recovery counts what it left).
+async fn purge(db: &DbInner, intent: &Intent) -> Result<()> {
+    for id in &intent.obsolete {
+        db.cache.remove(*id);
+    }
+    db.blobs.delete_many(&intent.obsolete).await?;
     db.registry.remove_intent(intent.tx_id).await
 }
 
@@ -233,7 +255,7 @@ async fn cleanup(db: &DbInner, intent: &Intent) -> Result<()> {
 pub(crate) async fn remove_store_contents(db: &Arc<DbInner>, info: &StoreInfo) -> Result<()> {
     let walked = walk(db, info).await?;
     let tx_id = TxId::new();
-    let _claim = db.claim(tx_id);
+    let claim = db.claim(tx_id);
     let mut intent = Intent::pending(tx_id, Vec::new());
     db.registry.put_intent(&intent).await?;
     intent.state = IntentState::Committed;
@@ -255,6 +277,6 @@ pub(crate) async fn remove_store_contents(db: &Arc<DbInner>, info: &StoreInfo) -
     for n in &walked.nodes {
         db.handles.forget(n.id);
     }
-    db.blobs.delete_many(&intent.obsolete).await?;
-    db.registry.remove_intent(tx_id).await
+    // A transaction that read the store before may still read its blobs.
+    schedule_cleanup(db, intent, claim).await
 }

@@ -308,6 +308,22 @@ fn dup_id(stored: &[u8]) -> ItemId {
     stored.get(tail..).and_then(|t| <[u8; 16]>::try_from(t).ok()).map_or(0, u128::from_be_bytes)
 }
 
+/// The tighter of two lower bounds where `seek` is `Included` (a seek).
+fn later_lower(seek: Bound<Bytes>, lo: &Bound<Bytes>) -> Bound<Bytes> {
+    match (&seek, lo) {
+        (Bound::Included(k), Bound::Included(l) | Bound::Excluded(l)) if k <= l => lo.clone(),
+        _ => seek,
+    }
+}
+
+/// The tighter of two upper bounds where `seek` is `Included` (a seek).
+fn later_upper(seek: Bound<Bytes>, hi: &Bound<Bytes>) -> Bound<Bytes> {
+    match (&seek, hi) {
+        (Bound::Included(k), Bound::Included(h) | Bound::Excluded(h)) if k >= h => hi.clone(),
+        _ => seek,
+    }
+}
+
 /// A cursor over a key range, forward or reverse. Each leaf it reads is
 /// logged for validation, so a range read is serializable: a key inserted
 /// into the range by a concurrent commit makes this transaction's commit
@@ -334,7 +350,9 @@ impl Cursor {
     pub fn seek(&mut self, key: &[u8]) {
         let (lo, hi) = self.store.stored_bounds(Bound::Included(key), Bound::Included(key));
         self.buffer.clear();
-        self.next = Some(if self.reverse { hi } else { lo });
+        // Never start outside the cursor's range: a seek before the range
+        // (after it, in reverse) starts at the range's own bound.
+        self.next = Some(if self.reverse { later_upper(hi, &self.hi) } else { later_lower(lo, &self.lo) });
     }
 
     async fn fill(&mut self) -> Result<()> {
@@ -385,6 +403,9 @@ impl Cursor {
         let Some(item) = self.buffer.pop_front() else { return Ok(None) };
         let tx = &self.store.tx;
         let st = tx.shared.state.lock().await;
+        // A buffered item is read from this transaction's view: once it is
+        // over, its blobs are no longer kept for it.
+        st.check_live()?;
         let value = st.value_of(&tx.shared.db.inner, &item).await?;
         Ok(Some((value, item)))
     }

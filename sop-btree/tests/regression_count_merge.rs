@@ -8,19 +8,24 @@
 mod common;
 
 use common::memory_db;
-use sop_btree::StoreOptions;
+use sop_btree::{Database, StoreOptions, Transaction};
 
-#[tokio::test]
-async fn a_count_that_included_a_changed_delta_is_a_conflict() {
+/// A store holding key 1, and T1: it upserts 2 (absent: +1) and sees a
+/// count of 2, uncommitted.
+async fn t1_counted_its_upsert() -> (Database, Transaction) {
     let db = memory_db().await;
     db.create_store("s", StoreOptions::default()).await.unwrap();
     db.run_write(|tx| async move { tx.store::<u32, u32>("s").await?.insert(&1, &1).await }).await.unwrap();
-
-    // T1: upserts 2 (absent: +1) and sees count 2.
     let t1 = db.begin_write().await.unwrap();
     let s1 = t1.store::<u32, u32>("s").await.unwrap();
     s1.upsert(&2, &10).await.unwrap();
     assert_eq!(s1.count().await.unwrap(), 2);
+    (db, t1)
+}
+
+#[tokio::test]
+async fn a_count_that_included_a_changed_delta_is_a_conflict() {
+    let (db, t1) = t1_counted_its_upsert().await;
     // T3 removes 1 and commits; then T2 (begun after T3 committed) inserts 2.
     db.run_write(|tx| async move { tx.store::<u32, u32>("s").await?.remove(&1).await.map(|_| ()) })
         .await
@@ -36,13 +41,7 @@ async fn a_count_that_included_a_changed_delta_is_a_conflict() {
 
 #[tokio::test]
 async fn a_count_whose_basis_held_still_merges() {
-    let db = memory_db().await;
-    db.create_store("s", StoreOptions::default()).await.unwrap();
-    db.run_write(|tx| async move { tx.store::<u32, u32>("s").await?.insert(&1, &1).await }).await.unwrap();
-    let t1 = db.begin_write().await.unwrap();
-    let s1 = t1.store::<u32, u32>("s").await.unwrap();
-    s1.upsert(&2, &10).await.unwrap();
-    assert_eq!(s1.count().await.unwrap(), 2);
+    let (db, t1) = t1_counted_its_upsert().await;
     // A concurrent update of key 1 moves the leaf, but not the count basis.
     db.run_write(|tx| async move { tx.store::<u32, u32>("s").await?.update(&1, &5).await }).await.unwrap();
     let info = t1.commit().await.unwrap();

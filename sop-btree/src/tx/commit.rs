@@ -38,7 +38,7 @@ pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<Commit
         let outcome = if plan.staged.is_empty() && plan.request.intent.is_none() {
             db.registry.publish(&plan.request).await
         } else {
-            publish_with_intent(db, st, &plan).await
+            publish_with_intent(db, st, &mut plan).await
         };
         match outcome {
             Ok(()) => {
@@ -131,7 +131,7 @@ fn plan(st: &TxState) -> Plan {
     Plan { request, staged }
 }
 
-async fn publish_with_intent(db: &DbInner, st: &TxState, plan: &Plan) -> Result<()> {
+async fn publish_with_intent(db: &DbInner, st: &TxState, plan: &mut Plan) -> Result<()> {
     let mut pending = plan.request.intent.clone().unwrap_or_else(|| Intent::pending(st.id, Vec::new()));
     pending.state = IntentState::Pending;
     pending.obsolete.clear();
@@ -140,6 +140,12 @@ async fn publish_with_intent(db: &DbInner, st: &TxState, plan: &Plan) -> Result<
     let blobs: Vec<(PhysicalId, Bytes)> = plan.staged.iter().map(|(id, b, _)| (*id, b.clone())).collect();
     db.blobs.put_many(blobs).await?;
     db.failpoint(CommitStep::BlobsStaged)?;
+    // The committed intent is stamped at publish: shared recovery measures
+    // from it how long a transaction of another process may still read the
+    // blobs it makes obsolete.
+    if let Some(intent) = &mut plan.request.intent {
+        intent.created_at_ms = sop_core::now_millis();
+    }
     db.registry.publish(&plan.request).await
 }
 
