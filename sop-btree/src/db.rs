@@ -282,7 +282,11 @@ impl Database {
 
     /// Runs pending deletions of obsolete blobs now (skipping the rest of
     /// their grace period) and waits for them, including deletions that
-    /// commits register while it waits.
+    /// commits register while it waits. It never deletes what a live
+    /// transaction may still read, and never waits for one: a deletion
+    /// held back by a live transaction of this process runs when that
+    /// transaction ends, and on shared backends none runs sooner than
+    /// `Config::tx_timeout` after its commit.
     ///
     /// # Errors
     /// None today; deletion failures are left for recovery.
