@@ -10,9 +10,16 @@
 //! cannot. The deletion runs once no transaction below its mark is live —
 //! at once when none is, otherwise when the last one ends, from that
 //! transaction's drop (the job is parked here until then).
+//!
+//! A transaction past its deadline reads nothing more (every read checks
+//! it), so one that is never ended (a forgotten handle) stops counting a
+//! while after its deadline: [`Epochs::sweep`], which the database's
+//! periodic task calls, forgets places whose expiry (the deadline plus the
+//! transaction's own time limit, a margin for a read in progress) passed.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 /// A parked deletion: run when its mark is clear.
 pub(crate) type Job = Box<dyn FnOnce() + Send>;
@@ -21,8 +28,8 @@ pub(crate) type Job = Box<dyn FnOnce() + Send>;
 struct State {
     /// The next sequence number to hand out.
     next: u64,
-    /// Live sequence numbers, with multiplicity.
-    live: BTreeMap<u64, usize>,
+    /// Live sequence numbers (each handed out once), with their expiry.
+    live: BTreeMap<u64, Instant>,
     /// Parked jobs by mark, in mark order.
     parked: Vec<(u64, Job)>,
 }
@@ -63,12 +70,13 @@ impl Epochs {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers a transaction that begins now.
-    pub(crate) fn begin(self: &Arc<Self>) -> EpochGuard {
+    /// Registers a transaction that begins now and stops counting after
+    /// `expiry` even if it is never ended.
+    pub(crate) fn begin(self: &Arc<Self>, expiry: Instant) -> EpochGuard {
         let mut st = self.lock();
         let seq = st.next;
         st.next += 1;
-        *st.live.entry(seq).or_default() += 1;
+        st.live.insert(seq, expiry);
         EpochGuard { epochs: self.clone(), seq }
     }
 
@@ -96,21 +104,31 @@ impl Epochs {
     }
 
     fn end(&self, seq: u64) {
+        self.release(|live| {
+            live.remove(&seq);
+        });
+    }
+
+    /// Forgets transactions whose expiry passed (never ended, and past
+    /// their deadline, so they read nothing more), running what that frees.
+    pub(crate) fn sweep(&self) {
+        let now = Instant::now();
+        self.release(|live| live.retain(|_, expiry| *expiry > now));
+    }
+
+    /// Applies `change` to the live set, then runs the parked jobs whose
+    /// marks are clear, outside the lock (a job may register work or spawn
+    /// a task).
+    fn release(&self, change: impl FnOnce(&mut BTreeMap<u64, Instant>)) {
         let ready: Vec<Job> = {
             let mut st = self.lock();
-            if let Some(n) = st.live.get_mut(&seq) {
-                *n -= 1;
-                if *n == 0 {
-                    st.live.remove(&seq);
-                }
-            }
+            change(&mut st.live);
             let low = st.low();
             let (ready, still): (Vec<_>, Vec<_>) =
                 std::mem::take(&mut st.parked).into_iter().partition(|(m, _)| *m <= low);
             st.parked = still;
             ready.into_iter().map(|(_, job)| job).collect()
         };
-        // Outside the lock: a job may register work or spawn a task.
         for job in ready {
             job();
         }
@@ -128,6 +146,26 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    fn far() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(3600)
+    }
+
+    #[test]
+    fn a_forgotten_transaction_stops_counting_after_its_expiry() {
+        let epochs = Arc::new(Epochs::default());
+        let ran = Arc::new(AtomicUsize::new(0));
+        let forgotten = epochs.begin(Instant::now());
+        let live = epochs.begin(far());
+        let mark = epochs.mark();
+        assert!(epochs.park_unless_clear(mark, counter_job(&ran)).is_ok());
+        epochs.sweep();
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "`live` still counts");
+        drop(live);
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "the expired one no longer holds it back");
+        drop(forgotten); // ending an expired place is harmless
+        assert_eq!(epochs.parked(), 0);
+    }
+
     fn counter_job(n: &Arc<AtomicUsize>) -> Job {
         let n = n.clone();
         Box::new(move || {
@@ -139,9 +177,9 @@ mod tests {
     fn a_job_waits_for_every_transaction_that_began_before_its_mark() {
         let epochs = Arc::new(Epochs::default());
         let ran = Arc::new(AtomicUsize::new(0));
-        let (old1, old2) = (epochs.begin(), epochs.begin());
+        let (old1, old2) = (epochs.begin(far()), epochs.begin(far()));
         let mark = epochs.mark();
-        let young = epochs.begin();
+        let young = epochs.begin(far());
         assert!(epochs.park_unless_clear(mark, counter_job(&ran)).is_ok(), "pinned, so parked");
         drop(old2);
         assert_eq!(ran.load(Ordering::SeqCst), 0, "old1 is still live");
@@ -154,10 +192,10 @@ mod tests {
     #[test]
     fn a_job_with_no_older_transaction_is_handed_back() {
         let epochs = Arc::new(Epochs::default());
-        let before = epochs.begin();
+        let before = epochs.begin(far());
         drop(before);
         let mark = epochs.mark();
-        let _young = epochs.begin();
+        let _young = epochs.begin(far());
         let ran = Arc::new(AtomicUsize::new(0));
         assert!(epochs.park_unless_clear(mark, counter_job(&ran)).is_err());
         assert_eq!(epochs.parked(), 0);
@@ -167,9 +205,9 @@ mod tests {
     fn jobs_run_in_any_order_of_their_marks_once_clear() {
         let epochs = Arc::new(Epochs::default());
         let ran = Arc::new(AtomicUsize::new(0));
-        let a = epochs.begin();
+        let a = epochs.begin(far());
         let m1 = epochs.mark();
-        let b = epochs.begin();
+        let b = epochs.begin(far());
         let m2 = epochs.mark();
         assert!(epochs.park_unless_clear(m2, counter_job(&ran)).is_ok());
         assert!(epochs.park_unless_clear(m1, counter_job(&ran)).is_ok());

@@ -91,8 +91,9 @@ async fn finish_removal(db: &DbInner, store: &StoreInfo) -> Result<()> {
     Ok(())
 }
 
-/// Recovers abandoned intents every `tx_timeout` (at least every second)
-/// while the database is open: on shared backends those of crashed peers
+/// Every `tx_timeout` (at least every second) while the database is open,
+/// forgets transactions long past their deadline that were never ended
+/// (`Epochs::sweep`) and recovers abandoned intents: on shared backends those of crashed peers
 /// older than `tx_timeout`; in exclusive mode every intent no commit or
 /// clean-up of this process holds (a commit that failed mid-way).
 pub(crate) fn spawn_periodic(db: &Arc<DbInner>) {
@@ -103,6 +104,7 @@ pub(crate) fn spawn_periodic(db: &Arc<DbInner>) {
         loop {
             tokio::time::sleep(every).await;
             let Some(db) = weak.upgrade() else { return };
+            db.epochs.sweep();
             if let Err(e) = (Database { inner: db }).recover(exclusive).await {
                 tracing::warn!(error = %e, "periodic recovery failed; retrying later");
             }

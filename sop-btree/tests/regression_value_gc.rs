@@ -80,3 +80,29 @@ async fn a_live_reader_outlasts_the_grace_period() {
     let blobs_before = db.check().await.unwrap().blobs;
     assert!(blobs_before <= 2, "old blobs were never collected: {blobs_before}");
 }
+
+#[tokio::test]
+async fn a_forgotten_transaction_holds_back_collection_only_until_past_its_deadline() {
+    let mut config = Config::memory();
+    config.gc_grace = Duration::ZERO;
+    config.tx_timeout = Duration::from_millis(200);
+    let db = Database::open(config).await.unwrap();
+    setup(&db).await;
+    let forgotten = db.begin_read().await.unwrap();
+    let s = forgotten.bytes_store("s").await.unwrap();
+    s.get(b"small").await.unwrap();
+    let before = db.check().await.unwrap().blobs;
+    replace_and_collect(&db, false).await;
+    assert!(db.check().await.unwrap().blobs > before, "the old value blob is kept for the reader");
+    // Its deadline (200 ms) and margin (200 ms) pass; the periodic task
+    // (every second here) stops counting it and the deletion runs.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while db.check().await.unwrap().blobs > before {
+        assert!(tokio::time::Instant::now() < deadline, "a forgotten reader held back GC for ever");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The forgotten reader itself reads nothing more: a timeout, never a lie.
+    assert_eq!(s.get(b"big").await.unwrap_err().kind(), sop_btree::ErrorKind::Timeout);
+    common::assert_healthy(&db).await;
+    drop((s, forgotten));
+}

@@ -58,7 +58,10 @@ impl Transaction {
     }
 
     pub(crate) fn with_timeout(db: Database, writable: bool, timeout: std::time::Duration) -> Self {
-        let state = TxState::new(writable, timeout, db.inner.epochs.begin());
+        // The place in the low-water mark outlives the deadline by one more
+        // time limit: a margin for a read that began just before it.
+        let expiry = std::time::Instant::now() + timeout.saturating_mul(2);
+        let state = TxState::new(writable, timeout, db.inner.epochs.begin(expiry));
         let id = state.id;
         Self { shared: Arc::new(TxShared { db, id, state: tokio::sync::Mutex::new(state) }) }
     }
