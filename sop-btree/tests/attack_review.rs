@@ -11,15 +11,15 @@ mod common;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use sop_btree::{Config, Database, ErrorKind, StoreOptions};
 use sop_core::{
-    BlobStore, Error, Handle, Intent, IntentState, LogicalId, PhysicalId, PublishRequest, Registry, Result,
-    StoreInfo, TxId,
+    BlobStore, Error, Handle, Intent, IntentState, LogicalId, PublishRequest, Registry, Result, StoreInfo,
+    TxId,
 };
 use sop_registry::MemRegistry;
 use sop_store::ObjectBlobStore;
@@ -203,39 +203,6 @@ async fn attack_close_with_a_live_transaction() {
     }
 }
 
-/// A blob store that can be made slow at staging (`put_many`).
-#[derive(Debug)]
-struct SlowStage {
-    inner: Arc<dyn BlobStore>,
-    delay_ms: AtomicU64,
-}
-
-#[async_trait]
-impl BlobStore for SlowStage {
-    async fn put(&self, id: PhysicalId, data: Bytes) -> Result<()> {
-        self.inner.put(id, data).await
-    }
-    async fn get(&self, id: PhysicalId) -> Result<Bytes> {
-        self.inner.get(id).await
-    }
-    async fn delete(&self, id: PhysicalId) -> Result<()> {
-        self.inner.delete(id).await
-    }
-    async fn put_many(&self, blobs: Vec<(PhysicalId, Bytes)>) -> Result<()> {
-        let ms = self.delay_ms.load(Ordering::SeqCst);
-        if ms > 0 {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
-        self.inner.put_many(blobs).await
-    }
-    async fn delete_many(&self, ids: &[PhysicalId]) -> Result<()> {
-        self.inner.delete_many(ids).await
-    }
-    async fn list(&self) -> Result<Vec<PhysicalId>> {
-        self.inner.list().await
-    }
-}
-
 async fn shared_db(registry: Arc<dyn Registry>, blobs: Arc<dyn BlobStore>, timeout: Duration) -> Database {
     let mut config = Config::from_parts(registry, blobs, false);
     config.gc_grace = Duration::ZERO;
@@ -252,13 +219,12 @@ async fn shared_db(registry: Arc<dyn Registry>, blobs: Arc<dyn BlobStore>, timeo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_shared_recovery_outruns_a_reader_that_began_during_staging() {
     let registry: Arc<dyn Registry> = Arc::new(MemRegistry::new());
-    let slow =
-        Arc::new(SlowStage { inner: Arc::new(ObjectBlobStore::memory()), delay_ms: AtomicU64::new(0) });
+    let slow = common::TestBlobs::memory();
     let blobs: Arc<dyn BlobStore> = slow.clone();
     let timeout = Duration::from_millis(1000);
     let a = shared_db(registry.clone(), blobs.clone(), timeout).await;
     seed_big(&a, 1).await;
-    slow.delay_ms.store(800, Ordering::SeqCst);
+    slow.put_delay_ms.store(800, Ordering::SeqCst);
     let t0 = tokio::time::Instant::now();
     let writer = {
         let a = a.clone();
@@ -274,7 +240,7 @@ async fn attack_shared_recovery_outruns_a_reader_that_began_during_staging() {
     let s = reader.bytes_store("s").await.unwrap();
     assert_eq!(s.get(b"small").await.unwrap().as_deref(), Some(&b"x"[..])); // the leaf, before the publish
     writer.await.unwrap().unwrap();
-    slow.delay_ms.store(0, Ordering::SeqCst);
+    slow.put_delay_ms.store(0, Ordering::SeqCst);
     // Another database (another process, in real life) opens on the parts.
     tokio::time::sleep_until(t0 + Duration::from_millis(1100)).await;
     let other = shared_db(registry.clone(), blobs.clone(), timeout).await;
@@ -990,14 +956,13 @@ async fn attack_opacity_of_a_cursor_sum() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_cancelled_commits_with_merges_and_periodic_recovery() {
     let registry: Arc<dyn Registry> = Arc::new(MemRegistry::new());
-    let slow =
-        Arc::new(SlowStage { inner: Arc::new(ObjectBlobStore::memory()), delay_ms: AtomicU64::new(0) });
+    let slow = common::TestBlobs::memory();
     let mut config = Config::from_parts(registry.clone(), slow.clone(), true);
     config.gc_grace = Duration::ZERO;
     config.tx_timeout = Duration::from_millis(500);
     let db = Database::open(config).await.unwrap();
     common::open_accounts(&db, "acc", 4, 16).await;
-    slow.delay_ms.store(2, Ordering::SeqCst);
+    slow.put_delay_ms.store(2, Ordering::SeqCst);
     let mut tasks = Vec::new();
     for w in 0..4u64 {
         let db = db.clone();
@@ -1034,7 +999,7 @@ async fn attack_cancelled_commits_with_merges_and_periodic_recovery() {
     for t in tasks {
         t.await.unwrap();
     }
-    slow.delay_ms.store(0, Ordering::SeqCst);
+    slow.put_delay_ms.store(0, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(300)).await;
     db.flush_gc().await.unwrap();
     let total = db

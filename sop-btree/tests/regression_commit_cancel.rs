@@ -10,40 +10,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use sop_btree::{Config, Database, StoreOptions};
-use sop_core::{BlobStore, Intent, PhysicalId, Registry, Result};
+use sop_core::{BlobStore, Intent, PhysicalId, Registry};
 use sop_registry::MemRegistry;
 use sop_store::ObjectBlobStore;
-
-/// A blob store whose batch puts take a while, so a commit can be caught
-/// in the middle of staging.
-#[derive(Debug)]
-struct Slow(Arc<dyn BlobStore>);
-
-#[async_trait]
-impl BlobStore for Slow {
-    async fn put(&self, id: PhysicalId, data: Bytes) -> Result<()> {
-        self.0.put(id, data).await
-    }
-    async fn get(&self, id: PhysicalId) -> Result<Bytes> {
-        self.0.get(id).await
-    }
-    async fn delete(&self, id: PhysicalId) -> Result<()> {
-        self.0.delete(id).await
-    }
-    async fn put_many(&self, blobs: Vec<(PhysicalId, Bytes)>) -> Result<()> {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        self.0.put_many(blobs).await
-    }
-    async fn delete_many(&self, ids: &[PhysicalId]) -> Result<()> {
-        self.0.delete_many(ids).await
-    }
-    async fn list(&self) -> Result<Vec<PhysicalId>> {
-        self.0.list().await
-    }
-}
 
 async fn open(registry: Arc<dyn Registry>, blobs: Arc<dyn BlobStore>, timeout: Duration) -> Database {
     let mut config = Config::from_parts(registry, blobs, true);
@@ -55,7 +26,10 @@ async fn open(registry: Arc<dyn Registry>, blobs: Arc<dyn BlobStore>, timeout: D
 #[tokio::test]
 async fn a_dropped_commit_future_still_finishes_its_commit() {
     let registry: Arc<dyn Registry> = Arc::new(MemRegistry::new());
-    let blobs: Arc<dyn BlobStore> = Arc::new(Slow(Arc::new(ObjectBlobStore::memory())));
+    // Batch puts take a while, so the commit can be caught while staging.
+    let slow = common::TestBlobs::memory();
+    slow.put_delay_ms.store(100, std::sync::atomic::Ordering::SeqCst);
+    let blobs: Arc<dyn BlobStore> = slow;
     let db = open(registry.clone(), blobs, Duration::from_secs(60)).await;
     db.create_store("s", StoreOptions::default()).await.unwrap();
     let tx = db.begin_write().await.unwrap();

@@ -9,60 +9,17 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use sop_btree::{Config, Database, ErrorKind, MAX_KEY_LEN, StoreOptions};
-use sop_core::{BlobStore, Error, PhysicalId, Registry, Result};
+use sop_core::Registry;
 use sop_registry::MemRegistry;
-use sop_store::ObjectBlobStore;
-
-/// A blob store whose deletions fail while `fail` is set.
-#[derive(Debug)]
-struct FailingDeletes {
-    inner: Arc<dyn BlobStore>,
-    fail: AtomicBool,
-}
-
-impl FailingDeletes {
-    fn check(&self) -> Result<()> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(Error::io("deleting", std::io::Error::other("injected")));
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl BlobStore for FailingDeletes {
-    async fn put(&self, id: PhysicalId, data: Bytes) -> Result<()> {
-        self.inner.put(id, data).await
-    }
-    async fn get(&self, id: PhysicalId) -> Result<Bytes> {
-        self.inner.get(id).await
-    }
-    async fn delete(&self, id: PhysicalId) -> Result<()> {
-        self.check()?;
-        self.inner.delete(id).await
-    }
-    async fn put_many(&self, blobs: Vec<(PhysicalId, Bytes)>) -> Result<()> {
-        self.inner.put_many(blobs).await
-    }
-    async fn delete_many(&self, ids: &[PhysicalId]) -> Result<()> {
-        self.check()?;
-        self.inner.delete_many(ids).await
-    }
-    async fn list(&self) -> Result<Vec<PhysicalId>> {
-        self.inner.list().await
-    }
-}
 
 #[tokio::test]
 async fn a_failed_discard_does_not_orphan_staged_blobs() {
     let registry: Arc<dyn Registry> = Arc::new(MemRegistry::new());
-    let blobs = Arc::new(FailingDeletes { inner: Arc::new(ObjectBlobStore::memory()), fail: false.into() });
+    let blobs = common::TestBlobs::memory();
     let open = || {
         let mut config = Config::from_parts(registry.clone(), blobs.clone(), true);
         config.gc_grace = Duration::ZERO;
@@ -75,9 +32,9 @@ async fn a_failed_discard_does_not_orphan_staged_blobs() {
     // A concurrent blind write to the same leaf: t1's publish fails on the
     // node, its discard fails, and a swarm merge commits it.
     db.run_write(|tx| async move { tx.store::<u32, u32>("s").await?.upsert(&2, &2).await }).await.unwrap();
-    blobs.fail.store(true, Ordering::SeqCst);
+    blobs.fail_deletes.store(true, Ordering::SeqCst);
     let merged = t1.commit().await;
-    blobs.fail.store(false, Ordering::SeqCst);
+    blobs.fail_deletes.store(false, Ordering::SeqCst);
     assert_eq!(merged.unwrap().merges, 1);
     drop(t1);
     db.close().await.unwrap();

@@ -3,7 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sop_core::{BlobStore, Error, PhysicalId};
 
 use sop_btree::{Config, Database, EmbeddedBlobs, StoreOptions};
 
@@ -107,4 +113,61 @@ pub(crate) fn model_range(
     }
     let range = (lo.map(<[u8]>::to_vec), hi.map(<[u8]>::to_vec));
     model.range(range).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// A blob store for tests over an in-memory one: batch puts (staging) can
+/// be slowed and deletions made to fail, while the test runs.
+#[derive(Debug)]
+pub(crate) struct TestBlobs {
+    inner: Arc<dyn BlobStore>,
+    /// Delay of every `put_many`, in milliseconds (0: none).
+    pub(crate) put_delay_ms: AtomicU64,
+    /// Whether `delete`/`delete_many` fail with an I/O error.
+    pub(crate) fail_deletes: AtomicBool,
+}
+
+impl TestBlobs {
+    /// Over `ObjectBlobStore::memory()`, undisturbed.
+    pub(crate) fn memory() -> Arc<Self> {
+        Arc::new(Self {
+            inner: Arc::new(sop_store::ObjectBlobStore::memory()),
+            put_delay_ms: AtomicU64::new(0),
+            fail_deletes: AtomicBool::new(false),
+        })
+    }
+
+    fn check_delete(&self) -> sop_core::Result<()> {
+        if self.fail_deletes.load(Ordering::SeqCst) {
+            return Err(Error::io("deleting", std::io::Error::other("injected")));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlobStore for TestBlobs {
+    async fn put(&self, id: PhysicalId, data: Bytes) -> sop_core::Result<()> {
+        self.inner.put(id, data).await
+    }
+    async fn get(&self, id: PhysicalId) -> sop_core::Result<Bytes> {
+        self.inner.get(id).await
+    }
+    async fn delete(&self, id: PhysicalId) -> sop_core::Result<()> {
+        self.check_delete()?;
+        self.inner.delete(id).await
+    }
+    async fn put_many(&self, blobs: Vec<(PhysicalId, Bytes)>) -> sop_core::Result<()> {
+        let ms = self.put_delay_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        self.inner.put_many(blobs).await
+    }
+    async fn delete_many(&self, ids: &[PhysicalId]) -> sop_core::Result<()> {
+        self.check_delete()?;
+        self.inner.delete_many(ids).await
+    }
+    async fn list(&self) -> sop_core::Result<Vec<PhysicalId>> {
+        self.inner.list().await
+    }
 }
