@@ -40,6 +40,8 @@ pub struct Transaction {
 pub(crate) struct TxShared {
     pub(crate) db: Database,
     pub(crate) id: TxId,
+    /// Whether the transaction may write (fixed at begin).
+    pub(crate) writable: bool,
     pub(crate) state: tokio::sync::Mutex<TxState>,
 }
 
@@ -63,7 +65,7 @@ impl Transaction {
         let expiry = std::time::Instant::now() + timeout.saturating_mul(2);
         let state = TxState::new(writable, timeout, db.inner.epochs.begin(expiry));
         let id = state.id;
-        Self { shared: Arc::new(TxShared { db, id, state: tokio::sync::Mutex::new(state) }) }
+        Self { shared: Arc::new(TxShared { db, id, writable, state: tokio::sync::Mutex::new(state) }) }
     }
 
     /// This transaction's id (also the item version of what it writes).
@@ -99,7 +101,7 @@ impl Transaction {
     /// still hold is merged (the writes are replayed on the fresh nodes)
     /// without re-running application code.
     ///
-    /// The protocol runs in a task of its own, so it finishes (published,
+    /// A write transaction's protocol runs in a task of its own, so it finishes (published,
     /// or undone) even when the future returned here is dropped, as when
     /// a client disconnects mid-commit: nothing is left half-done.
     ///
@@ -108,6 +110,11 @@ impl Transaction {
     /// transaction); `Timeout` past the transaction's deadline; backend
     /// errors (`Io`, `Indeterminate`). The transaction is over either way.
     pub async fn commit(&self) -> Result<CommitInfo> {
+        if !self.shared.writable {
+            // A read-only commit stages nothing: dropped half-way it leaves
+            // nothing behind, so it needs no task of its own.
+            return self.shared.commit().await;
+        }
         let shared = self.shared.clone();
         let task = tokio::spawn(async move { shared.commit().await });
         task.await.map_err(|e| sop_core::Error::Indeterminate(format!("the commit task failed: {e}")))?
