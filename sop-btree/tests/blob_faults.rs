@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use common::{assert_healthy, bounded, fault_seed, open_accounts, rounds, small};
 use sop_btree::{Config, Database};
+use sop_core::testkit::fault::FaultConfig;
 use sop_core::{BlobStore, Registry};
 use sop_registry::MemRegistry;
-use sop_store::{FaultConfig, FaultyStore, ObjectBlobStore};
+use sop_store::{FaultyStore, ObjectBlobStore};
 
 const ACCOUNTS: u32 = 12;
 

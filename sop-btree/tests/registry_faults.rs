@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::{assert_healthy, bounded, fault_seed, open_accounts, rounds, small};
 use sop_btree::{Config, Database, ErrorKind};
-use sop_core::fault::FaultConfig;
+use sop_core::testkit::fault::FaultConfig;
 use sop_core::{BlobStore, Registry};
 use sop_registry::{FaultyRegistry, MemRegistry};
 use sop_store::ObjectBlobStore;

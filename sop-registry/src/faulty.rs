@@ -1,18 +1,19 @@
 //! [`FaultyRegistry`]: a registry wrapper that injects failures, lost
-//! replies and delays.
+//! replies and delays (feature `testkit`).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sop_core::fault::{Decision, Fault, FaultConfig, FaultPlan, FaultStats};
-use sop_core::{Error, ErrorKind, Handle, Intent, IntentState, LogicalId, PublishRequest, Registry, Result};
+use sop_core::testkit::fault::{FaultConfig, FaultPlan, FaultStats, OnTimeout};
+use sop_core::{Handle, Intent, IntentState, LogicalId, PublishRequest, Registry, Result};
 use sop_core::{StoreInfo, TxId};
 
 /// Wraps a [`Registry`] and disturbs a seeded fraction of its calls, as a
 /// remote registry under trouble would.
 ///
-/// Every call is numbered (across all methods) and decided by
-/// [`FaultPlan`]:
+/// Every call is numbered (across all methods) and goes through
+/// [`FaultPlan::step`]:
 /// - a *failure* returns `Io` before the inner registry sees the call;
 /// - a *timeout* on a call that changes state (publish, store and intent
 ///   writes) lets the inner call run and then reports `Indeterminate`, the
@@ -28,7 +29,7 @@ impl FaultyRegistry {
     /// Wraps `inner` with faults as configured, enabled.
     #[must_use]
     pub fn new(inner: Arc<dyn Registry>, config: FaultConfig) -> Self {
-        Self { inner, plan: FaultPlan::new(config) }
+        Self { inner, plan: FaultPlan::new("faulty-registry", config) }
     }
 
     /// Turns fault injection on or off (calls still count).
@@ -42,39 +43,20 @@ impl FaultyRegistry {
         self.plan.stats()
     }
 
-    /// Decides the next call; sleeps if it is delayed; fails it if it fails.
-    async fn before(&self, what: &str) -> Result<Decision> {
-        let d = self.plan.next();
-        if d.delay {
-            tokio::time::sleep(self.plan.config().delay).await;
-        }
-        if d.fault == Fault::Fail {
-            let e = std::io::Error::other(format!("injected fault #{} on {what}", d.call));
-            return Err(Error::backend("faulty-registry", ErrorKind::Io, e));
-        }
-        Ok(d)
-    }
-
     /// A read: a timeout replaces its answer.
-    async fn read<T>(&self, what: &str, call: impl Future<Output = Result<T>>) -> Result<T> {
-        let d = self.before(what).await?;
-        if d.fault == Fault::Timeout {
-            return Err(Error::Timeout {
-                what: format!("{what} (injected #{})", d.call),
-                after: self.plan.config().delay,
-            });
-        }
-        call.await
+    fn read<T, F>(&self, what: &str, call: F) -> impl Future<Output = Result<T>> + use<T, F>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        self.plan.step(&what, OnTimeout::NoAnswer, call)
     }
 
     /// A write: a timeout loses the reply of a call that ran.
-    async fn write<T>(&self, what: &str, call: impl Future<Output = Result<T>>) -> Result<T> {
-        let d = self.before(what).await?;
-        let out = call.await?;
-        if d.fault == Fault::Timeout {
-            return Err(Error::Indeterminate(format!("{what}: reply lost (injected #{})", d.call)));
-        }
-        Ok(out)
+    fn write<T, F>(&self, what: &str, call: F) -> impl Future<Output = Result<T>> + use<T, F>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        self.plan.step(&what, OnTimeout::LoseReply, call)
     }
 }
 
@@ -125,7 +107,7 @@ impl Registry for FaultyRegistry {
 mod tests {
     use std::time::Duration;
 
-    use sop_core::{HandleWrite, PhysicalId, RegistryExt};
+    use sop_core::{ErrorKind, HandleWrite, PhysicalId, RegistryExt};
 
     use super::*;
     use crate::MemRegistry;

@@ -6,8 +6,8 @@
 //! ([`Registry::publish`](sop_core::Registry::publish)). This crate has:
 //!
 //! - [`MemRegistry`]: in memory, sharded, for tests and loom models;
-//! - [`FaultyRegistry`]: a wrapper that fails, delays or loses the reply of
-//!   a seeded fraction of calls, for fault campaigns;
+//! - `FaultyRegistry` (feature `testkit`): a wrapper that fails, delays or
+//!   loses the reply of a seeded fraction of calls, for fault campaigns;
 //! - [`RocksRegistry`] (feature `rocksdb`, on by default): the embedded
 //!   default, durable on local disk.
 //!
@@ -27,12 +27,14 @@
 //! ```
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 
+#[cfg(feature = "testkit")]
 mod faulty;
 mod mem;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 mod stripes;
 
+#[cfg(feature = "testkit")]
 pub use faulty::FaultyRegistry;
 pub use mem::MemRegistry;
 #[cfg(feature = "rocksdb")]

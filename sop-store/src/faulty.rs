@@ -1,19 +1,24 @@
-//! [`FaultyStore`]: a blob store wrapper that injects failures and delays.
+//! [`FaultyStore`]: a blob store wrapper that injects failures, timeouts
+//! and delays (feature `testkit`).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
-use sop_core::fault::{Fault, FaultPlan};
-pub use sop_core::fault::{FaultConfig, FaultStats};
-use sop_core::{BlobStore, Error, ErrorKind, PhysicalId, Result};
+use sop_core::testkit::fault::{FaultConfig, FaultPlan, FaultStats, OnTimeout};
+use sop_core::{BlobStore, PhysicalId, Result};
 
 /// Wraps a [`BlobStore`] and disturbs a seeded fraction of its calls.
 ///
 /// Call `n` (counting from 0 across all methods; batch calls count each
 /// blob) is decided by a hash of `(seed, n)` alone, so a run with the same
-/// seed and the same call order meets the same faults.
+/// seed and the same call order meets the same faults. The fault step is
+/// [`FaultPlan::step`]:
+/// - a *failure* returns `Io` before the inner store sees the call;
+/// - a *timeout* returns `Timeout` before the inner store sees the call;
+/// - a *delay* sleeps before the call (a latency spike).
 #[derive(Debug)]
 pub struct FaultyStore {
     inner: Arc<dyn BlobStore>,
@@ -24,7 +29,7 @@ impl FaultyStore {
     /// Wraps `inner` with faults as configured, enabled.
     #[must_use]
     pub fn new(inner: Arc<dyn BlobStore>, config: FaultConfig) -> Self {
-        Self { inner, plan: FaultPlan::new(config) }
+        Self { inner, plan: FaultPlan::new("faulty", config) }
     }
 
     /// Turns fault injection on or off (calls still count).
@@ -38,41 +43,27 @@ impl FaultyStore {
         self.plan.stats()
     }
 
-    async fn disturb(&self, what: &str, id: PhysicalId) -> Result<()> {
-        let d = self.plan.next();
-        if d.delay {
-            tokio::time::sleep(self.plan.config().delay).await;
-        }
-        let n = d.call;
-        match d.fault {
-            Fault::None => Ok(()),
-            Fault::Fail => {
-                let e = std::io::Error::other(format!("injected fault #{n} on {what} {id}"));
-                Err(Error::backend("faulty", ErrorKind::Io, e))
-            }
-            Fault::Timeout => Err(Error::Timeout {
-                what: format!("{what} {id} (injected #{n})"),
-                after: self.plan.config().delay,
-            }),
-        }
+    /// The fault step around `call`, the inner store's `what` on blob `id`.
+    fn step<T, F>(&self, what: &str, id: PhysicalId, call: F) -> impl Future<Output = Result<T>> + use<T, F>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        self.plan.step(&format_args!("{what} {id}"), OnTimeout::NoAnswer, call)
     }
 }
 
 #[async_trait]
 impl BlobStore for FaultyStore {
     async fn put(&self, id: PhysicalId, data: Bytes) -> Result<()> {
-        self.disturb("put", id).await?;
-        self.inner.put(id, data).await
+        self.step("put", id, self.inner.put(id, data)).await
     }
 
     async fn get(&self, id: PhysicalId) -> Result<Bytes> {
-        self.disturb("get", id).await?;
-        self.inner.get(id).await
+        self.step("get", id, self.inner.get(id)).await
     }
 
     async fn delete(&self, id: PhysicalId) -> Result<()> {
-        self.disturb("delete", id).await?;
-        self.inner.delete(id).await
+        self.step("delete", id, self.inner.delete(id)).await
     }
 
     async fn put_many(&self, blobs: Vec<(PhysicalId, Bytes)>) -> Result<()> {
@@ -84,14 +75,15 @@ impl BlobStore for FaultyStore {
     }
 
     async fn list(&self) -> Result<Vec<PhysicalId>> {
-        self.disturb("list", PhysicalId::default()).await?;
-        self.inner.list().await
+        self.step("list", PhysicalId::default(), self.inner.list()).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use sop_core::ErrorKind;
 
     use super::*;
     use crate::ObjectBlobStore;

@@ -7,8 +7,8 @@
 //!   (`file:///path`, `memory://`, `s3://bucket/prefix`, `gs://bucket`,
 //!   `az://container`); cloud credentials come from the standard
 //!   environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`);
-//! - [`FaultyStore`]: a wrapper that fails or delays a seeded fraction of
-//!   calls, for reliability tests.
+//! - `FaultyStore` (feature `testkit`): a wrapper that fails, times out or
+//!   delays a seeded fraction of calls, for reliability tests.
 //!
 //! Limits: one blob is read and written whole (no ranges); it is not a
 //! cache (see `sop-cache`).
@@ -26,8 +26,10 @@
 //! ```
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 
+#[cfg(feature = "testkit")]
 mod faulty;
 mod object;
 
-pub use faulty::{FaultConfig, FaultStats, FaultyStore};
+#[cfg(feature = "testkit")]
+pub use faulty::FaultyStore;
 pub use object::ObjectBlobStore;
