@@ -2,13 +2,13 @@
 //! handle and blob reachability (no orphan blob, no dangling handle).
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use sop_core::{LogicalId, Node, PhysicalId, Result, StoreInfo};
 
-use crate::db::{Database, DbInner, EMPTY_ROOT};
+use crate::inner::DbInner;
 use crate::tree::fill;
+use crate::walk::{WalkedNode, walk};
 
 /// What [`Database::check`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,62 +31,6 @@ impl CheckReport {
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
     }
-}
-
-/// One node reached by a walk.
-#[derive(Debug, Clone)]
-pub(crate) struct WalkedNode {
-    pub(crate) id: LogicalId,
-    pub(crate) version: u64,
-    pub(crate) node: Arc<Node>,
-    pub(crate) depth: usize,
-    /// Keys in this node must lie in `[lo, hi)`.
-    pub(crate) lo: Option<Bytes>,
-    pub(crate) hi: Option<Bytes>,
-}
-
-/// Every node of a store (read straight from the registry) and every blob
-/// it references.
-#[derive(Debug, Default)]
-pub(crate) struct Walk {
-    pub(crate) nodes: Vec<WalkedNode>,
-    pub(crate) blobs: Vec<PhysicalId>,
-    pub(crate) problems: Vec<String>,
-}
-
-pub(crate) async fn walk(db: &DbInner, info: &StoreInfo) -> Result<Walk> {
-    let mut out = Walk::default();
-    let mut stack = vec![(info.root, 0usize, None::<Bytes>, None::<Bytes>)];
-    while let Some((id, depth, lo, hi)) = stack.pop() {
-        let Some(h) = db.registry.get_handles(&[id]).await?.into_iter().next().flatten() else {
-            out.problems.push(format!("store {:?}: dangling reference to node {id}", info.name));
-            continue;
-        };
-        let node = if h.physical_id == EMPTY_ROOT {
-            Arc::new(Node::empty_leaf())
-        } else {
-            match db.cache.node(h.physical_id, &db.blobs).await {
-                Ok(n) => n,
-                Err(e) => {
-                    out.problems.push(format!("store {:?}: node {id}: {e}", info.name));
-                    continue;
-                }
-            }
-        };
-        if h.physical_id != EMPTY_ROOT {
-            out.blobs.push(h.physical_id);
-        }
-        out.blobs.extend(node.value_blobs());
-        if let Node::Internal { keys, children } = node.as_ref() {
-            for (i, child) in children.iter().enumerate() {
-                let clo = if i == 0 { lo.clone() } else { keys.get(i - 1).cloned() };
-                let chi = keys.get(i).cloned().or_else(|| hi.clone());
-                stack.push((*child, depth + 1, clo, chi));
-            }
-        }
-        out.nodes.push(WalkedNode { id, version: h.version, node, depth, lo, hi });
-    }
-    Ok(out)
 }
 
 fn keys_of(node: &Node) -> Vec<Bytes> {
@@ -129,70 +73,60 @@ fn check_node(info: &StoreInfo, n: &WalkedNode, problems: &mut Vec<String>) {
     }
 }
 
-impl Database {
-    /// Verifies every store's structure (sorted keys, separator bounds,
-    /// equal leaf depth, fill bounds, item counts, resolvable children) and
-    /// reachability: no handle that no store reaches, no blob that nothing
-    /// references (outside in-flight intents), no referenced blob missing.
-    ///
-    /// # Errors
-    /// Backend errors while reading; problems found are in the report.
-    pub async fn check(&self) -> Result<CheckReport> {
-        let db = &self.inner;
-        let mut report = CheckReport::default();
-        let mut reached: HashSet<LogicalId> = HashSet::new();
-        let mut referenced: HashSet<PhysicalId> = HashSet::new();
-        for info in db.registry.list_stores().await? {
-            let walked = walk(db, &info).await?;
-            report.problems.extend(walked.problems);
-            let leaf_depths: HashSet<usize> =
-                walked.nodes.iter().filter(|n| n.node.is_leaf()).map(|n| n.depth).collect();
-            if leaf_depths.len() > 1 {
-                report.problems.push(format!("store {:?}: leaves at depths {leaf_depths:?}", info.name));
-            }
-            let mut items = 0u64;
-            for n in &walked.nodes {
-                check_node(&info, n, &mut report.problems);
-                if let Node::Leaf { items: it } = n.node.as_ref() {
-                    items += it.len() as u64;
-                }
-                reached.insert(n.id);
-            }
-            if items != info.count {
-                report
-                    .problems
-                    .push(format!("store {:?}: {items} items but count says {}", info.name, info.count));
-            }
-            report.items += items;
-            report.nodes += walked.nodes.len();
-            report.stores += 1;
-            referenced.extend(walked.blobs);
+/// The report of [`crate::Database::check`].
+pub(crate) async fn check(db: &DbInner) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let mut reached: HashSet<LogicalId> = HashSet::new();
+    let mut referenced: HashSet<PhysicalId> = HashSet::new();
+    for info in db.registry.list_stores().await? {
+        let walked = walk(db, &info).await?;
+        report.problems.extend(walked.problems);
+        let leaf_depths: HashSet<usize> =
+            walked.nodes.iter().filter(|n| n.node.is_leaf()).map(|n| n.depth).collect();
+        if leaf_depths.len() > 1 {
+            report.problems.push(format!("store {:?}: leaves at depths {leaf_depths:?}", info.name));
         }
-        for h in db.registry.list_handles().await? {
-            if !reached.contains(&h.logical_id) {
-                report.problems.push(format!("unreferenced node handle {}", h.logical_id));
+        let mut items = 0u64;
+        for n in &walked.nodes {
+            check_node(&info, n, &mut report.problems);
+            if let Node::Leaf { items: it } = n.node.as_ref() {
+                items += it.len() as u64;
             }
+            reached.insert(n.id);
         }
-        self.check_blobs(&referenced, &mut report).await?;
-        Ok(report)
+        if items != info.count {
+            report
+                .problems
+                .push(format!("store {:?}: {items} items but count says {}", info.name, info.count));
+        }
+        report.items += items;
+        report.nodes += walked.nodes.len();
+        report.stores += 1;
+        referenced.extend(walked.blobs);
     }
+    for h in db.registry.list_handles().await? {
+        if !reached.contains(&h.logical_id) {
+            report.problems.push(format!("unreferenced node handle {}", h.logical_id));
+        }
+    }
+    check_blobs(db, &referenced, &mut report).await?;
+    Ok(report)
+}
 
-    async fn check_blobs(&self, referenced: &HashSet<PhysicalId>, report: &mut CheckReport) -> Result<()> {
-        let db = &self.inner;
-        let stored: HashSet<PhysicalId> = db.blobs.list().await?.into_iter().collect();
-        report.blobs = stored.len();
-        let mut in_flight: HashSet<PhysicalId> = HashSet::new();
-        report.problems.extend(db.registry.damaged_intents().await?);
-        for intent in db.registry.list_intents(u64::MAX).await? {
-            in_flight.extend(intent.staged);
-            in_flight.extend(intent.obsolete);
-        }
-        for id in stored.iter().filter(|id| !referenced.contains(id) && !in_flight.contains(id)) {
-            report.problems.push(format!("orphan blob {id}"));
-        }
-        for id in referenced.iter().filter(|id| !stored.contains(id)) {
-            report.problems.push(format!("referenced blob {id} is missing"));
-        }
-        Ok(())
+async fn check_blobs(db: &DbInner, referenced: &HashSet<PhysicalId>, report: &mut CheckReport) -> Result<()> {
+    let stored: HashSet<PhysicalId> = db.blobs.list().await?.into_iter().collect();
+    report.blobs = stored.len();
+    let mut in_flight: HashSet<PhysicalId> = HashSet::new();
+    report.problems.extend(db.registry.damaged_intents().await?);
+    for intent in db.registry.list_intents(u64::MAX).await? {
+        in_flight.extend(intent.staged);
+        in_flight.extend(intent.obsolete);
     }
+    for id in stored.iter().filter(|id| !referenced.contains(id) && !in_flight.contains(id)) {
+        report.problems.push(format!("orphan blob {id}"));
+    }
+    for id in referenced.iter().filter(|id| !stored.contains(id)) {
+        report.problems.push(format!("referenced blob {id} is missing"));
+    }
+    Ok(())
 }

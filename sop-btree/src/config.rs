@@ -6,24 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sop_cache::CacheConfig;
-use sop_core::{BlobStore, Registry, Result};
+use sop_core::{BlobStore, Registry};
 
-/// A step of the commit protocol, as reported to a [`Failpoint`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CommitStep {
-    /// The pending intent is written; nothing staged yet.
-    IntentWritten,
-    /// Every dirty node and large value is staged in the blob store.
-    BlobsStaged,
-    /// Validate-and-publish succeeded: the transaction is committed.
-    Published,
-    /// The obsolete blobs are deleted; the intent is about to be removed.
-    ObsoleteDeleted,
-}
-
-/// A test hook called at each [`CommitStep`]. Returning an error stops the
-/// commit on the spot, as a crash would: no cleanup runs.
-pub type Failpoint = Arc<dyn Fn(CommitStep) -> Result<()> + Send + Sync>;
+use crate::failpoint::Failpoint;
 
 /// Where the database lives.
 #[derive(Clone)]

@@ -1,23 +1,22 @@
-//! [`Database`]: opening, stores, transactions and the retry helpers.
+//! [`Database`]: the front end. It wires the layers below together —
+//! backends, the shared state (`crate::inner`), recovery, transactions —
+//! and adds the retry helpers.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sop_cache::NodeCache;
-use sop_core::{
-    BlobStore, Error, Handle, HandleCache, LogicalId, PhysicalId, Registry, Result, StoreInfo, StoreOptions,
-};
+use sop_core::{BlobStore, Error, Handle, LogicalId, PhysicalId, Registry, Result, StoreInfo, StoreOptions};
 use sop_registry::{MemRegistry, RocksConfig, RocksRegistry};
 use sop_store::ObjectBlobStore;
 
-use crate::config::{Backend, CommitStep, Config, EmbeddedBlobs};
+use crate::check::CheckReport;
+use crate::config::{Backend, Config, EmbeddedBlobs};
+use crate::handles::EMPTY_ROOT;
+use crate::inner::{DbInner, store_not_found};
 use crate::tx::Transaction;
-
-/// The physical id of an empty root leaf: it has no blob, so that creating
-/// a store is one atomic registry call.
-pub(crate) const EMPTY_ROOT: PhysicalId = PhysicalId::from_u128(0);
 
 /// Counters since the database was opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,39 +31,6 @@ pub struct DbStats {
     pub retries: u64,
     /// Transactions rolled back (explicitly or on drop).
     pub rollbacks: u64,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) commits: AtomicU64,
-    pub(crate) conflicts: AtomicU64,
-    pub(crate) merges: AtomicU64,
-    pub(crate) retries: AtomicU64,
-    pub(crate) rollbacks: AtomicU64,
-}
-
-/// The shared state behind a [`Database`] handle.
-#[derive(Debug)]
-pub(crate) struct DbInner {
-    pub(crate) registry: Arc<dyn Registry>,
-    pub(crate) blobs: Arc<dyn BlobStore>,
-    pub(crate) cache: NodeCache,
-    pub(crate) handles: HandleCache,
-    pub(crate) config: Config,
-    pub(crate) counters: Counters,
-    /// Deferred deletions of obsolete blobs, and the flushes that hurry them.
-    pub(crate) gc: sop_core::GcGate,
-    /// This process's live transactions: deletions wait for the older ones.
-    pub(crate) epochs: Arc<crate::epoch::Epochs>,
-    /// Intents this process is still working on (a commit in progress, or
-    /// a clean-up not yet done), which periodic recovery leaves alone.
-    pub(crate) owned: std::sync::Mutex<rustc_hash::FxHashSet<sop_core::TxId>>,
-    /// Whether no other process shares the registry and blob store.
-    pub(crate) exclusive: bool,
-    /// Store metadata by name. A store's root id and options never change,
-    /// so an entry stays valid until the store is removed; its `count` is
-    /// not used (counts are read from the registry when asked for).
-    pub(crate) store_cache: std::sync::RwLock<rustc_hash::FxHashMap<String, StoreInfo>>,
 }
 
 /// A SOP-rs database: many named stores (B-trees), transactional.
@@ -105,26 +71,13 @@ impl Database {
             Backend::Parts { registry, blobs, exclusive } => (registry.clone(), blobs.clone(), *exclusive),
         };
         let cache = NodeCache::new(&config.cache).await?;
-        let inner = DbInner {
-            registry,
-            blobs,
-            cache,
-            handles: HandleCache::new(),
-            config,
-            counters: Counters::default(),
-            gc: sop_core::GcGate::new(),
-            epochs: Arc::default(),
-            owned: std::sync::Mutex::default(),
-            exclusive,
-            store_cache: std::sync::RwLock::default(),
-        };
-        let db = Self { inner: Arc::new(inner) };
-        let left = db.recover(exclusive).await?;
+        let inner = Arc::new(DbInner::new(registry, blobs, cache, config, exclusive));
+        let left = crate::recovery::recover(&inner, exclusive).await?;
         if left > 0 {
             tracing::warn!(left, "recovery left intents or store removals for the next open");
         }
-        crate::recovery::spawn_periodic(&db.inner);
-        Ok(db)
+        crate::recovery::spawn_periodic(&inner);
+        Ok(Self { inner })
     }
 
     /// Creates an empty store.
@@ -144,7 +97,7 @@ impl Database {
     /// # Errors
     /// `NotFound` when there is no such store.
     pub async fn store_info(&self, name: &str) -> Result<StoreInfo> {
-        self.inner.registry.get_store(name).await?.ok_or_else(|| crate::tx::state::store_not_found(name))
+        self.inner.registry.get_store(name).await?.ok_or_else(|| store_not_found(name))
     }
 
     /// Every store, sorted by name.
@@ -172,7 +125,7 @@ impl Database {
     /// # Errors
     /// None today; reserved for backends that must register transactions.
     pub async fn begin_write(&self) -> Result<Transaction> {
-        Ok(Transaction::new(self.clone(), true))
+        Ok(Transaction::new(self.inner.clone(), true))
     }
 
     /// Starts a read-only transaction (validated at commit, like any other).
@@ -180,7 +133,7 @@ impl Database {
     /// # Errors
     /// As [`Database::begin_write`].
     pub async fn begin_read(&self) -> Result<Transaction> {
-        Ok(Transaction::new(self.clone(), false))
+        Ok(Transaction::new(self.inner.clone(), false))
     }
 
     /// Starts a transaction with its own time limit instead of
@@ -197,7 +150,7 @@ impl Database {
                 "transaction timeout {timeout:?} is outside 1 ms..={max:?} (Config::tx_timeout)"
             )));
         }
-        Ok(Transaction::with_timeout(self.clone(), writable, timeout))
+        Ok(Transaction::with_timeout(self.inner.clone(), writable, timeout))
     }
 
     /// Runs `f` in a write transaction and commits it, retrying the whole
@@ -238,7 +191,7 @@ impl Database {
                 self.inner.counters.retries.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(backoff(attempt)).await;
             }
-            let tx = Transaction::new(self.clone(), writable);
+            let tx = Transaction::new(self.inner.clone(), writable);
             let outcome = match f(tx.clone()).await {
                 Ok(v) => tx.commit().await.map(|_| v),
                 // The closure's own error may come from a view that no
@@ -259,6 +212,17 @@ impl Database {
             }
         }
         Err(last.unwrap_or_else(|| Error::ItemConflict("no attempt made".into())))
+    }
+
+    /// Verifies every store's structure (sorted keys, separator bounds,
+    /// equal leaf depth, fill bounds, item counts, resolvable children) and
+    /// reachability: no handle that no store reaches, no blob that nothing
+    /// references (outside in-flight intents), no referenced blob missing.
+    ///
+    /// # Errors
+    /// Backend errors while reading; problems found are in the report.
+    pub async fn check(&self) -> Result<CheckReport> {
+        crate::check::check(&self.inner).await
     }
 
     /// Counters since open.
@@ -311,61 +275,4 @@ fn backoff(attempt: u32) -> Duration {
     let base = (1u64 << attempt.min(7)).min(100);
     let jitter = (PhysicalId::new().as_u128() & 0x3ff) as u64; // 0..1023
     Duration::from_micros(base * 500 + base * jitter)
-}
-
-impl DbInner {
-    /// A store's metadata from the cache, else the registry.
-    pub(crate) async fn cached_store(&self, name: &str) -> Result<StoreInfo> {
-        let cached =
-            self.store_cache.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned();
-        if let Some(info) = cached {
-            return Ok(info);
-        }
-        let info =
-            self.registry.get_store(name).await?.ok_or_else(|| crate::tx::state::store_not_found(name))?;
-        let mut cache = self.store_cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache.insert(name.to_owned(), info.clone());
-        Ok(info)
-    }
-
-    /// Drops a store's cached metadata (removed, or found stale).
-    pub(crate) fn forget_store(&self, name: &str) {
-        self.store_cache.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name);
-    }
-
-    /// Drops cached metadata naming `root` as its root (the root vanished:
-    /// the store was removed, perhaps by another process).
-    pub(crate) fn forget_store_with_root(&self, root: LogicalId) {
-        let mut cache = self.store_cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache.retain(|_, info| info.root != root);
-    }
-
-    /// The current handle of `id`: from the handle cache, else the registry.
-    pub(crate) async fn handle(&self, id: LogicalId) -> Result<Option<Handle>> {
-        if let Some(h) = self.handles.get(id) {
-            return Ok(Some(h));
-        }
-        let got = self.registry.get_handles(&[id]).await?.into_iter().next().flatten();
-        if let Some(h) = got {
-            self.handles.observe(h);
-        }
-        Ok(got)
-    }
-
-    /// The current handle of `id` from the registry, replacing whatever the
-    /// handle cache held (a read found the cached handle's blob gone).
-    pub(crate) async fn refresh_handle(&self, id: LogicalId) -> Result<Option<Handle>> {
-        self.handles.forget(id);
-        self.handle(id).await
-    }
-
-    /// Marks `tx_id`'s intent as this process's until the claim drops.
-    pub(crate) fn claim(self: &Arc<Self>, tx_id: sop_core::TxId) -> crate::recovery::Claim {
-        crate::recovery::Claim::new(self, tx_id)
-    }
-
-    /// Calls the failpoint, if any, at `step`.
-    pub(crate) fn failpoint(&self, step: CommitStep) -> Result<()> {
-        self.config.failpoint.as_ref().map_or(Ok(()), |f| f(step))
-    }
 }

@@ -8,22 +8,6 @@
 //! under one mutex, so a change of state and the wake-up it owes are never
 //! split (no lost wake-up), and a task that panics or is dropped still
 //! counts itself out (no flush waits forever). `cargo xtask loom` checks it.
-//!
-//! ```
-//! use sop_core::GcGate;
-//!
-//! # futures::executor::block_on(async {
-//! let gate = GcGate::new();
-//! let deletion = gate.register(); // by the commit, before it returns
-//! let task = std::thread::spawn(move || {
-//!     futures::executor::block_on(deletion.flush_requested()); // or the grace period ends
-//!     // ... delete the blobs, then drop `deletion` ...
-//! });
-//! gate.flush().await; // wakes the deletion, waits for it
-//! assert_eq!(gate.pending(), 0);
-//! task.join().unwrap();
-//! # });
-//! ```
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,12 +15,12 @@ use std::task::{Context, Poll, Waker};
 
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::sync::{Arc, Mutex, lock};
+use sop_core::sync::{Arc, Mutex, lock};
 
 /// Counts deferred deletions and flushes, and wakes each side for the
 /// other. Cheap to clone; clones share one gate.
 #[derive(Debug, Clone, Default)]
-pub struct GcGate {
+pub(crate) struct GcGate {
     inner: Arc<Inner>,
 }
 
@@ -93,7 +77,7 @@ fn wake_all(wakers: HashMap<u64, Waker>) {
 impl GcGate {
     /// A gate with nothing pending and no flush in progress.
     #[must_use]
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -101,14 +85,15 @@ impl GcGate {
     /// returned [`Deferred`] is dropped. Call it before the commit returns,
     /// so that a flush started after the commit always waits for it.
     #[must_use]
-    pub fn register(&self) -> Deferred {
+    pub(crate) fn register(&self) -> Deferred {
         lock(&self.inner.state).pending += 1;
         Deferred { gate: self.inner.clone() }
     }
 
     /// Deletions registered and not yet finished.
     #[must_use]
-    pub fn pending(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
         lock(&self.inner.state).pending
     }
 
@@ -116,7 +101,7 @@ impl GcGate {
     /// period) and waits until none is pending, including deletions
     /// registered while it waits: under a steady stream of commits it waits
     /// for those too. Dropping the future ends the flush.
-    pub async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         let _flushing = Flushing::begin(&self.inner);
         Wait::new(&self.inner, Until::Drained).await;
     }
@@ -150,14 +135,14 @@ impl Drop for Flushing<'_> {
 /// and its caller may then expect those to be released (`close`, then
 /// reopening the directory).
 #[derive(Debug)]
-pub struct Deferred {
+pub(crate) struct Deferred {
     gate: Arc<Inner>,
 }
 
 impl Deferred {
     /// Resolves once a flush is in progress: the deletion should run now.
     /// A deletion normally races this against its grace period.
-    pub fn flush_requested(&self) -> impl Future<Output = ()> + '_ {
+    pub(crate) fn flush_requested(&self) -> impl Future<Output = ()> + '_ {
         Wait::new(&self.gate, Until::FlushStarted)
     }
 }
@@ -278,8 +263,8 @@ mod loom_tests {
     use std::task::Context;
 
     use super::GcGate;
-    use crate::sync::atomic::{AtomicBool, Ordering};
-    use crate::sync::{Arc, thread};
+    use sop_core::sync::atomic::{AtomicBool, Ordering};
+    use sop_core::sync::{Arc, thread};
 
     /// A deletion that sleeps until a flush (its grace period never ends)
     /// and a flush started concurrently: the flush wakes it, waits for it,

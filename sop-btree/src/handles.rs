@@ -1,4 +1,5 @@
-//! [`HandleCache`]: the in-process cache of registry handles.
+//! Handle resolution: [`HandleCache`], the in-process cache of registry
+//! handles, in front of the registry ([`resolve`]); and [`EMPTY_ROOT`].
 //!
 //! With the embedded registry every publish goes through this process, and
 //! the commit writes its new handles through to this cache right after the
@@ -9,8 +10,29 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::sync::RwLock;
-use crate::{Handle, LogicalId};
+use sop_core::sync::RwLock;
+use sop_core::{Handle, LogicalId, PhysicalId, Registry, Result};
+
+/// The physical id of an empty root leaf: it has no blob, so that creating
+/// a store is one atomic registry call.
+pub(crate) const EMPTY_ROOT: PhysicalId = PhysicalId::from_u128(0);
+
+/// The current handle of `id`: from `cache`, else the registry (and then
+/// cached).
+pub(crate) async fn resolve(
+    cache: &HandleCache,
+    registry: &dyn Registry,
+    id: LogicalId,
+) -> Result<Option<Handle>> {
+    if let Some(h) = cache.get(id) {
+        return Ok(Some(h));
+    }
+    let got = registry.get_handles(&[id]).await?.into_iter().next().flatten();
+    if let Some(h) = got {
+        cache.observe(h);
+    }
+    Ok(got)
+}
 
 const SHARDS: usize = 64;
 /// Entries per shard before the shard is emptied (4 M handles in all, about
@@ -20,7 +42,7 @@ const MAX_PER_SHARD: usize = 1 << 16;
 /// `LogicalId -> Handle`, sharded; a shard is emptied when it is full.
 /// Its synchronization is model-checked by `cargo xtask loom`.
 #[derive(Debug)]
-pub struct HandleCache {
+pub(crate) struct HandleCache {
     shards: Vec<RwLock<HashMap<LogicalId, Handle>>>,
     max_per_shard: usize,
 }
@@ -34,13 +56,13 @@ impl Default for HandleCache {
 impl HandleCache {
     /// 64 shards of up to 65 536 handles.
     #[must_use]
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::with_shards(SHARDS, MAX_PER_SHARD)
     }
 
     /// `shards` shards (at least 1) of up to `max_per_shard` handles.
     #[must_use]
-    pub fn with_shards(shards: usize, max_per_shard: usize) -> Self {
+    pub(crate) fn with_shards(shards: usize, max_per_shard: usize) -> Self {
         let shards = (0..shards.max(1)).map(|_| RwLock::new(HashMap::default())).collect();
         Self { shards, max_per_shard: max_per_shard.max(1) }
     }
@@ -54,12 +76,12 @@ impl HandleCache {
 
     /// The cached handle of `id`.
     #[must_use]
-    pub fn get(&self, id: LogicalId) -> Option<Handle> {
+    pub(crate) fn get(&self, id: LogicalId) -> Option<Handle> {
         self.shard(id).read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).copied()
     }
 
     /// Records `h` unless a newer version is already known.
-    pub fn observe(&self, h: Handle) {
+    pub(crate) fn observe(&self, h: Handle) {
         let mut shard = self.shard(h.logical_id).write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let newer = shard.get(&h.logical_id).is_none_or(|old| old.version < h.version);
         if newer {
@@ -71,7 +93,7 @@ impl HandleCache {
     }
 
     /// Forgets `id` (removed, or found stale at validation).
-    pub fn forget(&self, id: LogicalId) {
+    pub(crate) fn forget(&self, id: LogicalId) {
         self.shard(id).write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
     }
 }
@@ -79,8 +101,8 @@ impl HandleCache {
 #[cfg(all(test, sop_loom))]
 mod loom_tests {
     use super::HandleCache;
-    use crate::sync::{Arc, thread};
-    use crate::{Handle, LogicalId, PhysicalId};
+    use sop_core::sync::{Arc, thread};
+    use sop_core::{Handle, LogicalId, PhysicalId};
 
     fn h(id: LogicalId, version: u64) -> Handle {
         let mut h = Handle::new(id, PhysicalId::from_u128(u128::from(version)));

@@ -33,18 +33,26 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod check;
+mod claims;
 mod config;
 mod db;
 mod epoch;
+mod failpoint;
+mod gc;
+mod gc_gate;
+mod handles;
+mod inner;
 mod key;
 mod recovery;
 mod store;
 mod tree;
 mod tx;
+mod walk;
 
 pub use check::CheckReport;
-pub use config::{Backend, CommitStep, Config, EmbeddedBlobs, Failpoint};
+pub use config::{Backend, Config, EmbeddedBlobs};
 pub use db::{Database, DbStats};
+pub use failpoint::{CommitStep, Failpoint};
 pub use key::Key;
 pub use sop_cache::{CacheConfig, DiskTier};
 pub use sop_core::{BlobStore, Error, ErrorKind, Registry, Result, StoreInfo, StoreOptions, TxId};

@@ -13,7 +13,32 @@ use sop_core::{Error, Item, Result, StoreInfo, StoreOptions, TxId};
 use crate::key::{Key, encode_bytes};
 use crate::tx::Transaction;
 use crate::tx::log::ReadEntry;
-use crate::tx::write::check_sizes;
+use crate::tx::write::{MAX_KEY_LEN, check_sizes};
+
+impl Transaction {
+    /// A typed handle on store `name`: keys in the order-preserving
+    /// encoding of [`Key`], values serialized with postcard.
+    ///
+    /// # Errors
+    /// `NotFound` when there is no such store.
+    pub async fn store<K: Key, V: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<TypedStore<K, V>> {
+        Ok(TypedStore::new(self.bytes_store(name).await?))
+    }
+
+    /// A byte-level handle on store `name`: keys compare as bytes.
+    ///
+    /// # Errors
+    /// `NotFound` when there is no such store.
+    pub async fn bytes_store(&self, name: &str) -> Result<Store> {
+        let mut st = self.shared.state.lock().await;
+        st.check_live()?;
+        let info = st.store(&self.shared.db, name).await?.info.clone();
+        Ok(Store::new(self.clone(), info))
+    }
+}
 
 /// Identifies one of several items with the same key in a non-unique store.
 pub type ItemId = u128;
@@ -52,14 +77,18 @@ impl Store {
         self.info.options.unique
     }
 
+    fn slot(&self) -> usize {
+        self.info.options.slot_length as usize
+    }
+
     /// The first item stored under `key` (for a unique store, the item).
     async fn lookup(&self, key: &[u8]) -> Result<Option<(Bytes, Item)>> {
         if self.unique() {
             let key = Bytes::copy_from_slice(key);
-            let db = &self.tx.shared.db.inner;
+            let db = &self.tx.shared.db;
             let mut st = self.tx.shared.state.lock().await;
             st.check_live()?;
-            let item = st.find(db, self.info.root, &key).await?;
+            let item = st.tree(db, self.info.root, self.slot()).find(&key).await?;
             st.log_point(&self.info.name, &key, item.as_ref());
             let value = match &item {
                 Some(i) => Some(st.value_of(db, i).await?),
@@ -98,15 +127,15 @@ impl Store {
     }
 
     async fn write(&self, key: Bytes, value: Option<Bytes>) -> Result<Option<Item>> {
-        if key.len() > crate::MAX_KEY_LEN {
+        if key.len() > MAX_KEY_LEN {
             return Err(Error::InvalidInput(format!(
                 "key of {} bytes as stored (a non-unique store escapes the key and adds {}) is over the {}-byte limit",
                 key.len(),
                 DUP_SUFFIX + 2,
-                crate::MAX_KEY_LEN
+                MAX_KEY_LEN
             )));
         }
-        let db = &self.tx.shared.db.inner;
+        let db = &self.tx.shared.db;
         let mut st = self.tx.shared.state.lock().await;
         st.check_live()?;
         st.check_writable()?;
@@ -217,7 +246,7 @@ impl Store {
     /// # Errors
     /// `Closed`/`Timeout` when the transaction is over.
     pub async fn count(&self) -> Result<u64> {
-        let db = &self.tx.shared.db.inner;
+        let db = &self.tx.shared.db;
         let mut st = self.tx.shared.state.lock().await;
         st.check_live()?;
         let s = st.store(db, &self.info.name).await?;
@@ -358,14 +387,14 @@ impl Cursor {
     async fn fill(&mut self) -> Result<()> {
         let Some(from) = self.next.take() else { return Ok(()) };
         let tx = &self.store.tx;
-        let db = &tx.shared.db.inner;
+        let db = &tx.shared.db;
         let mut st = tx.shared.state.lock().await;
         st.check_live()?;
-        let root = self.store.info.root;
+        let mut tree = st.tree(db, self.store.info.root, self.store.slot());
         let batch = if self.reverse {
-            st.scan_backward(db, root, &self.lo, from).await?
+            tree.scan_backward(&self.lo, from).await?
         } else {
-            st.scan_forward(db, root, from, &self.hi).await?
+            tree.scan_forward(from, &self.hi).await?
         };
         let name = &self.store.info.name;
         let tx_store = st.stores.get(name.as_str());
@@ -406,7 +435,7 @@ impl Cursor {
         // A buffered item is read from this transaction's view: once it is
         // over, its blobs are no longer kept for it.
         st.check_live()?;
-        let value = st.value_of(&tx.shared.db.inner, &item).await?;
+        let value = st.value_of(&tx.shared.db, &item).await?;
         Ok(Some((value, item)))
     }
 

@@ -31,10 +31,7 @@
 pub mod blob;
 pub mod codec;
 mod error;
-pub mod fault;
-mod gc_gate;
 mod handle;
-mod handle_cache;
 mod id;
 mod intent;
 mod node;
@@ -48,9 +45,7 @@ pub mod testkit;
 
 pub use blob::BlobStore;
 pub use error::{Error, ErrorKind, Result, VersionConflict};
-pub use gc_gate::{Deferred, GcGate};
 pub use handle::Handle;
-pub use handle_cache::HandleCache;
 pub use id::{LogicalId, PhysicalId, TxId};
 pub use intent::{Intent, IntentState};
 pub use node::{Item, Node, Value};

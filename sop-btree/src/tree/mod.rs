@@ -1,4 +1,8 @@
-//! The B+tree algorithms, over a transaction's private view ([`TxState`]).
+//! The B+tree algorithms over a [`NodeSource`]: descend, find, put, delete,
+//! split, rebalance and range walks. The tree knows only its node source,
+//! not the transaction, the registry or the database: the transaction's
+//! view implements [`NodeSource`] (`crate::tx::state`), and the unit tests
+//! use a map in memory.
 //!
 //! Leaves hold items sorted by key; internal nodes hold separator keys and
 //! child [`LogicalId`]s, child `i` holding keys in `[keys[i-1], keys[i])`.
@@ -8,16 +12,67 @@
 //! with one child takes that child's contents.
 //!
 //! Nodes are loaded (async) while descending; changes are then applied to
-//! the transaction's private copies (synchronously).
+//! the source's private copies (synchronously).
 
 mod rebalance;
 mod scan;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use sop_core::{Item, LogicalId, Node, Result};
 
-use crate::db::DbInner;
-use crate::tx::state::TxState;
+/// Where the tree's nodes come from and where its changes go.
+///
+/// A source hands out nodes by logical id. `load` must be called before
+/// `node`/`node_mut`/`set_node` on an id; a node the source created with
+/// `alloc` needs no load.
+pub(crate) trait NodeSource: Send {
+    /// Makes node `id` available, loading it on first use.
+    fn load(&mut self, id: LogicalId) -> impl Future<Output = Result<()>> + Send;
+    /// Node `id`, already loaded.
+    fn node(&self, id: LogicalId) -> Result<&Arc<Node>>;
+    /// Node `id` for writing: copied on first write.
+    fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node>;
+    /// Replaces node `id`'s contents.
+    fn set_node(&mut self, id: LogicalId, node: Node) -> Result<()>;
+    /// Adds a new node; returns its id.
+    fn alloc(&mut self, node: Node) -> LogicalId;
+    /// Drops node `id` from the tree.
+    fn free(&mut self, id: LogicalId);
+}
+
+impl<T: NodeSource> NodeSource for &mut T {
+    fn load(&mut self, id: LogicalId) -> impl Future<Output = Result<()>> + Send {
+        (**self).load(id)
+    }
+    fn node(&self, id: LogicalId) -> Result<&Arc<Node>> {
+        (**self).node(id)
+    }
+    fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node> {
+        (**self).node_mut(id)
+    }
+    fn set_node(&mut self, id: LogicalId, node: Node) -> Result<()> {
+        (**self).set_node(id, node)
+    }
+    fn alloc(&mut self, node: Node) -> LogicalId {
+        (**self).alloc(node)
+    }
+    fn free(&mut self, id: LogicalId) {
+        (**self).free(id);
+    }
+}
+
+/// One B+tree: its root and fill bound, over a node source.
+#[derive(Debug)]
+pub(crate) struct Tree<S> {
+    nodes: S,
+    root: LogicalId,
+    slot: usize,
+}
 
 /// Where a descent goes.
 #[derive(Debug, Clone, Copy)]
@@ -52,19 +107,19 @@ fn child_index(keys: &[Bytes], target: Target<'_>) -> usize {
     }
 }
 
-impl TxState {
-    /// Loads the path from `root` to the leaf `target` selects.
-    pub(crate) async fn descend(
-        &mut self,
-        db: &DbInner,
-        root: LogicalId,
-        target: Target<'_>,
-    ) -> Result<Path> {
+impl<S: NodeSource> Tree<S> {
+    /// The tree rooted at `root` whose nodes hold at most `slot` entries.
+    pub(crate) fn new(nodes: S, root: LogicalId, slot: usize) -> Self {
+        Self { nodes, root, slot }
+    }
+
+    /// Loads the path from the root to the leaf `target` selects.
+    pub(crate) async fn descend(&mut self, target: Target<'_>) -> Result<Path> {
         let mut path = Vec::new();
-        let mut id = root;
+        let mut id = self.root;
         loop {
-            self.load(db, id).await?;
-            match self.node(id)?.as_ref() {
+            self.nodes.load(id).await?;
+            match self.nodes.node(id)?.as_ref() {
                 Node::Leaf { .. } => {
                     path.push((id, 0));
                     return Ok(path);
@@ -80,24 +135,18 @@ impl TxState {
     }
 
     /// The item under `key`, if any.
-    pub(crate) async fn find(&mut self, db: &DbInner, root: LogicalId, key: &[u8]) -> Result<Option<Item>> {
-        let path = self.descend(db, root, Target::Key(key)).await?;
+    pub(crate) async fn find(&mut self, key: &[u8]) -> Result<Option<Item>> {
+        let path = self.descend(Target::Key(key)).await?;
         let leaf = leaf_of(&path)?;
-        let Node::Leaf { items } = self.node(leaf)?.as_ref() else { return Err(bad_node(leaf)) };
+        let Node::Leaf { items } = self.nodes.node(leaf)?.as_ref() else { return Err(bad_node(leaf)) };
         Ok(items.binary_search_by(|i| i.key.as_ref().cmp(key)).ok().and_then(|i| items.get(i).cloned()))
     }
 
     /// Puts `item`, replacing an item with the same key; returns the old one.
-    pub(crate) async fn put(
-        &mut self,
-        db: &DbInner,
-        root: LogicalId,
-        slot: usize,
-        item: Item,
-    ) -> Result<Option<Item>> {
-        let path = self.descend(db, root, Target::Key(&item.key)).await?;
+    pub(crate) async fn put(&mut self, item: Item) -> Result<Option<Item>> {
+        let path = self.descend(Target::Key(&item.key)).await?;
         let leaf = leaf_of(&path)?;
-        let Node::Leaf { items } = self.node_mut(leaf)? else { return Err(bad_node(leaf)) };
+        let Node::Leaf { items } = self.nodes.node_mut(leaf)? else { return Err(bad_node(leaf)) };
         let old = match items.binary_search_by(|i| i.key.as_ref().cmp(&item.key)) {
             Ok(i) => items.get_mut(i).map(|slot| std::mem::replace(slot, item)),
             Err(i) => {
@@ -106,48 +155,43 @@ impl TxState {
             }
         };
         if old.is_none() {
-            self.split_path(&path, slot)?;
+            self.split_path(&path)?;
         }
         Ok(old)
     }
 
     /// Removes the item under `key`; returns it.
-    pub(crate) async fn delete(
-        &mut self,
-        db: &DbInner,
-        root: LogicalId,
-        slot: usize,
-        key: &[u8],
-    ) -> Result<Option<Item>> {
-        let path = self.descend(db, root, Target::Key(key)).await?;
+    pub(crate) async fn delete(&mut self, key: &[u8]) -> Result<Option<Item>> {
+        let path = self.descend(Target::Key(key)).await?;
         let leaf = leaf_of(&path)?;
-        let Node::Leaf { items } = self.node(leaf)?.as_ref() else { return Err(bad_node(leaf)) };
+        let Node::Leaf { items } = self.nodes.node(leaf)?.as_ref() else { return Err(bad_node(leaf)) };
         let Ok(i) = items.binary_search_by(|it| it.key.as_ref().cmp(key)) else { return Ok(None) };
-        let Node::Leaf { items } = self.node_mut(leaf)? else { return Err(bad_node(leaf)) };
+        let Node::Leaf { items } = self.nodes.node_mut(leaf)? else { return Err(bad_node(leaf)) };
         let old = items.remove(i);
-        self.rebalance(db, &path, slot).await?;
+        self.rebalance(&path).await?;
         Ok(Some(old))
     }
 
     /// Splits overfull nodes from the leaf of `path` upwards.
-    fn split_path(&mut self, path: &Path, slot: usize) -> Result<()> {
+    fn split_path(&mut self, path: &Path) -> Result<()> {
         for level in (0..path.len()).rev() {
             let (id, _) = path[level];
-            if fill(self.node(id)?) <= slot {
+            if fill(self.nodes.node(id)?) <= self.slot {
                 return Ok(());
             }
-            let node = self.node(id)?.as_ref().clone();
+            let node = self.nodes.node(id)?.as_ref().clone();
             let (left, sep, right) = split_node(node);
             if level == 0 {
-                let left_id = self.new_node(left);
-                let right_id = self.new_node(right);
-                self.set_node(id, Node::Internal { keys: vec![sep], children: vec![left_id, right_id] })?;
+                let left_id = self.nodes.alloc(left);
+                let right_id = self.nodes.alloc(right);
+                let root = Node::Internal { keys: vec![sep], children: vec![left_id, right_id] };
+                self.nodes.set_node(id, root)?;
                 return Ok(());
             }
-            self.set_node(id, left)?;
-            let right_id = self.new_node(right);
+            self.nodes.set_node(id, left)?;
+            let right_id = self.nodes.alloc(right);
             let (parent, idx) = path[level - 1];
-            let Node::Internal { keys, children } = self.node_mut(parent)? else {
+            let Node::Internal { keys, children } = self.nodes.node_mut(parent)? else {
                 return Err(bad_node(parent));
             };
             keys.insert(idx, sep);
@@ -183,6 +227,7 @@ fn leaf_of(path: &Path) -> Result<LogicalId> {
     path.last().map(|(id, _)| *id).ok_or_else(|| sop_core::Error::corruption("tree", "empty path"))
 }
 
+/// A node whose shape does not fit its place in the tree.
 pub(crate) fn bad_node(id: LogicalId) -> sop_core::Error {
     sop_core::Error::corruption("tree", format!("node {id} has the wrong shape for its place"))
 }

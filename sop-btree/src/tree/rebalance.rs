@@ -3,21 +3,19 @@
 
 use sop_core::{LogicalId, Node, Result};
 
-use super::{Path, bad_node, fill};
-use crate::db::DbInner;
-use crate::tx::state::TxState;
+use super::{NodeSource, Path, Tree, bad_node, fill};
 
-impl TxState {
+impl<S: NodeSource> Tree<S> {
     /// Restores fill bounds along `path` (leaf last) after a removal.
-    pub(crate) async fn rebalance(&mut self, db: &DbInner, path: &Path, slot: usize) -> Result<()> {
-        let min = slot / 2;
+    pub(super) async fn rebalance(&mut self, path: &Path) -> Result<()> {
+        let min = self.slot / 2;
         for level in (1..path.len()).rev() {
             let (id, _) = path[level];
-            if fill(self.node(id)?) >= min {
+            if fill(self.nodes.node(id)?) >= min {
                 break;
             }
             let (parent, idx) = path[level - 1];
-            let Node::Internal { children, .. } = self.node(parent)?.as_ref() else {
+            let Node::Internal { children, .. } = self.nodes.node(parent)?.as_ref() else {
                 return Err(bad_node(parent));
             };
             let (li, ri) = if idx > 0 { (idx - 1, idx) } else { (idx, idx + 1) };
@@ -25,14 +23,14 @@ impl TxState {
                 return Err(bad_node(parent));
             };
             let sibling = if lid == id { rid } else { lid };
-            self.load(db, sibling).await?;
-            if fill(self.node(sibling)?) > min {
+            self.nodes.load(sibling).await?;
+            if fill(self.nodes.node(sibling)?) > min {
                 self.borrow(parent, li, lid, rid, sibling == lid)?;
                 break;
             }
             self.merge(parent, li, lid, rid)?;
         }
-        self.shrink_root(db, path[0].0).await
+        self.shrink_root(path[0].0).await
     }
 
     /// Moves one entry from the sibling into the underfull node through the
@@ -45,9 +43,9 @@ impl TxState {
         rid: LogicalId,
         from_left: bool,
     ) -> Result<()> {
-        let mut left = self.node(lid)?.as_ref().clone();
-        let mut right = self.node(rid)?.as_ref().clone();
-        let Node::Internal { keys: pkeys, .. } = self.node(parent)?.as_ref() else {
+        let mut left = self.nodes.node(lid)?.as_ref().clone();
+        let mut right = self.nodes.node(rid)?.as_ref().clone();
+        let Node::Internal { keys: pkeys, .. } = self.nodes.node(parent)?.as_ref() else {
             return Err(bad_node(parent));
         };
         let sep = pkeys.get(li).cloned().ok_or_else(|| bad_node(parent))?;
@@ -75,9 +73,9 @@ impl TxState {
             }
             _ => return Err(bad_node(parent)),
         };
-        self.set_node(lid, left)?;
-        self.set_node(rid, right)?;
-        let Node::Internal { keys, .. } = self.node_mut(parent)? else { return Err(bad_node(parent)) };
+        self.nodes.set_node(lid, left)?;
+        self.nodes.set_node(rid, right)?;
+        let Node::Internal { keys, .. } = self.nodes.node_mut(parent)? else { return Err(bad_node(parent)) };
         if let Some(k) = keys.get_mut(li) {
             *k = new_sep;
         }
@@ -86,9 +84,9 @@ impl TxState {
 
     /// Merges `rid` into `lid` and drops separator `li` from the parent.
     fn merge(&mut self, parent: LogicalId, li: usize, lid: LogicalId, rid: LogicalId) -> Result<()> {
-        let mut left = self.node(lid)?.as_ref().clone();
-        let right = self.node(rid)?.as_ref().clone();
-        let Node::Internal { keys: pkeys, .. } = self.node(parent)?.as_ref() else {
+        let mut left = self.nodes.node(lid)?.as_ref().clone();
+        let right = self.nodes.node(rid)?.as_ref().clone();
+        let Node::Internal { keys: pkeys, .. } = self.nodes.node(parent)?.as_ref() else {
             return Err(bad_node(parent));
         };
         let sep = pkeys.get(li).cloned().ok_or_else(|| bad_node(parent))?;
@@ -101,27 +99,29 @@ impl TxState {
             }
             _ => return Err(bad_node(parent)),
         }
-        self.set_node(lid, left)?;
-        self.remove_node(rid);
-        let Node::Internal { keys, children } = self.node_mut(parent)? else { return Err(bad_node(parent)) };
+        self.nodes.set_node(lid, left)?;
+        self.nodes.free(rid);
+        let Node::Internal { keys, children } = self.nodes.node_mut(parent)? else {
+            return Err(bad_node(parent));
+        };
         keys.remove(li);
         children.remove(li + 1);
         Ok(())
     }
 
     /// A root with no keys and one child takes the child's place.
-    async fn shrink_root(&mut self, db: &DbInner, root: LogicalId) -> Result<()> {
+    async fn shrink_root(&mut self, root: LogicalId) -> Result<()> {
         loop {
-            let child = match self.node(root)?.as_ref() {
+            let child = match self.nodes.node(root)?.as_ref() {
                 Node::Internal { keys, children } if keys.is_empty() => {
                     *children.first().ok_or_else(|| bad_node(root))?
                 }
                 _ => return Ok(()),
             };
-            self.load(db, child).await?;
-            let contents = self.node(child)?.as_ref().clone();
-            self.set_node(root, contents)?;
-            self.remove_node(child);
+            self.nodes.load(child).await?;
+            let contents = self.nodes.node(child)?.as_ref().clone();
+            self.nodes.set_node(root, contents)?;
+            self.nodes.free(child);
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Range reads, one leaf at a time: each batch returns the leaf's items in
+//! Range walks, one leaf at a time: each batch returns the leaf's items in
 //! the range, the interval the batch covered, and where the next batch
 //! starts (the leaf's fence key in the parent), so a cursor moves in
 //! amortized constant time and a swarm merge can re-check exactly the
@@ -7,11 +7,9 @@
 use std::ops::Bound;
 
 use bytes::Bytes;
-use sop_core::{Item, LogicalId, Node, Result};
+use sop_core::{Item, Node, Result};
 
-use super::{Path, Target, bad_node};
-use crate::db::DbInner;
-use crate::tx::state::TxState;
+use super::{NodeSource, Path, Target, Tree, bad_node};
 
 /// One leaf's worth of a range read.
 #[derive(Debug)]
@@ -56,7 +54,7 @@ pub(super) fn upper_reaches(a: &Bound<Bytes>, b: &Bound<Bytes>) -> bool {
 }
 
 /// The leaf's fence keys from the path: (lower, upper).
-fn fences(tx: &TxState, path: &Path) -> Result<(Option<Bytes>, Option<Bytes>)> {
+fn fences(tx: &impl NodeSource, path: &Path) -> Result<(Option<Bytes>, Option<Bytes>)> {
     let (mut lower, mut upper) = (None, None);
     for &(id, idx) in path.iter().rev().skip(1) {
         let Node::Internal { keys, .. } = tx.node(id)?.as_ref() else { return Err(bad_node(id)) };
@@ -70,7 +68,7 @@ fn fences(tx: &TxState, path: &Path) -> Result<(Option<Bytes>, Option<Bytes>)> {
     Ok((lower, upper))
 }
 
-fn leaf_items(tx: &TxState, path: &Path) -> Result<Vec<Item>> {
+fn leaf_items(tx: &impl NodeSource, path: &Path) -> Result<Vec<Item>> {
     let (leaf, _) = *path.last().ok_or_else(|| sop_core::Error::corruption("tree", "empty path"))?;
     match tx.node(leaf)?.as_ref() {
         Node::Leaf { items } => Ok(items.clone()),
@@ -78,22 +76,16 @@ fn leaf_items(tx: &TxState, path: &Path) -> Result<Vec<Item>> {
     }
 }
 
-impl TxState {
+impl<S: NodeSource> Tree<S> {
     /// The first batch of `[from, to]` at or after `from`.
-    pub(crate) async fn scan_forward(
-        &mut self,
-        db: &DbInner,
-        root: LogicalId,
-        from: Bound<Bytes>,
-        to: &Bound<Bytes>,
-    ) -> Result<Batch> {
+    pub(crate) async fn scan_forward(&mut self, from: Bound<Bytes>, to: &Bound<Bytes>) -> Result<Batch> {
         let target = match &from {
             Bound::Unbounded => Target::First,
             Bound::Included(k) | Bound::Excluded(k) => Target::Key(k),
         };
-        let path = self.descend(db, root, target).await?;
-        let (_, upper) = fences(self, &path)?;
-        let items: Vec<Item> = leaf_items(self, &path)?
+        let path = self.descend(target).await?;
+        let (_, upper) = fences(&self.nodes, &path)?;
+        let items: Vec<Item> = leaf_items(&self.nodes, &path)?
             .into_iter()
             .filter(|i| in_lower(&i.key, &from) && in_upper(&i.key, to))
             .collect();
@@ -107,21 +99,15 @@ impl TxState {
     }
 
     /// The first batch of `[from, to]` at or before `to`, items descending.
-    pub(crate) async fn scan_backward(
-        &mut self,
-        db: &DbInner,
-        root: LogicalId,
-        from: &Bound<Bytes>,
-        to: Bound<Bytes>,
-    ) -> Result<Batch> {
+    pub(crate) async fn scan_backward(&mut self, from: &Bound<Bytes>, to: Bound<Bytes>) -> Result<Batch> {
         let target = match &to {
             Bound::Unbounded => Target::Last,
             Bound::Included(k) => Target::Key(k),
             Bound::Excluded(k) => Target::Below(k),
         };
-        let path = self.descend(db, root, target).await?;
-        let (lower, _) = fences(self, &path)?;
-        let mut items: Vec<Item> = leaf_items(self, &path)?
+        let path = self.descend(target).await?;
+        let (lower, _) = fences(&self.nodes, &path)?;
+        let mut items: Vec<Item> = leaf_items(&self.nodes, &path)?
             .into_iter()
             .filter(|i| in_lower(&i.key, from) && in_upper(&i.key, &to))
             .collect();
@@ -139,17 +125,11 @@ impl TxState {
     }
 
     /// Every item in `[lo, hi]`, ascending (used to re-check range reads).
-    pub(crate) async fn collect_range(
-        &mut self,
-        db: &DbInner,
-        root: LogicalId,
-        lo: Bound<Bytes>,
-        hi: &Bound<Bytes>,
-    ) -> Result<Vec<Item>> {
+    pub(crate) async fn collect_range(&mut self, lo: Bound<Bytes>, hi: &Bound<Bytes>) -> Result<Vec<Item>> {
         let mut out = Vec::new();
         let mut from = Some(lo);
         while let Some(f) = from {
-            let batch = self.scan_forward(db, root, f, hi).await?;
+            let batch = self.scan_forward(f, hi).await?;
             out.extend(batch.items);
             from = batch.next;
         }

@@ -1,20 +1,20 @@
 //! The commit protocol: intent → stage → validate-and-publish → cleanup,
-//! with swarm merge on node-level clashes.
+//! with swarm merge (`super::conflict`) on node-level clashes.
 
-use std::ops::Bound;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use sop_cache::CachedBlob;
 use sop_core::{
-    Error, HandleWrite, Intent, IntentState, LogicalId, Node, PhysicalId, PublishRequest, Result,
-    VersionCheck,
+    Error, HandleWrite, Intent, IntentState, Node, PhysicalId, PublishRequest, Result, VersionCheck,
 };
 
 use super::CommitInfo;
-use crate::config::CommitStep;
-use crate::db::{DbInner, EMPTY_ROOT};
-use crate::tx::log::ReadEntry;
+use super::conflict::{count_checks, merge};
+use crate::claims::Claim;
+use crate::failpoint::CommitStep;
+use crate::handles::EMPTY_ROOT;
+use crate::inner::DbInner;
 use crate::tx::state::TxState;
 
 /// Everything one publish attempt writes.
@@ -67,37 +67,11 @@ pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<Commit
     }
 }
 
-/// Validates the read set without publishing: every node read (written
-/// ones at the version read before the write) and every count read.
-pub(super) async fn validate(db: &DbInner, st: &TxState) -> Result<()> {
-    let mut request = PublishRequest { tx_id: st.id, ..PublishRequest::default() };
-    for (&id, n) in &st.nodes {
-        if let Some(version) = n.version {
-            request.checks.push(VersionCheck { id, version });
-        }
-    }
-    for (&id, &(version, _)) in &st.removed {
-        request.checks.push(VersionCheck { id, version });
-    }
-    request.count_checks = count_checks(st);
-    db.registry.publish(&request).await
-}
-
-fn count_checks(st: &TxState) -> Vec<(String, u64)> {
-    st.reads
-        .iter()
-        .filter_map(|r| match r {
-            ReadEntry::Count { store, committed, .. } => Some((store.to_string(), *committed)),
-            _ => None,
-        })
-        .collect()
-}
-
 fn plan(st: &TxState) -> Plan {
     let mut request = PublishRequest { tx_id: st.id, ..PublishRequest::default() };
     let mut staged = Vec::new();
     let mut obsolete: Vec<PhysicalId> = st.obsolete_values.clone();
-    for (&id, n) in &st.nodes {
+    for (&id, n) in &st.view.nodes {
         match (n.dirty, n.version) {
             (false, Some(version)) => request.checks.push(VersionCheck { id, version }),
             (false, None) => {}
@@ -112,7 +86,7 @@ fn plan(st: &TxState) -> Plan {
             }
         }
     }
-    for (&id, &(expected, physical)) in &st.removed {
+    for (&id, &(expected, physical)) in &st.view.removed {
         request.writes.push(HandleWrite::Remove { id, expected });
         obsolete.push(physical);
     }
@@ -150,7 +124,7 @@ async fn publish_with_intent(db: &DbInner, st: &TxState, plan: &mut Plan) -> Res
 }
 
 /// After a successful publish: caches, then deferred deletion.
-async fn after_publish(db: &Arc<DbInner>, plan: &Plan, claim: crate::recovery::Claim) -> Result<()> {
+async fn after_publish(db: &Arc<DbInner>, plan: &Plan, claim: Claim) -> Result<()> {
     db.failpoint(CommitStep::Published)?;
     for w in &plan.request.writes {
         match w.result() {
@@ -164,7 +138,7 @@ async fn after_publish(db: &Arc<DbInner>, plan: &Plan, claim: crate::recovery::C
         }
     }
     if let Some(intent) = plan.request.intent.clone() {
-        crate::recovery::schedule_cleanup(db, intent, claim).await?;
+        crate::gc::schedule_cleanup(db, intent, claim).await?;
     }
     Ok(())
 }
@@ -195,66 +169,4 @@ fn forget_conflicted(db: &DbInner, e: &Error) {
             db.handles.forget(c.id);
         }
     }
-}
-
-/// Swarm merge: re-checks every logged read on fresh state, then replays
-/// the writes there. Fails with `Conflict` when any read changed.
-async fn merge(db: &DbInner, st: &mut TxState) -> Result<()> {
-    st.reset_view();
-    let reads = st.reads.clone();
-    for entry in &reads {
-        recheck(db, st, entry).await?;
-    }
-    st.replay_writes(db).await?;
-    st.recheck_count_bases()
-}
-
-async fn recheck(db: &DbInner, st: &mut TxState, entry: &ReadEntry) -> Result<()> {
-    match entry {
-        ReadEntry::Point { store, key, version } => {
-            let root = root_of(db, st, store).await?;
-            let now = st.find(db, root, key).await?.map(|i| i.version);
-            if now != *version {
-                return Err(item_changed(store, key));
-            }
-        }
-        ReadEntry::Range { store, lo, hi, seen, writes_before } => {
-            let root = root_of(db, st, store).await?;
-            let own: std::collections::HashSet<Bytes> = st
-                .writes
-                .iter()
-                .take(*writes_before)
-                .filter(|w| &w.store == store)
-                .map(|w| w.key.clone())
-                .collect();
-            let fresh = st.collect_range(db, root, lo.clone(), hi).await?;
-            let now: Vec<(Bytes, sop_core::TxId)> =
-                fresh.into_iter().filter(|i| !own.contains(&i.key)).map(|i| (i.key, i.version)).collect();
-            if now != *seen {
-                return Err(Error::ItemConflict(format!(
-                    "range {} of store {store:?} changed",
-                    show(lo, hi)
-                )));
-            }
-        }
-        ReadEntry::Count { store, committed, .. } => {
-            let now = db.registry.get_store(store).await?.map(|s| s.count);
-            if now != Some(*committed) {
-                return Err(Error::ItemConflict(format!("count of store {store:?} changed")));
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn root_of(db: &DbInner, st: &mut TxState, store: &str) -> Result<LogicalId> {
-    Ok(st.store(db, store).await?.info.root)
-}
-
-fn item_changed(store: &str, key: &Bytes) -> Error {
-    Error::ItemConflict(format!("key {key:?} of store {store:?} changed"))
-}
-
-fn show(lo: &Bound<Bytes>, hi: &Bound<Bytes>) -> String {
-    format!("{lo:?}..{hi:?}")
 }

@@ -1,6 +1,7 @@
 //! [`Transaction`]: optimistic, serializable, spanning any number of stores.
 
 mod commit;
+mod conflict;
 pub(crate) mod log;
 pub(crate) mod state;
 pub(crate) mod write;
@@ -8,13 +9,9 @@ pub(crate) mod write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use sop_core::{Result, TxId};
 
-use crate::db::Database;
-use crate::key::Key;
-use crate::store::{Store, TypedStore};
+use crate::inner::DbInner;
 use state::TxState;
 
 /// What a successful commit did.
@@ -25,7 +22,7 @@ pub struct CommitInfo {
 }
 
 /// A transaction. Cheap to clone (clones share it); store handles from
-/// [`Transaction::store`] and [`Transaction::bytes_store`] act on it.
+/// `Transaction::store` and `Transaction::bytes_store` act on it.
 ///
 /// Reads record the versions they saw; [`Transaction::commit`] validates
 /// them and publishes the writes atomically, or fails with `Conflict`.
@@ -38,7 +35,7 @@ pub struct Transaction {
 
 #[derive(Debug)]
 pub(crate) struct TxShared {
-    pub(crate) db: Database,
+    pub(crate) db: Arc<DbInner>,
     pub(crate) id: TxId,
     /// Whether the transaction may write (fixed at begin).
     pub(crate) writable: bool,
@@ -48,22 +45,22 @@ pub(crate) struct TxShared {
 impl Drop for TxShared {
     fn drop(&mut self) {
         if !self.state.get_mut().finished {
-            self.db.inner.counters.rollbacks.fetch_add(1, Ordering::Relaxed);
+            self.db.counters.rollbacks.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
 impl Transaction {
-    pub(crate) fn new(db: Database, writable: bool) -> Self {
-        let timeout = db.inner.config.tx_timeout;
+    pub(crate) fn new(db: Arc<DbInner>, writable: bool) -> Self {
+        let timeout = db.config.tx_timeout;
         Self::with_timeout(db, writable, timeout)
     }
 
-    pub(crate) fn with_timeout(db: Database, writable: bool, timeout: std::time::Duration) -> Self {
+    pub(crate) fn with_timeout(db: Arc<DbInner>, writable: bool, timeout: std::time::Duration) -> Self {
         // The place in the low-water mark outlives the deadline by one more
         // time limit: a margin for a read that began just before it.
         let expiry = std::time::Instant::now() + timeout.saturating_mul(2);
-        let state = TxState::new(writable, timeout, db.inner.epochs.begin(expiry));
+        let state = TxState::new(writable, timeout, db.epochs.begin(expiry));
         let id = state.id;
         Self { shared: Arc::new(TxShared { db, id, writable, state: tokio::sync::Mutex::new(state) }) }
     }
@@ -72,29 +69,6 @@ impl Transaction {
     #[must_use]
     pub fn id(&self) -> TxId {
         self.shared.id
-    }
-
-    /// A typed handle on store `name`: keys in the order-preserving
-    /// encoding of [`Key`], values serialized with postcard.
-    ///
-    /// # Errors
-    /// `NotFound` when there is no such store.
-    pub async fn store<K: Key, V: Serialize + DeserializeOwned>(
-        &self,
-        name: &str,
-    ) -> Result<TypedStore<K, V>> {
-        Ok(TypedStore::new(self.bytes_store(name).await?))
-    }
-
-    /// A byte-level handle on store `name`: keys compare as bytes.
-    ///
-    /// # Errors
-    /// `NotFound` when there is no such store.
-    pub async fn bytes_store(&self, name: &str) -> Result<Store> {
-        let mut st = self.shared.state.lock().await;
-        st.check_live()?;
-        let info = st.store(&self.shared.db.inner, name).await?.info.clone();
-        Ok(Store::new(self.clone(), info))
     }
 
     /// Validates and publishes. A node-level clash whose item-level reads
@@ -126,9 +100,9 @@ impl Transaction {
     /// # Errors
     /// `Conflict` when something it read has changed since.
     pub(crate) async fn validate(&self) -> Result<()> {
-        let db = &self.shared.db.inner;
+        let db = &self.shared.db;
         let mut st = self.shared.state.lock().await;
-        let outcome = if st.finished { Ok(()) } else { commit::validate(db, &st).await };
+        let outcome = if st.finished { Ok(()) } else { conflict::validate(db, &st).await };
         if !st.finished {
             db.counters.rollbacks.fetch_add(1, Ordering::Relaxed);
         }
@@ -141,14 +115,14 @@ impl Transaction {
         let mut st = self.shared.state.lock().await;
         if !st.finished {
             st.finish();
-            self.shared.db.inner.counters.rollbacks.fetch_add(1, Ordering::Relaxed);
+            self.shared.db.counters.rollbacks.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
 impl TxShared {
     async fn commit(&self) -> Result<CommitInfo> {
-        let db = &self.db.inner;
+        let db = &self.db;
         let mut st = self.state.lock().await;
         let outcome = match st.check_live() {
             Ok(()) => commit::commit(db, &mut st).await,

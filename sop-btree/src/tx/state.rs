@@ -1,5 +1,6 @@
-//! [`TxState`]: a transaction's private view — the nodes it read (with the
-//! versions seen) or changed, its item-level log, its count deltas.
+//! [`TxState`]: a transaction's private state — its [`View`] of the nodes
+//! it read (with the versions seen) or changed, its item-level log, its
+//! count deltas — and [`Loader`], the view as the tree's node source.
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
@@ -8,8 +9,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use sop_core::{Error, LogicalId, Node, PhysicalId, Result, StoreInfo, TxId};
 
-use crate::db::DbInner;
 use crate::epoch::EpochGuard;
+use crate::handles::EMPTY_ROOT;
+use crate::inner::{DbInner, store_not_found};
+use crate::tree::{NodeSource, Tree};
 use crate::tx::log::{ReadEntry, WriteOp};
 
 /// One node as the transaction sees it.
@@ -22,6 +25,23 @@ pub(crate) struct TxNode {
     /// The blob it was read from; `None` for a new node.
     pub(crate) physical: Option<PhysicalId>,
     pub(crate) dirty: bool,
+}
+
+/// The nodes a transaction read, changed, created or removed.
+#[derive(Debug, Default)]
+pub(crate) struct View {
+    /// Keyed by our own random ids, so a fast non-keyed hasher is safe.
+    pub(crate) nodes: FxHashMap<LogicalId, TxNode>,
+    /// Nodes removed: the version read and the blob to free.
+    pub(crate) removed: FxHashMap<LogicalId, (u64, PhysicalId)>,
+}
+
+/// A transaction's view with the database it loads from: the node source
+/// the tree's algorithms run on.
+#[derive(Debug)]
+pub(crate) struct Loader<'a> {
+    view: &'a mut View,
+    db: &'a DbInner,
 }
 
 /// A store as the transaction sees it.
@@ -46,10 +66,8 @@ pub(crate) struct TxState {
     pub(crate) writable: bool,
     pub(crate) deadline: Instant,
     pub(crate) timeout: std::time::Duration,
-    /// Keyed by our own random ids, so a fast non-keyed hasher is safe.
-    pub(crate) nodes: FxHashMap<LogicalId, TxNode>,
-    /// Nodes removed: the version read and the blob to free.
-    pub(crate) removed: FxHashMap<LogicalId, (u64, PhysicalId)>,
+    /// The nodes read, changed, created and removed.
+    pub(crate) view: View,
     pub(crate) stores: FxHashMap<String, TxStore>,
     pub(crate) reads: Vec<ReadEntry>,
     pub(crate) writes: Vec<WriteOp>,
@@ -77,8 +95,7 @@ impl TxState {
             writable,
             deadline: Instant::now() + timeout,
             timeout,
-            nodes: FxHashMap::default(),
-            removed: FxHashMap::default(),
+            view: View::default(),
             stores: FxHashMap::default(),
             reads: Vec::new(),
             writes: Vec::new(),
@@ -94,8 +111,7 @@ impl TxState {
     /// Forgets every node and store snapshot (keeps the logs): the start of
     /// a swarm merge, which re-reads everything fresh.
     pub(crate) fn reset_view(&mut self) {
-        self.nodes.clear();
-        self.removed.clear();
+        self.view = View::default();
         self.obsolete_values.clear();
         self.pending_values.clear();
         for s in self.stores.values_mut() {
@@ -131,6 +147,29 @@ impl TxState {
         self.epoch = None;
     }
 
+    /// The tree rooted at `root` (fill bound `slot`) over this view.
+    pub(crate) fn tree<'a>(&'a mut self, db: &'a DbInner, root: LogicalId, slot: usize) -> Tree<Loader<'a>> {
+        Tree::new(Loader { view: &mut self.view, db }, root, slot)
+    }
+
+    /// The store snapshot `name`, loading it from the registry on first use.
+    pub(crate) async fn store(&mut self, db: &DbInner, name: &str) -> Result<&mut TxStore> {
+        if !self.stores.contains_key(name) {
+            let info = db.cached_store(name).await?;
+            let store = TxStore {
+                name: Arc::from(name),
+                info,
+                committed: None,
+                delta: 0,
+                written: FxHashSet::default(),
+            };
+            self.stores.insert(name.to_owned(), store);
+        }
+        self.stores.get_mut(name).ok_or_else(|| store_not_found(name))
+    }
+}
+
+impl NodeSource for Loader<'_> {
     /// Makes sure node `id` is in the view, loading it if needed.
     ///
     /// A handle from the handle cache may be stale, its blob collected
@@ -139,8 +178,9 @@ impl TxState {
     /// handle the registry confirms whose blob is still missing is data
     /// loss (`Corruption`); a node that moved again meanwhile is a
     /// retryable conflict.
-    pub(crate) async fn load(&mut self, db: &DbInner, id: LogicalId) -> Result<()> {
-        if self.nodes.contains_key(&id) {
+    async fn load(&mut self, id: LogicalId) -> Result<()> {
+        let db = self.db;
+        if self.view.nodes.contains_key(&id) {
             return Ok(());
         }
         let mut handle = db.handle(id).await?;
@@ -170,71 +210,57 @@ impl TxState {
                 }
             }
         };
-        self.nodes.insert(id, entry);
+        self.view.nodes.insert(id, entry);
         Ok(())
     }
 
     /// Node `id`, which must be in the view.
-    pub(crate) fn node(&self, id: LogicalId) -> Result<&Arc<Node>> {
-        self.nodes.get(&id).map(|n| &n.node).ok_or_else(|| not_loaded(id))
+    fn node(&self, id: LogicalId) -> Result<&Arc<Node>> {
+        self.view.nodes.get(&id).map(|n| &n.node).ok_or_else(|| not_loaded(id))
     }
 
     /// Node `id` for writing: copied on first write, marked dirty.
-    pub(crate) fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node> {
-        let entry = self.nodes.get_mut(&id).ok_or_else(|| not_loaded(id))?;
+    fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node> {
+        let entry = self.view.nodes.get_mut(&id).ok_or_else(|| not_loaded(id))?;
         entry.dirty = true;
         Ok(Arc::make_mut(&mut entry.node))
     }
 
     /// Replaces node `id`'s contents.
-    pub(crate) fn set_node(&mut self, id: LogicalId, node: Node) -> Result<()> {
-        let entry = self.nodes.get_mut(&id).ok_or_else(|| not_loaded(id))?;
+    fn set_node(&mut self, id: LogicalId, node: Node) -> Result<()> {
+        let entry = self.view.nodes.get_mut(&id).ok_or_else(|| not_loaded(id))?;
         entry.dirty = true;
         entry.node = Arc::new(node);
         Ok(())
     }
 
     /// Adds a node created by this transaction.
-    pub(crate) fn new_node(&mut self, node: Node) -> LogicalId {
+    fn alloc(&mut self, node: Node) -> LogicalId {
         let id = LogicalId::new();
-        self.nodes.insert(id, TxNode { node: Arc::new(node), version: None, physical: None, dirty: true });
+        self.view
+            .nodes
+            .insert(id, TxNode { node: Arc::new(node), version: None, physical: None, dirty: true });
         id
     }
 
     /// Removes node `id` from the tree.
-    pub(crate) fn remove_node(&mut self, id: LogicalId) {
-        if let Some(entry) = self.nodes.remove(&id)
+    fn free(&mut self, id: LogicalId) {
+        if let Some(entry) = self.view.nodes.remove(&id)
             && let (Some(v), Some(p)) = (entry.version, entry.physical)
         {
-            self.removed.insert(id, (v, p));
+            self.view.removed.insert(id, (v, p));
         }
-    }
-
-    /// The store snapshot `name`, loading it from the registry on first use.
-    pub(crate) async fn store(&mut self, db: &DbInner, name: &str) -> Result<&mut TxStore> {
-        if !self.stores.contains_key(name) {
-            let info = db.cached_store(name).await?;
-            let store = TxStore {
-                name: Arc::from(name),
-                info,
-                committed: None,
-                delta: 0,
-                written: FxHashSet::default(),
-            };
-            self.stores.insert(name.to_owned(), store);
-        }
-        self.stores.get_mut(name).ok_or_else(|| store_not_found(name))
     }
 }
 
 /// The node a handle names, as a clean view entry.
 async fn fetch(db: &DbInner, handle: sop_core::Handle) -> Result<TxNode> {
-    let node = if handle.physical_id == crate::db::EMPTY_ROOT {
+    let node = if handle.physical_id == EMPTY_ROOT {
         Arc::new(Node::empty_leaf())
     } else {
         db.cache.node(handle.physical_id, &db.blobs).await?
     };
-    let physical = (handle.physical_id != crate::db::EMPTY_ROOT).then_some(handle.physical_id);
+    let physical = (handle.physical_id != EMPTY_ROOT).then_some(handle.physical_id);
     Ok(TxNode { node, version: Some(handle.version), physical, dirty: false })
 }
 
@@ -245,8 +271,4 @@ pub(crate) fn moved(id: LogicalId) -> Error {
 
 fn not_loaded(id: LogicalId) -> Error {
     Error::corruption("transaction", format!("node {id} used before it was loaded"))
-}
-
-pub(crate) fn store_not_found(name: &str) -> Error {
-    Error::NotFound(format!("store {name:?}"))
 }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use sop_core::{Error, Item, PhysicalId, Result, Value};
 
-use crate::db::DbInner;
+use crate::inner::DbInner;
 use crate::tx::log::{ReadEntry, WriteOp};
 use crate::tx::state::TxState;
 
@@ -47,9 +47,9 @@ impl TxState {
             Some(v) => {
                 let value = self.place_value(v.clone(), threshold);
                 let item = Item { key: key.clone(), version: self.id, value };
-                self.put(db, root, slot, item).await?
+                self.tree(db, root, slot).put(item).await?
             }
-            None => self.delete(db, root, slot, &key).await?,
+            None => self.tree(db, root, slot).delete(&key).await?,
         };
         if let Some(old) = &old {
             self.release_value(&old.value);
@@ -110,27 +110,6 @@ impl TxState {
                 }),
             },
         }
-    }
-
-    /// Fails when a merge changed the own count delta that a logged
-    /// `count()` included (see [`ReadEntry::Count`]).
-    pub(crate) fn recheck_count_bases(&self) -> Result<()> {
-        for r in &self.reads {
-            let ReadEntry::Count { store, delta, writes_before, .. } = r else { continue };
-            let now: i64 = self
-                .writes
-                .iter()
-                .take(*writes_before)
-                .filter(|w| w.store == *store)
-                .map(|w| i64::from(w.delta))
-                .sum();
-            if now != *delta {
-                return Err(Error::ItemConflict(format!(
-                    "count of store {store:?} included writes whose effect changed"
-                )));
-            }
-        }
-        Ok(())
     }
 
     /// Logs a point read unless it was answered from this transaction's

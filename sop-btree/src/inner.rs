@@ -1,0 +1,128 @@
+//! [`DbInner`]: the shared state behind a `Database` and its transactions —
+//! backends, caches, counters, the low-water mark of live transactions, the
+//! GC gate — with the small lookups every layer above uses (store metadata,
+//! handle resolution, failpoints). It imports nothing from the transaction
+//! or front-end layers.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use rustc_hash::FxHashMap;
+use sop_cache::NodeCache;
+use sop_core::{BlobStore, Error, Handle, LogicalId, Registry, Result, StoreInfo, TxId};
+
+use crate::claims::{Claim, Claims};
+use crate::config::Config;
+use crate::epoch::Epochs;
+use crate::failpoint::CommitStep;
+use crate::gc_gate::GcGate;
+use crate::handles::{HandleCache, resolve};
+
+/// Event counters since the database was opened.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) commits: AtomicU64,
+    pub(crate) conflicts: AtomicU64,
+    pub(crate) merges: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) rollbacks: AtomicU64,
+}
+
+/// The shared state behind a database handle.
+#[derive(Debug)]
+pub(crate) struct DbInner {
+    pub(crate) registry: Arc<dyn Registry>,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) cache: NodeCache,
+    pub(crate) handles: HandleCache,
+    pub(crate) config: Config,
+    pub(crate) counters: Counters,
+    /// Deferred deletions of obsolete blobs, and the flushes that hurry them.
+    pub(crate) gc: GcGate,
+    /// This process's live transactions: deletions wait for the older ones.
+    pub(crate) epochs: Arc<Epochs>,
+    /// Intents this process is still working on.
+    pub(crate) claims: Arc<Claims>,
+    /// Whether no other process shares the registry and blob store.
+    pub(crate) exclusive: bool,
+    /// Store metadata by name. A store's root id and options never change,
+    /// so an entry stays valid until the store is removed; its `count` is
+    /// not used (counts are read from the registry when asked for).
+    store_cache: RwLock<FxHashMap<String, StoreInfo>>,
+}
+
+impl DbInner {
+    /// The shared state over these backends, with empty caches.
+    pub(crate) fn new(
+        registry: Arc<dyn Registry>,
+        blobs: Arc<dyn BlobStore>,
+        cache: NodeCache,
+        config: Config,
+        exclusive: bool,
+    ) -> Self {
+        Self {
+            registry,
+            blobs,
+            cache,
+            handles: HandleCache::new(),
+            config,
+            counters: Counters::default(),
+            gc: GcGate::new(),
+            epochs: Arc::default(),
+            claims: Arc::default(),
+            exclusive,
+            store_cache: RwLock::default(),
+        }
+    }
+
+    /// A store's metadata from the cache, else the registry.
+    pub(crate) async fn cached_store(&self, name: &str) -> Result<StoreInfo> {
+        let cached = self.store_cache.read().unwrap_or_else(PoisonError::into_inner).get(name).cloned();
+        if let Some(info) = cached {
+            return Ok(info);
+        }
+        let info = self.registry.get_store(name).await?.ok_or_else(|| store_not_found(name))?;
+        let mut cache = self.store_cache.write().unwrap_or_else(PoisonError::into_inner);
+        cache.insert(name.to_owned(), info.clone());
+        Ok(info)
+    }
+
+    /// Drops a store's cached metadata (removed, or found stale).
+    pub(crate) fn forget_store(&self, name: &str) {
+        self.store_cache.write().unwrap_or_else(PoisonError::into_inner).remove(name);
+    }
+
+    /// Drops cached metadata naming `root` as its root (the root vanished:
+    /// the store was removed, perhaps by another process).
+    pub(crate) fn forget_store_with_root(&self, root: LogicalId) {
+        let mut cache = self.store_cache.write().unwrap_or_else(PoisonError::into_inner);
+        cache.retain(|_, info| info.root != root);
+    }
+
+    /// The current handle of `id`: from the handle cache, else the registry.
+    pub(crate) async fn handle(&self, id: LogicalId) -> Result<Option<Handle>> {
+        resolve(&self.handles, self.registry.as_ref(), id).await
+    }
+
+    /// The current handle of `id` from the registry, replacing whatever the
+    /// handle cache held (a read found the cached handle's blob gone).
+    pub(crate) async fn refresh_handle(&self, id: LogicalId) -> Result<Option<Handle>> {
+        self.handles.forget(id);
+        self.handle(id).await
+    }
+
+    /// Marks `tx_id`'s intent as this process's until the claim drops.
+    pub(crate) fn claim(&self, tx_id: TxId) -> Claim {
+        self.claims.claim(tx_id)
+    }
+
+    /// Calls the failpoint, if any, at `step`.
+    pub(crate) fn failpoint(&self, step: CommitStep) -> Result<()> {
+        self.config.failpoint.as_ref().map_or(Ok(()), |f| f(step))
+    }
+}
+
+/// The error for a store that does not exist.
+pub(crate) fn store_not_found(name: &str) -> Error {
+    Error::NotFound(format!("store {name:?}"))
+}

@@ -1,0 +1,127 @@
+//! Conflict detection: validation of a read set without publishing, and
+//! swarm merge — re-checking every logged read on fresh state and
+//! replaying the writes there — when a publish meets a node-level clash.
+
+use std::ops::Bound;
+
+use bytes::Bytes;
+use sop_core::{Error, LogicalId, PublishRequest, Result, VersionCheck};
+
+use crate::inner::DbInner;
+use crate::tx::log::ReadEntry;
+use crate::tx::state::TxState;
+
+/// Validates the read set without publishing: every node read (written
+/// ones at the version read before the write) and every count read.
+pub(crate) async fn validate(db: &DbInner, st: &TxState) -> Result<()> {
+    let mut request = PublishRequest { tx_id: st.id, ..PublishRequest::default() };
+    for (&id, n) in &st.view.nodes {
+        if let Some(version) = n.version {
+            request.checks.push(VersionCheck { id, version });
+        }
+    }
+    for (&id, &(version, _)) in &st.view.removed {
+        request.checks.push(VersionCheck { id, version });
+    }
+    request.count_checks = count_checks(st);
+    db.registry.publish(&request).await
+}
+
+pub(super) fn count_checks(st: &TxState) -> Vec<(String, u64)> {
+    st.reads
+        .iter()
+        .filter_map(|r| match r {
+            ReadEntry::Count { store, committed, .. } => Some((store.to_string(), *committed)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Swarm merge: re-checks every logged read on fresh state, then replays
+/// the writes there. Fails with `Conflict` when any read changed.
+pub(super) async fn merge(db: &DbInner, st: &mut TxState) -> Result<()> {
+    st.reset_view();
+    let reads = st.reads.clone();
+    for entry in &reads {
+        recheck(db, st, entry).await?;
+    }
+    st.replay_writes(db).await?;
+    recheck_count_bases(st)
+}
+
+async fn recheck(db: &DbInner, st: &mut TxState, entry: &ReadEntry) -> Result<()> {
+    match entry {
+        ReadEntry::Point { store, key, version } => {
+            let root = root_of(db, st, store).await?;
+            let slot = slot_of(db, st, store).await?;
+            let now = st.tree(db, root, slot).find(key).await?.map(|i| i.version);
+            if now != *version {
+                return Err(item_changed(store, key));
+            }
+        }
+        ReadEntry::Range { store, lo, hi, seen, writes_before } => {
+            let root = root_of(db, st, store).await?;
+            let own: std::collections::HashSet<Bytes> = st
+                .writes
+                .iter()
+                .take(*writes_before)
+                .filter(|w| &w.store == store)
+                .map(|w| w.key.clone())
+                .collect();
+            let slot = slot_of(db, st, store).await?;
+            let fresh = st.tree(db, root, slot).collect_range(lo.clone(), hi).await?;
+            let now: Vec<(Bytes, sop_core::TxId)> =
+                fresh.into_iter().filter(|i| !own.contains(&i.key)).map(|i| (i.key, i.version)).collect();
+            if now != *seen {
+                return Err(Error::ItemConflict(format!(
+                    "range {} of store {store:?} changed",
+                    show(lo, hi)
+                )));
+            }
+        }
+        ReadEntry::Count { store, committed, .. } => {
+            let now = db.registry.get_store(store).await?.map(|s| s.count);
+            if now != Some(*committed) {
+                return Err(Error::ItemConflict(format!("count of store {store:?} changed")));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn root_of(db: &DbInner, st: &mut TxState, store: &str) -> Result<LogicalId> {
+    Ok(st.store(db, store).await?.info.root)
+}
+
+async fn slot_of(db: &DbInner, st: &mut TxState, store: &str) -> Result<usize> {
+    Ok(st.store(db, store).await?.info.options.slot_length as usize)
+}
+
+fn item_changed(store: &str, key: &Bytes) -> Error {
+    Error::ItemConflict(format!("key {key:?} of store {store:?} changed"))
+}
+
+fn show(lo: &Bound<Bytes>, hi: &Bound<Bytes>) -> String {
+    format!("{lo:?}..{hi:?}")
+}
+
+/// Fails when a merge changed the own count delta that a logged
+/// `count()` included (see [`ReadEntry::Count`]).
+fn recheck_count_bases(st: &TxState) -> Result<()> {
+    for r in &st.reads {
+        let ReadEntry::Count { store, delta, writes_before, .. } = r else { continue };
+        let now: i64 = st
+            .writes
+            .iter()
+            .take(*writes_before)
+            .filter(|w| w.store == *store)
+            .map(|w| i64::from(w.delta))
+            .sum();
+        if now != *delta {
+            return Err(Error::ItemConflict(format!(
+                "count of store {store:?} included writes whose effect changed"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! [`walk`]: every node of a store read straight from the registry, and
+//! every blob it references (for `check` and store removal).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sop_core::{LogicalId, Node, PhysicalId, Result, StoreInfo};
+
+use crate::handles::EMPTY_ROOT;
+use crate::inner::DbInner;
+
+/// One node reached by a walk.
+#[derive(Debug, Clone)]
+pub(crate) struct WalkedNode {
+    pub(crate) id: LogicalId,
+    pub(crate) version: u64,
+    pub(crate) node: Arc<Node>,
+    pub(crate) depth: usize,
+    /// Keys in this node must lie in `[lo, hi)`.
+    pub(crate) lo: Option<Bytes>,
+    pub(crate) hi: Option<Bytes>,
+}
+
+/// Every node of a store (read straight from the registry) and every blob
+/// it references.
+#[derive(Debug, Default)]
+pub(crate) struct Walk {
+    pub(crate) nodes: Vec<WalkedNode>,
+    pub(crate) blobs: Vec<PhysicalId>,
+    pub(crate) problems: Vec<String>,
+}
+
+pub(crate) async fn walk(db: &DbInner, info: &StoreInfo) -> Result<Walk> {
+    let mut out = Walk::default();
+    let mut stack = vec![(info.root, 0usize, None::<Bytes>, None::<Bytes>)];
+    while let Some((id, depth, lo, hi)) = stack.pop() {
+        let Some(h) = db.registry.get_handles(&[id]).await?.into_iter().next().flatten() else {
+            out.problems.push(format!("store {:?}: dangling reference to node {id}", info.name));
+            continue;
+        };
+        let node = if h.physical_id == EMPTY_ROOT {
+            Arc::new(Node::empty_leaf())
+        } else {
+            match db.cache.node(h.physical_id, &db.blobs).await {
+                Ok(n) => n,
+                Err(e) => {
+                    out.problems.push(format!("store {:?}: node {id}: {e}", info.name));
+                    continue;
+                }
+            }
+        };
+        if h.physical_id != EMPTY_ROOT {
+            out.blobs.push(h.physical_id);
+        }
+        out.blobs.extend(node.value_blobs());
+        if let Node::Internal { keys, children } = node.as_ref() {
+            for (i, child) in children.iter().enumerate() {
+                let clo = if i == 0 { lo.clone() } else { keys.get(i - 1).cloned() };
+                let chi = keys.get(i).cloned().or_else(|| hi.clone());
+                stack.push((*child, depth + 1, clo, chi));
+            }
+        }
+        out.nodes.push(WalkedNode { id, version: h.version, node, depth, lo, hi });
+    }
+    Ok(out)
+}
