@@ -1,6 +1,7 @@
 //! [`Config`]: how a [`crate::Database`] is opened.
 
 use std::fmt;
+#[cfg(feature = "embedded")]
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,12 +11,15 @@ use sop_core::{BlobStore, Registry};
 
 use crate::failpoint::Failpoint;
 
+pub use sop_backends::EmbeddedBlobs;
+
 /// Where the database lives.
 #[derive(Clone)]
 pub enum Backend {
-    /// The embedded default in a directory: a RocksDB registry in
-    /// `<path>/registry`; blobs in its `blobs` column family or in
-    /// `<path>/blobs` (see [`EmbeddedBlobs`]).
+    /// The embedded default in a directory (feature `embedded`): a RocksDB
+    /// registry in `<path>/registry`; blobs in its `blobs` column family
+    /// or in `<path>/blobs` (see [`EmbeddedBlobs`]).
+    #[cfg(feature = "embedded")]
     Embedded(PathBuf),
     /// Everything in memory (tests; lost on drop).
     Memory,
@@ -34,6 +38,7 @@ pub enum Backend {
 impl fmt::Debug for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            #[cfg(feature = "embedded")]
             Self::Embedded(p) => write!(f, "Embedded({})", p.display()),
             Self::Memory => f.write_str("Memory"),
             Self::Parts { registry, blobs, exclusive } => {
@@ -43,19 +48,6 @@ impl fmt::Debug for Backend {
     }
 }
 
-/// Where the embedded backend keeps node and value blobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum EmbeddedBlobs {
-    /// Files in `<path>/blobs`, each fsynced when `Config::sync` is on.
-    Directory,
-    /// A column family of the registry's RocksDB database (the default):
-    /// staging and publishing share one synced WAL write per commit, which
-    /// measured 1.5x faster for durable inserts and 2.7x for durable
-    /// deletes than a directory (`docs/BENCHMARKS.md`).
-    #[default]
-    Registry,
-}
-
 /// Open-time settings of a [`crate::Database`].
 #[derive(Clone)]
 pub struct Config {
@@ -63,7 +55,7 @@ pub struct Config {
     pub backend: Backend,
     /// The node cache.
     pub cache: CacheConfig,
-    /// Where [`Backend::Embedded`] keeps blobs.
+    /// Where the embedded backend keeps blobs (feature `embedded`).
     pub embedded_blobs: EmbeddedBlobs,
     /// Make every commit durable before it returns (WAL and blob fsync).
     /// Default `true`.
@@ -125,7 +117,9 @@ impl Config {
         }
     }
 
-    /// The embedded default in directory `path` (created if missing).
+    /// The embedded default in directory `path` (created if missing);
+    /// feature `embedded`.
+    #[cfg(feature = "embedded")]
     pub fn embedded(path: impl Into<PathBuf>) -> Self {
         Self::with_backend(Backend::Embedded(path.into()))
     }

@@ -8,12 +8,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sop_cache::NodeCache;
-use sop_core::{BlobStore, Error, Handle, LogicalId, PhysicalId, Registry, Result, StoreInfo, StoreOptions};
-use sop_registry::{MemRegistry, RocksConfig, RocksRegistry};
-use sop_store::ObjectBlobStore;
+use sop_core::{Error, Handle, LogicalId, PhysicalId, Result, StoreInfo, StoreOptions};
 
 use crate::check::CheckReport;
-use crate::config::{Backend, Config, EmbeddedBlobs};
+use crate::config::{Backend, Config};
 use crate::handles::EMPTY_ROOT;
 use crate::inner::{DbInner, store_not_found};
 use crate::tx::Transaction;
@@ -53,22 +51,15 @@ impl Database {
     /// failing to list intents or stores), `Corruption` (foreign or damaged
     /// registry), `InvalidInput` (config).
     pub async fn open(config: Config) -> Result<Self> {
-        let (registry, blobs, exclusive): (Arc<dyn Registry>, Arc<dyn BlobStore>, bool) = match &config
-            .backend
-        {
-            Backend::Embedded(path) => {
-                let rocks = RocksConfig { sync: config.sync, ..RocksConfig::default() };
-                let registry = RocksRegistry::open(path.join("registry"), &rocks)?;
-                let blobs: Arc<dyn BlobStore> = match config.embedded_blobs {
-                    EmbeddedBlobs::Directory => {
-                        Arc::new(ObjectBlobStore::local(path.join("blobs"), config.sync)?)
-                    }
-                    EmbeddedBlobs::Registry => Arc::new(registry.blob_store()),
-                };
-                (Arc::new(registry), blobs, true)
-            }
-            Backend::Memory => (Arc::new(MemRegistry::new()), Arc::new(ObjectBlobStore::memory()), true),
-            Backend::Parts { registry, blobs, exclusive } => (registry.clone(), blobs.clone(), *exclusive),
+        let sop_backends::Backends { registry, blobs, exclusive } = match &config.backend {
+            #[cfg(feature = "embedded")]
+            Backend::Embedded(path) => sop_backends::embedded(path, config.sync, config.embedded_blobs)?,
+            Backend::Memory => sop_backends::memory(),
+            Backend::Parts { registry, blobs, exclusive } => sop_backends::Backends {
+                registry: registry.clone(),
+                blobs: blobs.clone(),
+                exclusive: *exclusive,
+            },
         };
         let cache = NodeCache::new(&config.cache).await?;
         let inner = Arc::new(DbInner::new(registry, blobs, cache, config, exclusive));

@@ -61,6 +61,6 @@ pub use tx::write::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use tx::{CommitInfo, Transaction};
 
 /// The README's code blocks, compiled as doc tests so that they stay true.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "embedded"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

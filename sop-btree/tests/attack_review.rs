@@ -787,6 +787,7 @@ async fn attack_seek_outside_the_range() {
 // 4. Counts
 // ---------------------------------------------------------------------------
 
+#[cfg(feature = "embedded")]
 /// HOLDS. Write skew through counts across two stores, on MemRegistry and
 /// RocksRegistry (count checks atomic with count deltas), under real
 /// concurrency and swarm merges: "if count(A) == 0 insert into B" racing

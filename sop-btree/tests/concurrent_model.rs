@@ -3,6 +3,7 @@
 //! and every node-level clash must be merged or retried without losing or
 //! duplicating a write. Each task keeps its own model; the final store
 //! must equal their union.
+#![cfg(feature = "embedded")]
 
 mod common;
 

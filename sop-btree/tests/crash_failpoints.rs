@@ -1,6 +1,7 @@
 //! A crash at each step of the commit protocol leaves the whole
 //! transaction or none of it; recovery on reopen finishes or undoes the
 //! intent, and the leak check finds no orphan blob and no dangling handle.
+#![cfg(feature = "embedded")]
 
 mod common;
 

@@ -7,13 +7,13 @@ mod common;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use common::{assert_healthy, embedded_db, memory_db, open_accounts, small};
+use common::{assert_healthy, memory_db, open_accounts, small};
 use sop_btree::{Database, ErrorKind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lost_update_never_happens() {
     let dir = tempfile::tempdir().unwrap();
-    let db = embedded_db(dir.path()).await;
+    let db = common::default_db(dir.path()).await;
     db.create_store("c", small(8)).await.unwrap();
     db.run_write(|tx| async move { tx.store::<String, u64>("c").await?.insert(&"n".into(), &0).await })
         .await
@@ -148,7 +148,7 @@ async fn readers_never_see_a_torn_view_of_concurrent_transfers() {
     const ACCOUNTS: u32 = 40;
     const TOTAL: i64 = ACCOUNTS as i64 * 100;
     let dir = tempfile::tempdir().unwrap();
-    let db = embedded_db(dir.path()).await;
+    let db = common::default_db(dir.path()).await;
     open_accounts(&db, "bank", 5, ACCOUNTS).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();

@@ -172,6 +172,7 @@ async fn commit_and_flush_at_once(db: &Database) {
     }
 }
 
+#[cfg(feature = "embedded")]
 /// Regression: a deferred deletion counted itself out before it let go of
 /// the database, so `close` could return while a task still held it and a
 /// reopen of the directory found RocksDB's lock taken (the benchmark's

@@ -4,6 +4,7 @@
 //! mirror could both commit (write skew: 178 of 200 rounds). Count checks
 //! and count deltas of one store now exclude each other. This test runs
 //! the pair concurrently, in a loop, on the embedded default.
+#![cfg(feature = "embedded")]
 
 mod common;
 

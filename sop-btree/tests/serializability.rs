@@ -3,6 +3,7 @@
 //! leaves split under contention), every operation's result is recorded,
 //! and the Elle-style checker in `history/` looks for dependency cycles and
 //! dirty reads. A build with read validation turned off must be caught.
+#![cfg(feature = "embedded")]
 
 mod common;
 mod history;

@@ -5,8 +5,10 @@ mod common;
 
 use std::ops::Bound;
 
-use common::{assert_healthy, embedded_db_with, memory_db, small};
-use sop_btree::{Database, EmbeddedBlobs, ErrorKind, StoreOptions};
+use common::{assert_healthy, memory_db, small};
+#[cfg(feature = "embedded")]
+use sop_btree::EmbeddedBlobs;
+use sop_btree::{Database, ErrorKind, StoreOptions};
 
 async fn crud_and_cursors(db: &Database) {
     db.create_store("s", small(4)).await.unwrap();
@@ -52,6 +54,7 @@ async fn crud_and_cursors_in_memory() {
     crud_and_cursors(&memory_db().await).await;
 }
 
+#[cfg(feature = "embedded")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crud_and_cursors_embedded_and_durable_across_reopen() {
     for blobs in [EmbeddedBlobs::Registry, EmbeddedBlobs::Directory] {
@@ -59,14 +62,15 @@ async fn crud_and_cursors_embedded_and_durable_across_reopen() {
     }
 }
 
+#[cfg(feature = "embedded")]
 async fn embedded_round_trip(blobs: EmbeddedBlobs) {
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = embedded_db_with(dir.path(), blobs).await;
+        let db = common::embedded_db_with(dir.path(), blobs).await;
         crud_and_cursors(&db).await;
         db.close().await.unwrap();
     }
-    let db = embedded_db_with(dir.path(), blobs).await;
+    let db = common::embedded_db_with(dir.path(), blobs).await;
     let tx = db.begin_read().await.unwrap();
     let s = tx.bytes_store("s").await.unwrap();
     assert_eq!(s.count().await.unwrap(), 100);

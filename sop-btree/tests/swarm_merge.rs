@@ -1,14 +1,16 @@
 //! Swarm merge: node-level clashes whose item-level reads still hold are
 //! merged at commit; real item-level conflicts still fail. Plus the swarm
-//! acceptance scenario of the Go original, on the embedded engine.
+//! acceptance scenario of the Go original, on the embedded engine (on the
+//! memory registry over blob files in a build without it).
 
 mod common;
 
 use std::ops::Bound;
 use std::time::Instant;
 
-use common::{assert_healthy, embedded_db, memory_db, small};
-use sop_btree::{ErrorKind, StoreOptions};
+use common::{assert_healthy, memory_db, small};
+use sop_btree::ErrorKind;
+use sop_btree::StoreOptions;
 
 #[tokio::test]
 async fn different_keys_in_the_same_leaf_both_commit() {
@@ -85,7 +87,7 @@ async fn swarm_of_40_tasks_inserting_300_keys_each_into_an_empty_store() {
     const TASKS: u32 = 40;
     const KEYS: u32 = 300;
     let dir = tempfile::tempdir().unwrap();
-    let db = embedded_db(dir.path()).await;
+    let db = common::default_db(dir.path()).await;
     db.create_store("swarm", StoreOptions::default()).await.unwrap();
     let start = Instant::now();
     let mut handles = Vec::new();

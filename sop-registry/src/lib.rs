@@ -8,10 +8,12 @@
 //! - [`MemRegistry`]: in memory, sharded, for tests and loom models;
 //! - `FaultyRegistry` (feature `testkit`): a wrapper that fails, delays or
 //!   loses the reply of a seeded fraction of calls, for fault campaigns;
-//! - [`RocksRegistry`] (feature `rocksdb`, on by default): the embedded
-//!   default, durable on local disk.
+//! - [`stripes`]: the lock stripes a registry's validate-and-publish takes
+//!   (also used by the RocksDB registry in `sop-backends`), loom-checked.
 //!
-//! It is not a cluster registry: every registry here belongs to one process.
+//! The embedded default registry, on RocksDB, lives in `sop-backends`, the
+//! one crate that builds backends; this crate compiles no C++. It is not a
+//! cluster registry: every registry here belongs to one process.
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -30,12 +32,8 @@
 #[cfg(feature = "testkit")]
 mod faulty;
 mod mem;
-#[cfg(feature = "rocksdb")]
-mod rocks;
-mod stripes;
+pub mod stripes;
 
 #[cfg(feature = "testkit")]
 pub use faulty::FaultyRegistry;
 pub use mem::MemRegistry;
-#[cfg(feature = "rocksdb")]
-pub use rocks::{RocksBlobStore, RocksConfig, RocksRegistry};

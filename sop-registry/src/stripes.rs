@@ -1,21 +1,22 @@
-//! [`Stripes`]: per-key lock striping for `RocksRegistry`'s
-//! validate-and-publish. A caller locks the stripes of every id it touches
-//! in ascending stripe order, each once, so that two callers with
-//! overlapping sets can never deadlock. Model-checked by `cargo xtask loom`.
-#![cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
+//! Lock stripes for a registry's validate-and-publish (the RocksDB
+//! registry of `sop-backends` uses them): [`Stripes`], per-key locks that a
+//! caller takes for every id it touches in ascending stripe order, each
+//! once, so that two callers with overlapping sets can never deadlock; and
+//! [`CountLocks`], per-store count locks. Model-checked by `cargo xtask loom`.
 
 use sop_core::LogicalId;
 use sop_core::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, lock};
 
 /// A fixed set of mutexes; an id maps to one of them.
 #[derive(Debug)]
-pub(crate) struct Stripes {
+pub struct Stripes {
     locks: Vec<Mutex<()>>,
 }
 
 impl Stripes {
     /// `n` stripes (at least one).
-    pub(crate) fn new(n: usize) -> Self {
+    #[must_use]
+    pub fn new(n: usize) -> Self {
         Self { locks: (0..n.max(1)).map(|_| Mutex::new(())).collect() }
     }
 
@@ -25,7 +26,7 @@ impl Stripes {
     }
 
     /// Locks the stripes of every id, ascending, each once.
-    pub(crate) fn lock_all(&self, ids: impl IntoIterator<Item = LogicalId>) -> Vec<MutexGuard<'_, ()>> {
+    pub fn lock_all(&self, ids: impl IntoIterator<Item = LogicalId>) -> Vec<MutexGuard<'_, ()>> {
         let mut idx: Vec<usize> = ids.into_iter().map(|id| self.index(id)).collect();
         idx.sort_unstable();
         idx.dedup();
@@ -33,7 +34,7 @@ impl Stripes {
     }
 
     /// Locks the stripe of one id.
-    pub(crate) fn lock_one(&self, id: LogicalId) -> Vec<MutexGuard<'_, ()>> {
+    pub fn lock_one(&self, id: LogicalId) -> Vec<MutexGuard<'_, ()>> {
         self.lock_all([id])
     }
 }
@@ -44,13 +45,13 @@ impl Stripes {
 /// so no delta of that store lands between its check and its write.
 /// Locks are taken in ascending order, after the id stripes, each once.
 #[derive(Debug)]
-pub(crate) struct CountLocks {
+pub struct CountLocks {
     locks: Vec<RwLock<()>>,
 }
 
 /// A held count lock, shared or exclusive.
 #[derive(Debug)]
-pub(crate) enum CountGuard<'a> {
+pub enum CountGuard<'a> {
     /// A delta only.
     Shared(#[allow(dead_code)] RwLockReadGuard<'a, ()>),
     /// A count check.
@@ -59,7 +60,8 @@ pub(crate) enum CountGuard<'a> {
 
 impl CountLocks {
     /// `n` locks (at least one).
-    pub(crate) fn new(n: usize) -> Self {
+    #[must_use]
+    pub fn new(n: usize) -> Self {
         Self { locks: (0..n.max(1)).map(|_| RwLock::new(())).collect() }
     }
 
@@ -73,7 +75,7 @@ impl CountLocks {
     }
 
     /// Locks the stores of `deltas` shared and those of `checks` exclusive.
-    pub(crate) fn lock<'s>(
+    pub fn lock<'s>(
         &self,
         deltas: impl IntoIterator<Item = &'s str>,
         checks: impl IntoIterator<Item = &'s str>,

@@ -3,13 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use sop_btree::{CacheConfig, Config, Database, ErrorKind};
-use sop_registry::{MemRegistry, RocksConfig, RocksRegistry};
-use sop_store::ObjectBlobStore;
 
 use crate::cli::ServeArgs;
 
@@ -136,7 +133,11 @@ pub(crate) fn read_token(path: &Path) -> Result<String, String> {
 pub(crate) async fn open_database(s: &DbSettings) -> Result<Database, String> {
     let mut config = match (&s.registry, &s.blobs) {
         (None, None) => Config::embedded(&s.data),
-        (registry, blobs) => parts_config(&s.data, registry.as_deref(), blobs.as_deref())?,
+        (registry, blobs) => {
+            let b = sop_backends::from_urls(&s.data, registry.as_deref(), blobs.as_deref())
+                .map_err(|e| format!("cannot open the backends: {e}"))?;
+            Config::from_parts(b.registry, b.blobs, b.exclusive)
+        }
     };
     config.cache = s.cache.clone();
     config.tx_timeout = s.max_tx_timeout;
@@ -150,28 +151,4 @@ pub(crate) async fn open_database(s: &DbSettings) -> Result<Database, String> {
             format!("cannot open the database in {}: {e}", s.data.display())
         }
     })
-}
-
-fn parts_config(data: &Path, registry: Option<&str>, blobs: Option<&str>) -> Result<Config, String> {
-    let rocks_path = |p: &str| if p.is_empty() { data.join("registry") } else { PathBuf::from(p) };
-    let registry = registry.unwrap_or("");
-    let (reg, default_blobs): (Arc<dyn sop_btree::Registry>, Arc<dyn sop_btree::BlobStore>) =
-        if registry.is_empty() || registry.starts_with("rocksdb://") {
-            let path = rocks_path(registry.trim_start_matches("rocksdb://"));
-            let r = RocksRegistry::open(&path, &RocksConfig::default())
-                .map_err(|e| format!("registry {}: {e}", path.display()))?;
-            let b = Arc::new(r.blob_store());
-            (Arc::new(r), b)
-        } else if registry == "memory://" {
-            (Arc::new(MemRegistry::new()), Arc::new(ObjectBlobStore::memory()))
-        } else {
-            return Err(format!(
-                "registry {registry:?} is not supported yet (supported: rocksdb://PATH, memory://)"
-            ));
-        };
-    let blobs: Arc<dyn sop_btree::BlobStore> = match blobs {
-        None => default_blobs,
-        Some(url) => Arc::new(ObjectBlobStore::from_url(url).map_err(|e| format!("blobs {url:?}: {e}"))?),
-    };
-    Ok(Config::from_parts(reg, blobs, true))
 }

@@ -184,7 +184,7 @@ async fn check_exits_nonzero_on_damage() {
     }
     {
         let reg =
-            sop_registry::RocksRegistry::open(data.join("registry"), &sop_registry::RocksConfig::default())
+            sop_backends::RocksRegistry::open(data.join("registry"), &sop_backends::RocksConfig::default())
                 .unwrap();
         let blobs = reg.blob_store();
         let ids = blobs.list().await.unwrap();

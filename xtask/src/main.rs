@@ -121,7 +121,21 @@ fn ci() -> Result<(), String> {
     rocksdb::prebuild()?;
     run(cargo_with(&["fmt", "--all", "--", "--check"]))?;
     run(cargo_with(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    let lean = ["clippy", "-p", "sop-registry", "-p", "sop-store", "--no-default-features", "--all-targets"];
+    // The engine and the backends without RocksDB (and without cloud
+    // stores): what `cargo test -p sop-btree` builds.
+    let lean = [
+        "clippy",
+        "-p",
+        "sop-registry",
+        "-p",
+        "sop-store",
+        "-p",
+        "sop-backends",
+        "-p",
+        "sop-btree",
+        "--no-default-features",
+        "--all-targets",
+    ];
     run(cargo_with(&[&lean[..], &["--", "-D", "warnings"]].concat()))?;
     tidy::run_all(&project_root())?;
     if has_nextest() {
@@ -138,7 +152,7 @@ fn ci() -> Result<(), String> {
     crash(&[], true)?;
     fuzz(&["--secs".to_owned(), "20".to_owned()])?;
     bench(&["--quick".to_owned(), "--smoke".to_owned(), "--dev".to_owned()])?;
-    run(cargo_with(&["run", "-p", "sop-btree", "--example", "bank"]))?;
+    run(cargo_with(&["run", "-p", "sop-btree", "--features", "embedded", "--example", "bank"]))?;
     println!("\nxtask ci: all green in {:.0}s", start.elapsed().as_secs_f64());
     Ok(())
 }
@@ -214,7 +228,8 @@ fn bench(args: &[String]) -> Result<(), String> {
 /// The release check runs 500 kills; CI (`smoke`) 20 in the dev profile.
 fn crash(args: &[String], smoke: bool) -> Result<(), String> {
     rocksdb::prebuild()?;
-    let mut cmd = cargo_with(&["run", "-p", "sop-btree", "--example", "crash_campaign"]);
+    let mut cmd =
+        cargo_with(&["run", "-p", "sop-btree", "--features", "embedded", "--example", "crash_campaign"]);
     if !smoke {
         cmd.arg("--release");
     }
@@ -289,7 +304,7 @@ fn serial(args: &[String]) -> Result<(), String> {
 /// `cargo test --release -p sop-btree` of the given test files, with their
 /// output shown; `filter` picks tests by name.
 fn btree_tests(files: &[&str], filter: Option<&str>) -> Command {
-    let mut cmd = cargo_with(&["test", "--release", "-p", "sop-btree"]);
+    let mut cmd = cargo_with(&["test", "--release", "-p", "sop-btree", "--features", "embedded"]);
     for f in files {
         cmd.args(["--test", f]);
     }
@@ -307,6 +322,8 @@ fn loom() -> Result<(), String> {
         "sop-core",
         "-p",
         "sop-registry",
+        "-p",
+        "sop-btree",
         "--no-default-features",
         "--lib",
         "loom_",

@@ -59,7 +59,7 @@ const FORBIDDEN: &[(&str, &[(&str, Ban)])] = &[(
 
 /// External crates that only the listed workspace crates may have as normal
 /// dependencies (optional or not).
-const CONFINED: &[(&str, &[&str])] = &[("rocksdb", &["sop-registry", "sop-backends", "sop-bench"])];
+const CONFINED: &[(&str, &[&str])] = &[("rocksdb", &["sop-backends", "sop-bench"])];
 
 /// Runs every tidy check over the tree at `root`.
 pub(crate) fn run_all(root: &Path) -> Result<(), String> {

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use sop_core::{BlobStore, Error, PhysicalId};
 
-use sop_btree::{Config, Database, EmbeddedBlobs, StoreOptions};
+use sop_btree::{Config, Database, StoreOptions};
 
 /// An in-memory database with immediate cleanup (no grace period).
 pub(crate) async fn memory_db() -> Database {
@@ -20,14 +20,32 @@ pub(crate) async fn memory_db() -> Database {
     Database::open(config).await.expect("open memory db")
 }
 
+/// The richest backend of this build in `dir`, with immediate cleanup:
+/// the embedded default (feature `embedded`), else the memory registry over
+/// blob files in `dir` (for tests that do not reopen).
+pub(crate) async fn default_db(dir: &std::path::Path) -> Database {
+    #[cfg(feature = "embedded")]
+    return embedded_db(dir).await;
+    #[cfg(not(feature = "embedded"))]
+    {
+        let blobs = sop_store::ObjectBlobStore::local(dir.join("blobs"), false).expect("a blob directory");
+        let registry = Arc::new(sop_registry::MemRegistry::new());
+        let mut config = Config::from_parts(registry, Arc::new(blobs), true);
+        config.gc_grace = Duration::ZERO;
+        Database::open(config).await.expect("open")
+    }
+}
+
+#[cfg(feature = "embedded")]
 /// An embedded database in `dir` with immediate cleanup (default blob
 /// placement: the registry's RocksDB).
 pub(crate) async fn embedded_db(dir: &std::path::Path) -> Database {
-    embedded_db_with(dir, EmbeddedBlobs::default()).await
+    embedded_db_with(dir, sop_btree::EmbeddedBlobs::default()).await
 }
 
+#[cfg(feature = "embedded")]
 /// An embedded database with blobs where `blobs` says.
-pub(crate) async fn embedded_db_with(dir: &std::path::Path, blobs: EmbeddedBlobs) -> Database {
+pub(crate) async fn embedded_db_with(dir: &std::path::Path, blobs: sop_btree::EmbeddedBlobs) -> Database {
     let mut config = Config::embedded(dir);
     config.gc_grace = Duration::ZERO;
     config.embedded_blobs = blobs;

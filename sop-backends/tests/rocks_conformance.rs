@@ -1,10 +1,9 @@
 //! The registry conformance suite against `RocksRegistry`, plus reopen.
-#![cfg(feature = "rocksdb")]
 
 use std::sync::Arc;
 
+use sop_backends::{RocksConfig, RocksRegistry};
 use sop_core::{ErrorKind, Registry};
-use sop_registry::{RocksConfig, RocksRegistry};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance() {

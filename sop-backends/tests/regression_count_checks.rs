@@ -3,12 +3,11 @@
 //! disjoint stripe locks, so "if count(A) == 0, add one to B" and its
 //! mirror could both be published (write skew). A count check now holds
 //! its store's count lock exclusive, and a delta holds it shared.
-#![cfg(feature = "rocksdb")]
 
 use std::sync::Arc;
 
+use sop_backends::{RocksConfig, RocksRegistry};
 use sop_core::{Handle, LogicalId, PhysicalId, PublishRequest, Registry, StoreInfo, StoreOptions};
-use sop_registry::{RocksConfig, RocksRegistry};
 
 async fn reset(reg: &RocksRegistry, name: &str) {
     let _ = reg.remove_store(name).await;

@@ -38,7 +38,7 @@ use sop_core::{
 
 use error::from_rocks;
 
-use crate::stripes::{CountLocks, Stripes};
+use sop_registry::stripes::{CountLocks, Stripes};
 
 /// The id whose stripe guards a transaction's intent.
 fn intent_key(tx_id: TxId) -> LogicalId {
