@@ -100,9 +100,10 @@ pub fn from_urls(dir: &Path, registry: Option<&str>, blobs: Option<&str>) -> Res
     } else if registry == "memory://" {
         memory()
     } else {
-        return Err(Error::InvalidInput(format!(
-            "registry {registry:?} is not supported yet (supported: rocksdb://PATH, memory://)"
-        )));
+        return Err(Error::invalid(
+            "url",
+            format!("registry {registry:?} is not supported yet (supported: rocksdb://PATH, memory://)"),
+        ));
     };
     if let Some(b) = named_blobs {
         parts.blobs = b;

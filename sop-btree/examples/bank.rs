@@ -18,7 +18,7 @@ async fn transfer(db: &Database, from: u32, to: u32, amount: i64) -> Result<()> 
         let accounts = tx.store::<u32, i64>("accounts").await?;
         let balance = accounts.get(&from).await?.unwrap_or(0);
         if balance < amount {
-            return Err(Error::InvalidInput(format!("account {from} holds {balance}, not {amount}")));
+            return Err(Error::invalid("amount", format!("account {from} holds {balance}, not {amount}")));
         }
         let other = accounts.get(&to).await?.unwrap_or(0);
         accounts.update(&from, &(balance - amount)).await?;

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sop_cache::NodeCache;
-use sop_core::{Error, Handle, LogicalId, PhysicalId, Result, StoreInfo, StoreOptions};
+use sop_core::{Error, Handle, LogicalId, PhysicalId, Result, StoreInfo, StoreOptions, Subject};
 
 use crate::check::CheckReport;
 use crate::config::{Backend, Config};
@@ -137,9 +137,10 @@ impl Database {
     pub async fn begin_with_timeout(&self, writable: bool, timeout: Duration) -> Result<Transaction> {
         let max = self.inner.config.tx_timeout;
         if timeout.is_zero() || timeout > max {
-            return Err(Error::InvalidInput(format!(
-                "transaction timeout {timeout:?} is outside 1 ms..={max:?} (Config::tx_timeout)"
-            )));
+            return Err(Error::invalid(
+                "timeout",
+                format!("transaction timeout {timeout:?} is outside 1 ms..={max:?} (Config::tx_timeout)"),
+            ));
         }
         Ok(Transaction::with_timeout(self.inner.clone(), writable, timeout))
     }
@@ -202,7 +203,9 @@ impl Database {
                 other => return other,
             }
         }
-        Err(last.unwrap_or_else(|| Error::ItemConflict("no attempt made".into())))
+        Err(last.unwrap_or_else(|| {
+            Error::changed(Subject::Other("the transaction".into()), "was never attempted")
+        }))
     }
 
     /// Verifies every store's structure (sorted keys, separator bounds,

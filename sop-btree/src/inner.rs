@@ -9,7 +9,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use rustc_hash::FxHashMap;
 use sop_cache::NodeCache;
-use sop_core::{BlobStore, Error, Handle, LogicalId, Registry, Result, StoreInfo, TxId};
+use sop_core::{BlobStore, Error, Handle, LogicalId, Registry, Result, StoreInfo, Subject, TxId};
 
 use crate::claims::{Claim, Claims};
 use crate::config::Config;
@@ -124,5 +124,5 @@ impl DbInner {
 
 /// The error for a store that does not exist.
 pub(crate) fn store_not_found(name: &str) -> Error {
-    Error::NotFound(format!("store {name:?}"))
+    Error::NotFound(Subject::Store(name.to_owned()))
 }

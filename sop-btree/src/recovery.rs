@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use sop_core::{Error, HandleWrite, Intent, IntentState, PublishRequest, Result, StoreInfo, TxId};
+use sop_core::{Error, HandleWrite, Intent, IntentState, PublishRequest, Result, StoreInfo, Subject, TxId};
 
 use crate::gc::{park, purge, schedule_cleanup};
 use crate::inner::DbInner;
@@ -138,7 +138,7 @@ pub(crate) async fn remove_store_contents(db: &Arc<DbInner>, info: &StoreInfo) -
         }
         return Err(match e {
             Error::Conflict { .. } => {
-                Error::ItemConflict(format!("store {:?} changed while being removed", info.name))
+                Error::changed(Subject::Store(info.name.clone()), "changed while being removed")
             }
             other => other,
         });

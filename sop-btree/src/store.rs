@@ -8,7 +8,7 @@ use std::ops::{Bound, RangeBounds};
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sop_core::{Error, Item, Result, StoreInfo, StoreOptions, TxId};
+use sop_core::{Error, Item, Result, StoreInfo, StoreOptions, Subject, TxId};
 
 use crate::key::{Key, encode_bytes};
 use crate::tx::Transaction;
@@ -77,6 +77,11 @@ impl Store {
         self.info.options.unique
     }
 
+    /// The subject of an error about `key` (the user's key as given).
+    fn subject(&self, key: &[u8]) -> Subject {
+        Subject::Key { store: self.info.name.clone(), key: bytes::Bytes::copy_from_slice(key) }
+    }
+
     fn slot(&self) -> usize {
         self.info.options.slot_length as usize
     }
@@ -128,12 +133,15 @@ impl Store {
 
     async fn write(&self, key: Bytes, value: Option<Bytes>) -> Result<Option<Item>> {
         if key.len() > MAX_KEY_LEN {
-            return Err(Error::InvalidInput(format!(
-                "key of {} bytes as stored (a non-unique store escapes the key and adds {}) is over the {}-byte limit",
-                key.len(),
-                DUP_SUFFIX + 2,
-                MAX_KEY_LEN
-            )));
+            return Err(Error::invalid(
+                "key",
+                format!(
+                    "key of {} bytes as stored (a non-unique store escapes the key and adds {}) is over the {}-byte limit",
+                    key.len(),
+                    DUP_SUFFIX + 2,
+                    MAX_KEY_LEN
+                ),
+            ));
         }
         let db = &self.tx.shared.db;
         let mut st = self.tx.shared.state.lock().await;
@@ -158,7 +166,7 @@ impl Store {
             return Ok(());
         }
         if self.lookup(key).await?.is_some() {
-            return Err(Error::AlreadyExists(format!("key {key:?} in store {:?}", self.info.name)));
+            return Err(Error::AlreadyExists(self.subject(key)));
         }
         self.write(Bytes::copy_from_slice(key), Some(Bytes::copy_from_slice(value))).await.map(|_| ())
     }
@@ -189,7 +197,7 @@ impl Store {
     pub async fn update(&self, key: &[u8], value: &[u8]) -> Result<()> {
         check_sizes(key, Some(value))?;
         let Some((_, item)) = self.lookup(key).await? else {
-            return Err(Error::NotFound(format!("key {key:?} in store {:?}", self.info.name)));
+            return Err(Error::NotFound(self.subject(key)));
         };
         self.write(item.key, Some(Bytes::copy_from_slice(value))).await.map(|_| ())
     }
@@ -254,7 +262,7 @@ impl Store {
             Some(c) => c,
             None => {
                 let info = db.registry.get_store(&self.info.name).await?;
-                let c = info.ok_or_else(|| Error::NotFound(format!("store {:?}", self.info.name)))?.count;
+                let c = info.ok_or_else(|| Error::NotFound(Subject::Store(self.info.name.clone())))?.count;
                 st.store(db, &self.info.name).await?.committed = Some(c);
                 c
             }
@@ -475,7 +483,7 @@ pub struct TypedStore<K, V> {
 }
 
 fn encode_value<V: Serialize>(v: &V) -> Result<Vec<u8>> {
-    postcard::to_allocvec(v).map_err(|e| Error::InvalidInput(format!("value does not serialize: {e}")))
+    postcard::to_allocvec(v).map_err(|e| Error::invalid("value", format!("value does not serialize: {e}")))
 }
 
 fn decode_value<V: DeserializeOwned>(b: &[u8]) -> Result<V> {

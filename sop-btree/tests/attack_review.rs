@@ -930,10 +930,11 @@ async fn attack_opacity_of_a_cursor_sum() {
                 let mut cur = s.range(Bound::Unbounded, Bound::Unbounded);
                 let mut sum = 0i64;
                 while let Some((_, v)) = cur.next().await? {
-                    sum += postcard::from_bytes::<i64>(&v).map_err(|e| Error::InvalidInput(e.to_string()))?;
+                    sum += postcard::from_bytes::<i64>(&v)
+                        .map_err(|e| Error::invalid("value", e.to_string()))?;
                     tokio::task::yield_now().await;
                 }
-                if sum == 2400 { Ok(sum) } else { Err(Error::InvalidInput(format!("torn sum {sum}"))) }
+                if sum == 2400 { Ok(sum) } else { Err(Error::invalid("sum", format!("torn sum {sum}"))) }
             })
             .await;
         match r {

@@ -52,7 +52,7 @@ async fn a_closure_error_seen_on_a_torn_view_is_retried() {
                 }
                 let b = s.get(&LAST).await?.unwrap_or(0);
                 if a + b != 100 {
-                    return Err(Error::InvalidInput(format!("invariant broken: {a} + {b}")));
+                    return Err(Error::invalid("invariant", format!("broken: {a} + {b}")));
                 }
                 Ok(a + b)
             }
@@ -75,7 +75,7 @@ async fn a_closure_error_on_a_consistent_view_is_returned_at_once() {
             async move {
                 c.fetch_add(1, Ordering::SeqCst);
                 tx.store::<u32, i64>("acc").await?.get(&0).await?;
-                Err::<(), _>(Error::InvalidInput("no".into()))
+                Err::<(), _>(Error::invalid("test", "no"))
             }
         })
         .await

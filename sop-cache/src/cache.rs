@@ -110,10 +110,10 @@ impl NodeCache {
             None => builder.build().await,
             Some(disk) => {
                 if disk.capacity_bytes < 4 << 20 {
-                    return Err(Error::InvalidInput(format!(
-                        "disk cache capacity {} is under 4 MiB",
-                        disk.capacity_bytes
-                    )));
+                    return Err(Error::invalid(
+                        "disk cache",
+                        format!("disk cache capacity {} is under 4 MiB", disk.capacity_bytes),
+                    ));
                 }
                 std::fs::create_dir_all(&disk.dir)
                     .map_err(|e| Error::io(format!("creating {}", disk.dir.display()), e))?;

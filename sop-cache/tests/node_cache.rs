@@ -216,7 +216,9 @@ async fn disk_tier_serves_evicted_nodes_without_the_blob_store() {
     let mut from_disk = None;
     for _ in 0..100 {
         let got = cache
-            .get_or_load(first, || async { Err(sop_core::Error::NotFound("not on disk yet".into())) })
+            .get_or_load(first, || async {
+                Err(sop_core::Error::NotFound(sop_core::Subject::Other("not on disk yet".into())))
+            })
             .await;
         if let Ok(CachedBlob::Node(n)) = got {
             from_disk = Some(n);

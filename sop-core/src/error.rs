@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::LogicalId;
+use bytes::Bytes;
+
+use crate::{LogicalId, PhysicalId, TxId};
 
 /// `Result` with [`Error`] as the default error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -50,6 +52,56 @@ pub struct VersionConflict {
     pub actual: Option<u64>,
 }
 
+/// What an error is about: the thing missing, already there, or changed.
+/// Callers match on it instead of reading messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Subject {
+    /// A store, by name.
+    Store(String),
+    /// One item of a store, by its key as stored (a typed store's key is
+    /// its order-preserving encoding).
+    Key {
+        /// The store's name.
+        store: String,
+        /// The key's bytes.
+        key: Bytes,
+    },
+    /// A range of a store's keys that a transaction read.
+    Range {
+        /// The store's name.
+        store: String,
+    },
+    /// A store's item count.
+    Count(String),
+    /// A B-tree node (or its registry handle), by logical id.
+    Node(LogicalId),
+    /// A blob, by physical id.
+    Blob(PhysicalId),
+    /// A commit intent, by its transaction's id.
+    Intent(TxId),
+    /// A transaction, by id.
+    Transaction(TxId),
+    /// Anything else, described in words (an application's own condition).
+    Other(String),
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Store(name) => write!(f, "store {name:?}"),
+            Self::Key { store, key } => write!(f, "key {key:?} of store {store:?}"),
+            Self::Range { store } => write!(f, "a range of store {store:?}"),
+            Self::Count(store) => write!(f, "the count of store {store:?}"),
+            Self::Node(id) => write!(f, "node {id}"),
+            Self::Blob(id) => write!(f, "blob {id}"),
+            Self::Intent(id) => write!(f, "the intent of transaction {id}"),
+            Self::Transaction(id) => write!(f, "transaction {id}"),
+            Self::Other(what) => f.write_str(what),
+        }
+    }
+}
+
 /// The error of every SOP-rs operation.
 ///
 /// Each variant names the thing involved; [`Error::kind`] gives the
@@ -63,15 +115,20 @@ pub enum Error {
         /// Every handle that failed validation.
         conflicts: Vec<VersionConflict>,
     },
-    /// An item-level or application-level conflict (no handle list).
-    #[error("conflict: {0}")]
-    ItemConflict(String),
+    /// An item-level conflict: something a transaction read changed.
+    #[error("conflict: {subject} {detail}")]
+    ItemConflict {
+        /// What changed.
+        subject: Subject,
+        /// How (for people).
+        detail: String,
+    },
     /// The named thing does not exist.
     #[error("{0} not found")]
-    NotFound(String),
+    NotFound(Subject),
     /// The named thing already exists.
     #[error("{0} already exists")]
-    AlreadyExists(String),
+    AlreadyExists(Subject),
     /// Stored bytes failed a checksum.
     #[error("corrupt {what}: checksum mismatch (stored {expected:#010x}, computed {got:#010x})")]
     ChecksumMismatch {
@@ -99,8 +156,14 @@ pub enum Error {
         detail: String,
     },
     /// An argument is outside the documented limits.
-    #[error("invalid input: {0}")]
-    InvalidInput(String),
+    #[error("invalid {what}: {detail}")]
+    InvalidInput {
+        /// Which argument: `key`, `value`, `store name`, `options`,
+        /// `timeout`, `url`, ...
+        what: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// An I/O error, with what was being done.
     #[error("I/O error while {context}: {source}")]
     Io {
@@ -157,13 +220,13 @@ impl Error {
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Conflict { .. } | Self::ItemConflict(_) => ErrorKind::Conflict,
+            Self::Conflict { .. } | Self::ItemConflict { .. } => ErrorKind::Conflict,
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::AlreadyExists(_) => ErrorKind::AlreadyExists,
             Self::ChecksumMismatch { .. } | Self::UnsupportedVersion { .. } | Self::Corruption { .. } => {
                 ErrorKind::Corruption
             }
-            Self::InvalidInput(_) => ErrorKind::InvalidInput,
+            Self::InvalidInput { .. } => ErrorKind::InvalidInput,
             Self::Io { .. } => ErrorKind::Io,
             Self::Timeout { .. } => ErrorKind::Timeout,
             Self::Unsupported(_) => ErrorKind::Unsupported,
@@ -178,6 +241,25 @@ impl Error {
     #[must_use]
     pub fn is_conflict(&self) -> bool {
         self.kind() == ErrorKind::Conflict
+    }
+
+    /// An [`Error::InvalidInput`] about argument `what`.
+    pub fn invalid(what: &'static str, detail: impl Into<String>) -> Self {
+        Self::InvalidInput { what, detail: detail.into() }
+    }
+
+    /// An [`Error::ItemConflict`]: `subject` changed, as `detail` says.
+    pub fn changed(subject: Subject, detail: impl Into<String>) -> Self {
+        Self::ItemConflict { subject, detail: detail.into() }
+    }
+
+    /// The subject of a `NotFound`, `AlreadyExists` or item conflict.
+    #[must_use]
+    pub fn subject(&self) -> Option<&Subject> {
+        match self {
+            Self::NotFound(s) | Self::AlreadyExists(s) | Self::ItemConflict { subject: s, .. } => Some(s),
+            _ => None,
+        }
     }
 
     /// A [`Error::Corruption`] for `what` with a detail message.
@@ -218,5 +300,21 @@ mod tests {
         assert!(c.is_conflict());
         assert!(c.to_string().contains("expected Some(1)"), "{c}");
         assert_eq!(Error::corruption("node", "x").kind(), ErrorKind::Corruption);
+    }
+
+    #[test]
+    fn subjects_are_matchable_and_read_well() {
+        let e = Error::NotFound(Subject::Store("orders".into()));
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert!(matches!(e.subject(), Some(Subject::Store(n)) if n == "orders"));
+        assert_eq!(e.to_string(), "store \"orders\" not found");
+        let key = Subject::Key { store: "s".into(), key: Bytes::from_static(b"k") };
+        let c = Error::changed(key.clone(), "since it was read");
+        assert!(c.is_conflict());
+        assert_eq!(c.subject(), Some(&key));
+        assert_eq!(c.to_string(), "conflict: key b\"k\" of store \"s\" since it was read");
+        let i = Error::invalid("key", "too long");
+        assert_eq!((i.kind(), i.to_string()), (ErrorKind::InvalidInput, "invalid key: too long".into()));
+        assert_eq!(i.subject(), None);
     }
 }

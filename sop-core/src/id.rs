@@ -64,7 +64,9 @@ macro_rules! id_type {
 
             fn from_str(s: &str) -> crate::Result<Self> {
                 uuid::Uuid::parse_str(s).map(|u| Self(u.as_u128())).map_err(|e| {
-                    crate::Error::InvalidInput(format!(
+                    crate::Error::invalid(
+                        "id",
+                        format!(
                         "{s:?} is not a valid {}: {e}",
                         stringify!($name)
                     ))

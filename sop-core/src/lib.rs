@@ -44,7 +44,7 @@ pub mod sync;
 pub mod testkit;
 
 pub use blob::BlobStore;
-pub use error::{Error, ErrorKind, Result, VersionConflict};
+pub use error::{Error, ErrorKind, Result, Subject, VersionConflict};
 pub use handle::Handle;
 pub use id::{LogicalId, PhysicalId, TxId};
 pub use intent::{Intent, IntentState};

@@ -6,7 +6,9 @@ use std::fmt;
 
 use async_trait::async_trait;
 
-use crate::{Error, Handle, Intent, LogicalId, PhysicalId, Result, StoreInfo, TxId, VersionConflict};
+use crate::{
+    Error, Handle, Intent, LogicalId, PhysicalId, Result, StoreInfo, Subject, TxId, VersionConflict,
+};
 
 /// "This handle must still be at this version" — a read-set entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,10 +102,7 @@ impl PublishRequest {
     /// The error for a publish whose intent is no longer pending.
     #[must_use]
     pub fn intent_gone(&self) -> Error {
-        Error::ItemConflict(format!(
-            "the intent of transaction {} is no longer pending (recovered)",
-            self.tx_id
-        ))
+        Error::changed(Subject::Intent(self.tx_id), "is no longer pending (recovered)")
     }
 
     /// Rejects requests that write one id twice or check an id with two
@@ -115,13 +114,13 @@ impl PublishRequest {
         let mut written = HashSet::with_capacity(self.writes.len());
         for w in &self.writes {
             if !written.insert(w.id()) {
-                return Err(Error::InvalidInput(format!("publish writes {} twice", w.id())));
+                return Err(Error::invalid("publish request", format!("publish writes {} twice", w.id())));
             }
         }
         let mut checked = std::collections::HashMap::with_capacity(self.checks.len());
         for c in &self.checks {
             if checked.insert(c.id, c.version).is_some_and(|v| v != c.version) {
-                return Err(Error::InvalidInput(format!("publish checks {} twice", c.id)));
+                return Err(Error::invalid("publish request", format!("publish checks {} twice", c.id)));
             }
         }
         Ok(())

@@ -55,19 +55,25 @@ impl StoreOptions {
     /// `InvalidInput` naming the field and its allowed range.
     pub fn validate(&self) -> Result<()> {
         if !(Self::MIN_SLOT_LENGTH..=Self::MAX_SLOT_LENGTH).contains(&self.slot_length) {
-            return Err(Error::InvalidInput(format!(
-                "slot_length {} is outside {}..={}",
-                self.slot_length,
-                Self::MIN_SLOT_LENGTH,
-                Self::MAX_SLOT_LENGTH
-            )));
+            return Err(Error::invalid(
+                "options",
+                format!(
+                    "slot_length {} is outside {}..={}",
+                    self.slot_length,
+                    Self::MIN_SLOT_LENGTH,
+                    Self::MAX_SLOT_LENGTH
+                ),
+            ));
         }
         if self.value_in_node_threshold > Self::MAX_INLINE_VALUE {
-            return Err(Error::InvalidInput(format!(
-                "value_in_node_threshold {} is above {}",
-                self.value_in_node_threshold,
-                Self::MAX_INLINE_VALUE
-            )));
+            return Err(Error::invalid(
+                "options",
+                format!(
+                    "value_in_node_threshold {} is above {}",
+                    self.value_in_node_threshold,
+                    Self::MAX_INLINE_VALUE
+                ),
+            ));
         }
         Ok(())
     }
@@ -159,10 +165,13 @@ fn validate_name(name: &str) -> Result<()> {
         || name.len() > StoreInfo::MAX_NAME_LEN
         || name.chars().any(|c| c.is_control() || c == '/');
     if bad {
-        return Err(Error::InvalidInput(format!(
-            "store name {name:?} must be 1..={} bytes without control characters or '/'",
-            StoreInfo::MAX_NAME_LEN
-        )));
+        return Err(Error::invalid(
+            "store name",
+            format!(
+                "store name {name:?} must be 1..={} bytes without control characters or '/'",
+                StoreInfo::MAX_NAME_LEN
+            ),
+        ));
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use sop_core::{BlobStore, Error, ErrorKind, PhysicalId, Result};
+use sop_core::{BlobStore, Error, ErrorKind, PhysicalId, Result, Subject};
 use url::Url;
 
 /// A [`BlobStore`] over any [`ObjectStore`].
@@ -64,19 +64,20 @@ impl ObjectBlobStore {
     /// `Unsupported` for a cloud scheme in a build without feature `cloud`.
     pub fn from_url(url: &str) -> Result<Self> {
         let parsed =
-            Url::parse(url).map_err(|e| Error::InvalidInput(format!("blob store URL {url:?}: {e}")))?;
+            Url::parse(url).map_err(|e| Error::invalid("url", format!("blob store URL {url:?}: {e}")))?;
         match parsed.scheme() {
             "file" => {
                 let path = parsed
                     .to_file_path()
-                    .map_err(|()| Error::InvalidInput(format!("{url:?} is not an absolute file path")))?;
+                    .map_err(|()| Error::invalid("url", format!("{url:?} is not an absolute file path")))?;
                 Self::local(path, true)
             }
             "memory" => Ok(Self::memory()),
             "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" => cloud(&parsed),
-            other => Err(Error::InvalidInput(format!(
-                "blob store URL {url:?}: unknown scheme {other:?} (use file, memory, s3, gs or az)"
-            ))),
+            other => Err(Error::invalid(
+                "url",
+                format!("blob store URL {url:?}: unknown scheme {other:?} (use file, memory, s3, gs or az)"),
+            )),
         }
     }
 
@@ -103,7 +104,7 @@ fn cloud(url: &Url) -> Result<ObjectBlobStore> {
         }
         _ => (Arc::new(MicrosoftAzureBuilder::from_env().with_url(s).build().map_err(config_err)?), "azure"),
     };
-    let prefix = Path::from_url_path(url.path()).map_err(|e| Error::InvalidInput(format!("{s:?}: {e}")))?;
+    let prefix = Path::from_url_path(url.path()).map_err(|e| Error::invalid("url", format!("{s:?}: {e}")))?;
     Ok(ObjectBlobStore { store, prefix, name })
 }
 
@@ -114,7 +115,7 @@ fn cloud(url: &Url) -> Result<ObjectBlobStore> {
 
 #[cfg(feature = "cloud")]
 fn config_err(e: object_store::Error) -> Error {
-    Error::InvalidInput(format!("blob store configuration: {e}"))
+    Error::invalid("blob store configuration", e.to_string())
 }
 
 fn from_os(e: object_store::Error, context: &str) -> Error {
@@ -128,8 +129,8 @@ fn from_os(e: object_store::Error, context: &str) -> Error {
         _ => ErrorKind::Io,
     };
     match kind {
-        ErrorKind::NotFound => Error::NotFound(format!("{context}: {e}")),
-        ErrorKind::AlreadyExists => Error::AlreadyExists(format!("{context}: {e}")),
+        ErrorKind::NotFound => Error::NotFound(Subject::Other(format!("{context}: {e}"))),
+        ErrorKind::AlreadyExists => Error::AlreadyExists(Subject::Other(format!("{context}: {e}"))),
         _ => Error::backend("object_store", kind, e),
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch};
-use sop_core::{BlobStore, Error, LogicalId, PhysicalId, Result};
+use sop_core::{BlobStore, Error, LogicalId, PhysicalId, Result, Subject};
 
 use super::{CF_BLOBS, Inner, from_rocks};
 
@@ -41,7 +41,7 @@ impl RocksBlobStore {
         let _guard = inner.stripes.lock_one(LogicalId::from_u128(id.as_u128()));
         let exists = inner.db.get_pinned_cf(cf, id.to_bytes()).map_err(|e| from_rocks(e, "reading blob"))?;
         if exists.is_some() {
-            return Err(Error::AlreadyExists(format!("blob {id}")));
+            return Err(Error::AlreadyExists(Subject::Blob(id)));
         }
         let mut batch = WriteBatch::default();
         batch.put_cf(cf, id.to_bytes(), data);
@@ -59,7 +59,7 @@ impl BlobStore for RocksBlobStore {
         let cf = self.inner.cf(CF_BLOBS)?;
         match self.inner.db.get_cf(cf, id.to_bytes()).map_err(|e| from_rocks(e, "reading blob"))? {
             Some(v) => Ok(Bytes::from(v)),
-            None => Err(Error::NotFound(format!("blob {id}"))),
+            None => Err(Error::NotFound(Subject::Blob(id))),
         }
     }
 

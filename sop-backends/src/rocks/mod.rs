@@ -33,7 +33,7 @@ use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DB, IteratorMode, MergeOperands, Options, WriteBatch, WriteOptions,
 };
 use sop_core::{
-    Error, Handle, Intent, IntentState, LogicalId, PublishRequest, Registry, Result, StoreInfo, TxId,
+    Error, Handle, Intent, IntentState, LogicalId, PublishRequest, Registry, Result, StoreInfo, Subject, TxId,
 };
 
 use error::from_rocks;
@@ -253,12 +253,12 @@ impl Inner {
         for name in names {
             let exists = self.db.get_pinned_cf(stores, name).map_err(|e| from_rocks(e, "reading store"))?;
             if exists.is_none() {
-                return Err(Error::NotFound(format!("store {name:?}")));
+                return Err(Error::NotFound(Subject::Store(name.clone())));
             }
         }
         for (name, seen) in &req.count_checks {
             if self.count_of(name)? != *seen {
-                return Err(Error::ItemConflict(format!("count of store {name:?} is no longer {seen}")));
+                return Err(Error::changed(Subject::Count(name.clone()), format!("is no longer {seen}")));
             }
         }
         if let Some(intent) = &req.intent {
@@ -296,10 +296,10 @@ impl Inner {
         let _stores = self.stores_lock.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (stores, counts, handles) = (self.cf(CF_STORES)?, self.cf(CF_COUNTS)?, self.cf(CF_HANDLES)?);
         if self.db.get_pinned_cf(stores, &info.name).map_err(|e| from_rocks(e, "reading store"))?.is_some() {
-            return Err(Error::AlreadyExists(format!("store {:?}", info.name)));
+            return Err(Error::AlreadyExists(Subject::Store(info.name.clone())));
         }
         if self.get_handles(&[root.logical_id])?.first().copied().flatten().is_some() {
-            return Err(Error::AlreadyExists(format!("handle {}", root.logical_id)));
+            return Err(Error::AlreadyExists(Subject::Node(root.logical_id)));
         }
         let mut batch = WriteBatch::default();
         batch.put_cf(stores, &info.name, StoreInfo { count: 0, ..info.clone() }.encode());
@@ -346,7 +346,7 @@ impl Inner {
 
     fn remove_store(&self, name: &str) -> Result<StoreInfo> {
         let _stores = self.stores_lock.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let info = self.get_store(name)?.ok_or_else(|| Error::NotFound(format!("store {name:?}")))?;
+        let info = self.get_store(name)?.ok_or_else(|| Error::NotFound(Subject::Store(name.to_owned())))?;
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_STORES)?, name);
         batch.delete_cf(self.cf(CF_COUNTS)?, name);

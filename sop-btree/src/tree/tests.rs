@@ -7,7 +7,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sop_core::{Error, Item, LogicalId, Node, Result, TxId, Value};
+use sop_core::{Error, Item, LogicalId, Node, Result, Subject, TxId, Value};
 
 use super::{NodeSource, Tree, fill};
 
@@ -31,15 +31,15 @@ impl Mem {
 impl NodeSource for Mem {
     async fn load(&mut self, id: LogicalId) -> Result<()> {
         self.loads += 1;
-        if self.nodes.contains_key(&id) { Ok(()) } else { Err(Error::NotFound(format!("node {id}"))) }
+        if self.nodes.contains_key(&id) { Ok(()) } else { Err(Error::NotFound(Subject::Node(id))) }
     }
 
     fn node(&self, id: LogicalId) -> Result<&Arc<Node>> {
-        self.nodes.get(&id).ok_or_else(|| Error::NotFound(format!("node {id}")))
+        self.nodes.get(&id).ok_or_else(|| Error::NotFound(Subject::Node(id)))
     }
 
     fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node> {
-        let n = self.nodes.get_mut(&id).ok_or_else(|| Error::NotFound(format!("node {id}")))?;
+        let n = self.nodes.get_mut(&id).ok_or_else(|| Error::NotFound(Subject::Node(id)))?;
         Ok(Arc::make_mut(n))
     }
 

@@ -5,7 +5,7 @@
 use std::ops::Bound;
 
 use bytes::Bytes;
-use sop_core::{Error, LogicalId, PublishRequest, Result, VersionCheck};
+use sop_core::{Error, LogicalId, PublishRequest, Result, Subject, VersionCheck};
 
 use crate::inner::DbInner;
 use crate::tx::log::ReadEntry;
@@ -73,16 +73,14 @@ async fn recheck(db: &DbInner, st: &mut TxState, entry: &ReadEntry) -> Result<()
             let now: Vec<(Bytes, sop_core::TxId)> =
                 fresh.into_iter().filter(|i| !own.contains(&i.key)).map(|i| (i.key, i.version)).collect();
             if now != *seen {
-                return Err(Error::ItemConflict(format!(
-                    "range {} of store {store:?} changed",
-                    show(lo, hi)
-                )));
+                let subject = Subject::Range { store: store.to_string() };
+                return Err(Error::changed(subject, format!("{} changed", show(lo, hi))));
             }
         }
         ReadEntry::Count { store, committed, .. } => {
             let now = db.registry.get_store(store).await?.map(|s| s.count);
             if now != Some(*committed) {
-                return Err(Error::ItemConflict(format!("count of store {store:?} changed")));
+                return Err(Error::changed(Subject::Count(store.to_string()), "changed"));
             }
         }
     }
@@ -98,7 +96,7 @@ async fn slot_of(db: &DbInner, st: &mut TxState, store: &str) -> Result<usize> {
 }
 
 fn item_changed(store: &str, key: &Bytes) -> Error {
-    Error::ItemConflict(format!("key {key:?} of store {store:?} changed"))
+    Error::changed(Subject::Key { store: store.to_owned(), key: key.clone() }, "changed")
 }
 
 fn show(lo: &Bound<Bytes>, hi: &Bound<Bytes>) -> String {
@@ -118,9 +116,8 @@ fn recheck_count_bases(st: &TxState) -> Result<()> {
             .map(|w| i64::from(w.delta))
             .sum();
         if now != *delta {
-            return Err(Error::ItemConflict(format!(
-                "count of store {store:?} included writes whose effect changed"
-            )));
+            let subject = Subject::Count(store.to_string());
+            return Err(Error::changed(subject, "included writes whose effect changed"));
         }
     }
     Ok(())

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use sop_core::{Error, LogicalId, Node, PhysicalId, Result, StoreInfo, TxId};
+use sop_core::{Error, LogicalId, Node, PhysicalId, Result, StoreInfo, Subject, TxId};
 
 use crate::epoch::EpochGuard;
 use crate::handles::EMPTY_ROOT;
@@ -136,7 +136,7 @@ impl TxState {
         if self.writable {
             Ok(())
         } else {
-            Err(Error::InvalidInput(format!("transaction {} is read-only", self.id)))
+            Err(Error::invalid("transaction", format!("transaction {} is read-only", self.id)))
         }
     }
 
@@ -266,7 +266,7 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle) -> Result<TxNode> {
 
 /// A node vanished or moved under a transaction: retryable.
 pub(crate) fn moved(id: LogicalId) -> Error {
-    Error::ItemConflict(format!("node {id} changed while the transaction read it"))
+    Error::changed(Subject::Node(id), "changed while the transaction read it")
 }
 
 fn not_loaded(id: LogicalId) -> Error {

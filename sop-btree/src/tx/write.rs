@@ -16,16 +16,16 @@ pub const MAX_VALUE_LEN: usize = 64 << 20;
 /// Checks a key and value against the documented limits.
 pub(crate) fn check_sizes(key: &[u8], value: Option<&[u8]>) -> Result<()> {
     if key.len() > MAX_KEY_LEN {
-        return Err(Error::InvalidInput(format!(
-            "key of {} bytes is over the {MAX_KEY_LEN}-byte limit",
-            key.len()
-        )));
+        return Err(Error::invalid(
+            "key",
+            format!("key of {} bytes is over the {MAX_KEY_LEN}-byte limit", key.len()),
+        ));
     }
     if let Some(v) = value.filter(|v| v.len() > MAX_VALUE_LEN) {
-        return Err(Error::InvalidInput(format!(
-            "value of {} bytes is over the {MAX_VALUE_LEN}-byte limit",
-            v.len()
-        )));
+        return Err(Error::invalid(
+            "value",
+            format!("value of {} bytes is over the {MAX_VALUE_LEN}-byte limit", v.len()),
+        ));
     }
     Ok(())
 }

@@ -338,7 +338,7 @@ mod tests {
         assert_eq!((e.kind(), runs), (ErrorKind::Indeterminate, 1), "the call was made");
         assert_eq!(e.to_string(), "outcome unknown: put 7: reply lost (injected #1)");
 
-        let refused = Error::InvalidInput("no".into());
+        let refused = Error::invalid("test", "no");
         let (out, runs) = step(&plan, OnTimeout::LoseReply, Err(refused)).await;
         assert_eq!((out.unwrap_err().kind(), runs), (ErrorKind::InvalidInput, 1), "the call's error, as is");
         assert_eq!(plan.stats().timeouts, 3);

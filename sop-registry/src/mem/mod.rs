@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use sop_core::sync::{Mutex, MutexGuard, lock};
 use sop_core::{
     Error, Handle, HandleWrite, Intent, IntentState, LogicalId, PublishRequest, Registry, Result, StoreInfo,
-    TxId,
+    Subject, TxId,
 };
 
 #[cfg(all(test, sop_loom))]
@@ -87,12 +87,12 @@ impl MemRegistry {
         let mut stores = lock(&self.stores);
         let names = req.count_deltas.iter().map(|(n, _)| n).chain(req.count_checks.iter().map(|(n, _)| n));
         if let Some(name) = names.into_iter().find(|n| !stores.contains_key(*n)) {
-            return Err(Error::NotFound(format!("store {name:?}")));
+            return Err(Error::NotFound(Subject::Store(name.clone())));
         }
         if let Some((name, seen)) =
             req.count_checks.iter().find(|(n, c)| stores.get(n).is_some_and(|s| s.count != *c))
         {
-            return Err(Error::ItemConflict(format!("count of store {name:?} is no longer {seen}")));
+            return Err(Error::changed(Subject::Count(name.clone()), format!("is no longer {seen}")));
         }
         let mut intents = lock(&self.intents);
         if let Some(intent) = &req.intent {
@@ -124,10 +124,10 @@ impl MemRegistry {
         let mut shard = lock(self.shard(self.shard_of(root.logical_id)));
         let mut stores = lock(&self.stores);
         if stores.contains_key(&info.name) {
-            return Err(Error::AlreadyExists(format!("store {:?}", info.name)));
+            return Err(Error::AlreadyExists(Subject::Store(info.name.clone())));
         }
         if shard.contains_key(&root.logical_id) {
-            return Err(Error::AlreadyExists(format!("handle {}", root.logical_id)));
+            return Err(Error::AlreadyExists(Subject::Node(root.logical_id)));
         }
         shard.insert(root.logical_id, *root);
         stores.insert(info.name.clone(), info.clone());
@@ -158,7 +158,7 @@ impl Registry for MemRegistry {
     }
 
     async fn remove_store(&self, name: &str) -> Result<StoreInfo> {
-        lock(&self.stores).remove(name).ok_or_else(|| Error::NotFound(format!("store {name:?}")))
+        lock(&self.stores).remove(name).ok_or_else(|| Error::NotFound(Subject::Store(name.to_owned())))
     }
 
     async fn put_intent(&self, intent: &Intent) -> Result<()> {
