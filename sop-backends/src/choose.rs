@@ -86,7 +86,7 @@ pub fn memory() -> Backends {
 ///
 /// # Errors
 /// `InvalidInput` for an unknown scheme or a malformed URL; as
-/// [`embedded`] when opening the registry fails.
+/// `embedded` when opening the registry fails.
 pub fn from_urls(dir: &Path, registry: Option<&str>, blobs: Option<&str>) -> Result<Backends> {
     let registry = registry.unwrap_or("rocksdb://");
     // The blob URL first: a bad one must not leave a registry created.

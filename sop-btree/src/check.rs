@@ -10,7 +10,7 @@ use crate::inner::DbInner;
 use crate::tree::fill;
 use crate::walk::{WalkedNode, walk};
 
-/// What [`Database::check`] found.
+/// What [`crate::Database::check`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckReport {
     /// Stores checked.

@@ -81,8 +81,7 @@ async fn embedded_round_trip(blobs: EmbeddedBlobs) {
 #[tokio::test]
 async fn store_lifecycle_and_errors() {
     let db = memory_db().await;
-    let opts =
-        StoreOptions { slot_length: 16, unique: false, value_in_node_threshold: 8, ..Default::default() };
+    let opts = StoreOptions { slot_length: 16, unique: false, value_in_node_threshold: 8 };
     db.create_store("b", opts).await.unwrap();
     db.create_store("a", StoreOptions::default()).await.unwrap();
     assert_eq!(

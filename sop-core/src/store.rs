@@ -4,21 +4,6 @@
 use crate::codec::{begin_frame, open_frame, tag};
 use crate::{Error, LogicalId, Result};
 
-/// Per-store cache settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheOptions {
-    /// Keep decoded nodes of this store in the node cache.
-    pub nodes: bool,
-    /// Keep separately stored values of this store in the node cache.
-    pub values: bool,
-}
-
-impl Default for CacheOptions {
-    fn default() -> Self {
-        Self { nodes: true, values: true }
-    }
-}
-
 /// The options of one store (B-tree), fixed when it is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
@@ -31,13 +16,11 @@ pub struct StoreOptions {
     /// Values longer than this many bytes are stored in a blob of their own
     /// instead of inside the node. At most [`StoreOptions::MAX_INLINE_VALUE`].
     pub value_in_node_threshold: u32,
-    /// Cache settings.
-    pub cache: CacheOptions,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { slot_length: 256, unique: true, value_in_node_threshold: 1024, cache: CacheOptions::default() }
+        Self { slot_length: 256, unique: true, value_in_node_threshold: 1024 }
     }
 }
 
@@ -95,7 +78,8 @@ pub struct StoreInfo {
     pub created_at_ms: u64,
 }
 
-const FORMAT_VERSION: u8 = 1;
+/// Version 2 dropped version 1's cache flags, which nothing read.
+const FORMAT_VERSION: u8 = 2;
 const WHAT: &str = "store info";
 
 impl StoreInfo {
@@ -127,7 +111,6 @@ impl StoreInfo {
         w.u32(self.options.slot_length);
         w.u8(u8::from(self.options.unique));
         w.u32(self.options.value_in_node_threshold);
-        w.u8(u8::from(self.options.cache.nodes) | (u8::from(self.options.cache.values) << 1));
         w.u128(self.root.as_u128());
         w.u64(self.count);
         w.u64(self.created_at_ms);
@@ -139,14 +122,15 @@ impl StoreInfo {
     /// # Errors
     /// `Corruption` for malformed bytes or out-of-range fields.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let (_, mut r) = open_frame(bytes, tag::STORE_INFO, FORMAT_VERSION, WHAT)?;
+        let (version, mut r) = open_frame(bytes, tag::STORE_INFO, FORMAT_VERSION, WHAT)?;
         let name = r.str()?.to_owned();
         let slot_length = r.u32()?;
         let unique = r.u8()? != 0;
         let value_in_node_threshold = r.u32()?;
-        let cache_bits = r.u8()?;
-        let cache = CacheOptions { nodes: cache_bits & 1 != 0, values: cache_bits & 2 != 0 };
-        let options = StoreOptions { slot_length, unique, value_in_node_threshold, cache };
+        if version == 1 {
+            r.u8()?; // version 1's cache flags, never used
+        }
+        let options = StoreOptions { slot_length, unique, value_in_node_threshold };
         options.validate().map_err(|e| Error::corruption(WHAT, e.to_string()))?;
         let info = Self {
             name,
@@ -194,6 +178,28 @@ mod tests {
             let err = StoreInfo::new(name, StoreOptions::default(), LogicalId::new()).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidInput, "{name:?}");
         }
+    }
+
+    #[test]
+    fn a_version_1_record_with_cache_flags_still_decodes() {
+        let info = StoreInfo::new("v1", StoreOptions::default(), LogicalId::from_u128(9)).unwrap();
+        let mut w = begin_frame(tag::STORE_INFO, 1, 64);
+        w.str(&info.name);
+        w.u32(info.options.slot_length);
+        w.u8(1);
+        w.u32(info.options.value_in_node_threshold);
+        w.u8(3); // the old cache flags
+        w.u128(info.root.as_u128());
+        w.u64(42);
+        w.u64(info.created_at_ms);
+        let old = w.finish_frame();
+        let got = StoreInfo::decode(&old).unwrap();
+        assert_eq!(
+            (got.name.as_str(), got.options, got.root, got.count),
+            ("v1", info.options, info.root, 42)
+        );
+        assert_eq!(StoreInfo::decode(&got.encode()).unwrap(), got, "rewritten as version 2");
+        assert_eq!(got.encode().get(1), Some(&2));
     }
 
     #[test]

@@ -147,6 +147,10 @@ fn ci() -> Result<(), String> {
     let mut doc = cargo_with(&["doc", "--workspace", "--no-deps"]);
     doc.env("RUSTDOCFLAGS", "-D warnings");
     run(doc)?;
+    let lean_doc = ["doc", "-p", "sop-backends", "-p", "sop-btree", "--no-deps", "--no-default-features"];
+    let mut doc = cargo_with(&lean_doc);
+    doc.env("RUSTDOCFLAGS", "-D warnings");
+    run(doc)?;
     schemathesis::run()?;
     loom()?;
     crash(&[], true)?;
