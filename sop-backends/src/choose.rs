@@ -75,7 +75,7 @@ pub fn memory() -> Backends {
 /// The registry and blob store that `registry` and `blobs` name, with
 /// `dir` for the defaults:
 /// - registry: `rocksdb://PATH` (an empty path means `<dir>/registry`),
-///   or `memory://`; `None` means `rocksdb://`;
+///   or `memory://`; `None` or `""` means `rocksdb://`;
 /// - blobs: any URL of `ObjectBlobStore::from_url` (`file://`, `memory://`,
 ///   `s3://`, `gs://`, `az://`); `None` means the registry's own: the
 ///   RocksDB registry's `blobs` column family, or memory with `memory://`.
@@ -88,7 +88,7 @@ pub fn memory() -> Backends {
 /// `InvalidInput` for an unknown scheme or a malformed URL; as
 /// `embedded` when opening the registry fails.
 pub fn from_urls(dir: &Path, registry: Option<&str>, blobs: Option<&str>) -> Result<Backends> {
-    let registry = registry.unwrap_or("rocksdb://");
+    let registry = registry.filter(|r| !r.is_empty()).unwrap_or("rocksdb://");
     // The blob URL first: a bad one must not leave a registry created.
     let named_blobs: Option<Arc<dyn BlobStore>> = match blobs {
         Some(url) => Some(Arc::new(ObjectBlobStore::from_url(url)?)),
@@ -136,7 +136,7 @@ mod tests {
     #[tokio::test]
     async fn the_default_registry_keeps_its_blobs_and_a_second_open_is_locked() {
         let dir = tempfile::tempdir().unwrap();
-        let parts = from_urls(dir.path(), None, None).unwrap();
+        let parts = from_urls(dir.path(), Some(""), None).unwrap();
         let id = PhysicalId::new();
         parts.blobs.put_many(vec![(id, bytes::Bytes::from_static(b"x"))]).await.unwrap();
         assert!(dir.path().join("registry").is_dir());

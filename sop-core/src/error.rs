@@ -59,8 +59,10 @@ pub struct VersionConflict {
 pub enum Subject {
     /// A store, by name.
     Store(String),
-    /// One item of a store, by its key as stored (a typed store's key is
-    /// its order-preserving encoding).
+    /// One item of a store, by key: the key as the caller gave it to the
+    /// store API for `NotFound`/`AlreadyExists` (a typed store's key in its
+    /// order-preserving encoding); as stored for a conflict (a non-unique
+    /// store's stored key is the escaped key plus a 16-byte suffix).
     Key {
         /// The store's name.
         store: String,

@@ -78,8 +78,10 @@ pub struct StoreInfo {
     pub created_at_ms: u64,
 }
 
-/// Version 2 dropped version 1's cache flags, which nothing read.
-const FORMAT_VERSION: u8 = 2;
+const FORMAT_VERSION: u8 = 1;
+/// The byte that once held per-store cache flags (never read): written as
+/// their old default, so that any build reads the record, and ignored.
+const RESERVED_CACHE_FLAGS: u8 = 3;
 const WHAT: &str = "store info";
 
 impl StoreInfo {
@@ -111,6 +113,7 @@ impl StoreInfo {
         w.u32(self.options.slot_length);
         w.u8(u8::from(self.options.unique));
         w.u32(self.options.value_in_node_threshold);
+        w.u8(RESERVED_CACHE_FLAGS);
         w.u128(self.root.as_u128());
         w.u64(self.count);
         w.u64(self.created_at_ms);
@@ -122,14 +125,12 @@ impl StoreInfo {
     /// # Errors
     /// `Corruption` for malformed bytes or out-of-range fields.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let (version, mut r) = open_frame(bytes, tag::STORE_INFO, FORMAT_VERSION, WHAT)?;
+        let (_, mut r) = open_frame(bytes, tag::STORE_INFO, FORMAT_VERSION, WHAT)?;
         let name = r.str()?.to_owned();
         let slot_length = r.u32()?;
         let unique = r.u8()? != 0;
         let value_in_node_threshold = r.u32()?;
-        if version == 1 {
-            r.u8()?; // version 1's cache flags, never used
-        }
+        r.u8()?; // RESERVED_CACHE_FLAGS, whatever an older build wrote
         let options = StoreOptions { slot_length, unique, value_in_node_threshold };
         options.validate().map_err(|e| Error::corruption(WHAT, e.to_string()))?;
         let info = Self {
@@ -181,14 +182,14 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_record_with_cache_flags_still_decodes() {
+    fn the_reserved_cache_byte_is_ignored_and_written_as_before() {
         let info = StoreInfo::new("v1", StoreOptions::default(), LogicalId::from_u128(9)).unwrap();
         let mut w = begin_frame(tag::STORE_INFO, 1, 64);
         w.str(&info.name);
         w.u32(info.options.slot_length);
         w.u8(1);
         w.u32(info.options.value_in_node_threshold);
-        w.u8(3); // the old cache flags
+        w.u8(0); // cache flags an older build may have written
         w.u128(info.root.as_u128());
         w.u64(42);
         w.u64(info.created_at_ms);
@@ -198,8 +199,15 @@ mod tests {
             (got.name.as_str(), got.options, got.root, got.count),
             ("v1", info.options, info.root, 42)
         );
-        assert_eq!(StoreInfo::decode(&got.encode()).unwrap(), got, "rewritten as version 2");
-        assert_eq!(got.encode().get(1), Some(&2));
+        let again = got.encode();
+        assert_eq!(StoreInfo::decode(&again).unwrap(), got);
+        assert_eq!(again.get(1), Some(&1), "still format version 1, so older builds read it");
+        let flags_at = 2 + 1 + 2 + 4 + 1 + 4; // tag and version, name length and "v1", slot, unique, threshold
+        assert_eq!(
+            again.get(flags_at),
+            Some(&RESERVED_CACHE_FLAGS),
+            "the old default, as older builds wrote"
+        );
     }
 
     #[test]
