@@ -10,10 +10,12 @@
 mod api;
 mod cli;
 mod client;
+mod code;
 mod commands;
 mod config;
 mod metrics;
 mod page;
+mod schema;
 mod serve;
 mod target;
 mod wire;

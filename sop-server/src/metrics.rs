@@ -1,16 +1,10 @@
-//! Prometheus metrics: the recorder and `GET /metrics`.
+//! Prometheus metrics: the recorder (`GET /metrics` is `api/metrics.rs`).
 //!
 //! Engine counters ([`sop_btree::DbStats`]) are copied into the registry
 //! at scrape time; the cache counts its hits and misses itself; commit and batch latencies are
 //! recorded by the handlers as histograms.
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::api::openapi::errors;
-use crate::api::{ApiError, AppState, ErrorCode};
 
 /// Latency buckets in seconds, 100 µs to 10 s.
 const BUCKETS: &[f64] =
@@ -38,34 +32,4 @@ pub(crate) fn install() -> Result<PrometheusHandle, String> {
     metrics::counter!("sop_cache_hits_total").increment(0);
     metrics::counter!("sop_cache_misses_total").increment(0);
     Ok(handle)
-}
-
-errors!(MetricsErrors: NoMetrics);
-
-/// Prometheus metrics: `sop_commits_total`, `sop_conflicts_total`,
-/// `sop_rollbacks_total`, `sop_merges_total`, `sop_retries_total`,
-/// `sop_commit_seconds`, `sop_batch_seconds`, `sop_cache_hits_total`,
-/// `sop_cache_misses_total`, `sop_open_transactions`.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    operation_id = "metrics",
-    responses(
-        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
-        MetricsErrors
-    )
-)]
-pub(crate) async fn render(State(s): State<AppState>) -> Response {
-    let Some(handle) = &s.metrics else {
-        return ApiError::new(ErrorCode::NoMetrics, "metrics are disabled").into_response();
-    };
-    let st = s.db.stats();
-    metrics::counter!("sop_commits_total").absolute(st.commits);
-    metrics::counter!("sop_conflicts_total").absolute(st.conflicts);
-    metrics::counter!("sop_rollbacks_total").absolute(st.rollbacks);
-    metrics::counter!("sop_merges_total").absolute(st.merges);
-    metrics::counter!("sop_retries_total").absolute(st.retries);
-    #[allow(clippy::cast_precision_loss)]
-    metrics::gauge!("sop_open_transactions").set(s.txs.len() as f64);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
 }

@@ -1,6 +1,6 @@
 //! The JSON bodies of the HTTP API, shared by the server and the client.
 //! Their OpenAPI schemas are derived here; limits come from the engine's
-//! constants through `crate::api::schema`.
+//! constants through `crate::schema`.
 //!
 //! In requests, a `null` optional field means the same as an absent one
 //! (the schemas say so with `"type": [.., "null"]`).
@@ -11,7 +11,7 @@ use serde_json::Value;
 use sop_btree::StoreOptions;
 use utoipa::ToSchema;
 
-use crate::api::schema;
+use crate::schema;
 
 /// `{"status":"ok"}`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -148,7 +148,7 @@ pub(crate) struct RolledBack {
 
 /// One operation of a batch: a put has a `value` (any JSON, `null`
 /// included); a get or a delete has none. Its schema is
-/// `crate::api::schema::op`.
+/// `crate::schema::op`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Op {
@@ -317,7 +317,7 @@ pub(crate) struct BatchResults {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(as = Error)]
 pub(crate) struct ErrorBody {
-    #[schema(value_type = crate::api::ErrorCode)]
+    #[schema(value_type = crate::code::ErrorCode)]
     pub(crate) error: String,
     pub(crate) message: String,
 }

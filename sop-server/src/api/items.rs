@@ -13,11 +13,11 @@ use sop_btree::{ErrorKind, Store, Transaction};
 use utoipa::IntoParams;
 
 use super::openapi::errors;
-use super::schema::{DEFAULT_LIMIT, MAX_BATCH_OPS, MAX_LIMIT};
 use super::{
     ApiError, ApiResult, AppState, ErrorCode, body_bytes, check_key, parse_json, parse_object, path_params,
     value_bytes,
 };
+use crate::schema::{DEFAULT_LIMIT, MAX_BATCH_OPS, MAX_LIMIT};
 use crate::wire::{Batch, BatchResult, BatchResults, Done, Item, ItemsPage, OpKind};
 
 /// The `{tx}/{store}` of a range read.
@@ -27,7 +27,7 @@ pub(crate) struct StoreInTx {
     /// The transaction id from `POST /v1/tx`.
     tx: String,
     /// The store's name.
-    #[param(schema_with = super::schema::store_name, required = true)]
+    #[param(schema_with = crate::schema::store_name, required = true)]
     store: String,
 }
 
@@ -38,10 +38,10 @@ pub(crate) struct ItemInTx {
     /// The transaction id from `POST /v1/tx`.
     tx: String,
     /// The store's name.
-    #[param(schema_with = super::schema::store_name, required = true)]
+    #[param(schema_with = crate::schema::store_name, required = true)]
     store: String,
     /// The key.
-    #[param(schema_with = super::schema::path_key, required = true)]
+    #[param(schema_with = crate::schema::path_key, required = true)]
     key: String,
 }
 
@@ -144,17 +144,17 @@ pub(crate) async fn remove(
 #[into_params(parameter_in = Query)]
 pub(crate) struct RangeQuery {
     /// The first key (inclusive).
-    #[param(schema_with = super::schema::bound)]
+    #[param(schema_with = crate::schema::bound)]
     from: Option<String>,
     /// The end key (exclusive).
-    #[param(schema_with = super::schema::bound)]
+    #[param(schema_with = crate::schema::bound)]
     to: Option<String>,
     /// Items per page.
     #[serde(default, deserialize_with = "crate::wire::integer")]
-    #[param(schema_with = super::schema::limit)]
+    #[param(schema_with = crate::schema::limit)]
     limit: Option<usize>,
     /// Descending key order.
-    #[param(schema_with = super::schema::reverse)]
+    #[param(schema_with = crate::schema::reverse)]
     reverse: Option<bool>,
 }
 

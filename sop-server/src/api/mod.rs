@@ -2,12 +2,12 @@
 //!
 //! Every response to a failed request is JSON `{"error","message"}`. The
 //! OpenAPI document served at `/v1/openapi.json` is generated from the
-//! handlers and wire types (`openapi.rs`, `schema.rs`).
+//! handlers and wire types (`openapi.rs`, and `crate::schema`).
 
 mod error;
 mod items;
+mod metrics;
 pub(crate) mod openapi;
-pub(crate) mod schema;
 mod stores;
 mod txs;
 
@@ -64,7 +64,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health))
-        .routes(routes!(crate::metrics::render))
+        .routes(routes!(metrics::render))
         .nest("/v1", v1)
 }
 

@@ -20,7 +20,7 @@ use crate::wire::{BeginTx, Committed, RolledBack, StoreEntry, StoreList, StoreOp
 #[into_params(parameter_in = Path)]
 pub(crate) struct StorePath {
     /// The store's name.
-    #[param(schema_with = super::schema::store_name, required = true)]
+    #[param(schema_with = crate::schema::store_name, required = true)]
     store: String,
 }
 
