@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub(crate) mod attack;
+
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
