@@ -53,13 +53,11 @@ pub enum EmbeddedBlobs {
 /// `Corruption` (a foreign or damaged registry) from RocksDB.
 #[cfg(feature = "rocksdb")]
 pub fn embedded(dir: &Path, sync: bool, blobs: EmbeddedBlobs) -> Result<Backends> {
-    let rocks = RocksConfig { sync, ..RocksConfig::default() };
-    let registry = RocksRegistry::open(dir.join("registry"), &rocks)?;
-    let blobs: Arc<dyn BlobStore> = match blobs {
-        EmbeddedBlobs::Directory => Arc::new(ObjectBlobStore::local(dir.join("blobs"), sync)?),
-        EmbeddedBlobs::Registry => Arc::new(registry.blob_store()),
-    };
-    Ok(Backends { registry: Arc::new(registry), blobs, exclusive: true })
+    let mut parts = rocks_at(&dir.join("registry"), sync)?;
+    if blobs == EmbeddedBlobs::Directory {
+        parts.blobs = Arc::new(ObjectBlobStore::local(dir.join("blobs"), sync)?);
+    }
+    Ok(parts)
 }
 
 /// Everything in memory (lost on drop).
@@ -96,7 +94,7 @@ pub fn from_urls(dir: &Path, registry: Option<&str>, blobs: Option<&str>) -> Res
     };
     let mut parts = if let Some(path) = registry.strip_prefix("rocksdb://") {
         let path = if path.is_empty() { dir.join("registry") } else { PathBuf::from(path) };
-        rocks_at(&path)?
+        rocks_at(&path, true)?
     } else if registry == "memory://" {
         memory()
     } else {
@@ -111,15 +109,16 @@ pub fn from_urls(dir: &Path, registry: Option<&str>, blobs: Option<&str>) -> Res
     Ok(parts)
 }
 
+/// A RocksDB registry at `path` with blobs in its own column family.
 #[cfg(feature = "rocksdb")]
-fn rocks_at(path: &Path) -> Result<Backends> {
-    let r = RocksRegistry::open(path, &RocksConfig::default())?;
+fn rocks_at(path: &Path, sync: bool) -> Result<Backends> {
+    let r = RocksRegistry::open(path, &RocksConfig { sync, ..RocksConfig::default() })?;
     let b = Arc::new(r.blob_store());
     Ok(Backends { registry: Arc::new(r), blobs: b, exclusive: true })
 }
 
 #[cfg(not(feature = "rocksdb"))]
-fn rocks_at(path: &Path) -> Result<Backends> {
+fn rocks_at(path: &Path, _sync: bool) -> Result<Backends> {
     Err(Error::Unsupported(format!(
         "registry rocksdb://{}: this build has no RocksDB (feature `rocksdb` of sop-backends)",
         path.display()

@@ -52,15 +52,14 @@ pub(super) async fn merge(db: &DbInner, st: &mut TxState) -> Result<()> {
 async fn recheck(db: &DbInner, st: &mut TxState, entry: &ReadEntry) -> Result<()> {
     match entry {
         ReadEntry::Point { store, key, version } => {
-            let root = root_of(db, st, store).await?;
-            let slot = slot_of(db, st, store).await?;
+            let (root, slot) = tree_of(db, st, store).await?;
             let now = st.tree(db, root, slot).find(key).await?.map(|i| i.version);
             if now != *version {
                 return Err(item_changed(store, key));
             }
         }
         ReadEntry::Range { store, lo, hi, seen, writes_before } => {
-            let root = root_of(db, st, store).await?;
+            let (root, slot) = tree_of(db, st, store).await?;
             let own: std::collections::HashSet<Bytes> = st
                 .writes
                 .iter()
@@ -68,7 +67,6 @@ async fn recheck(db: &DbInner, st: &mut TxState, entry: &ReadEntry) -> Result<()
                 .filter(|w| &w.store == store)
                 .map(|w| w.key.clone())
                 .collect();
-            let slot = slot_of(db, st, store).await?;
             let fresh = st.tree(db, root, slot).collect_range(lo.clone(), hi).await?;
             let now: Vec<(Bytes, sop_core::TxId)> =
                 fresh.into_iter().filter(|i| !own.contains(&i.key)).map(|i| (i.key, i.version)).collect();
@@ -87,12 +85,10 @@ async fn recheck(db: &DbInner, st: &mut TxState, entry: &ReadEntry) -> Result<()
     Ok(())
 }
 
-async fn root_of(db: &DbInner, st: &mut TxState, store: &str) -> Result<LogicalId> {
-    Ok(st.store(db, store).await?.info.root)
-}
-
-async fn slot_of(db: &DbInner, st: &mut TxState, store: &str) -> Result<usize> {
-    Ok(st.store(db, store).await?.info.options.slot_length as usize)
+/// A store's root and slot length, from the transaction's snapshot.
+async fn tree_of(db: &DbInner, st: &mut TxState, store: &str) -> Result<(LogicalId, usize)> {
+    let info = &st.store(db, store).await?.info;
+    Ok((info.root, info.options.slot_length as usize))
 }
 
 fn item_changed(store: &str, key: &Bytes) -> Error {
