@@ -253,6 +253,20 @@ impl Database {
         Ok(())
     }
 
+    /// Gives the space of deleted data back to the file system: runs the
+    /// pending deletions of obsolete blobs (as [`Database::flush_gc`]),
+    /// then compacts the registry's storage (for the embedded default, a
+    /// full RocksDB compaction with blob garbage collection over every
+    /// blob file). Contents are unchanged, and transactions may run while
+    /// it works. Object stores keep no dead space and need none.
+    ///
+    /// # Errors
+    /// The backend's (`Io`).
+    pub async fn compact(&self) -> Result<()> {
+        self.flush_gc().await?;
+        self.inner.registry.compact().await
+    }
+
     /// Finishes background work and closes the cache.
     ///
     /// # Errors

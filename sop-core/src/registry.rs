@@ -228,6 +228,17 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
 
     /// Every handle (for integrity checks and leak detection).
     async fn list_handles(&self) -> Result<Vec<Handle>>;
+
+    /// Gives back to the file system the space of removed records (and,
+    /// for a registry that also holds the blobs, of deleted blobs): a full
+    /// compaction. Contents are unchanged. The default does nothing, for
+    /// registries that keep no dead space.
+    ///
+    /// # Errors
+    /// Backend failures (`Io`).
+    async fn compact(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Conveniences over any [`Registry`]; implemented for every registry.

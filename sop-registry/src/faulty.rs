@@ -101,6 +101,9 @@ impl Registry for FaultyRegistry {
     async fn list_handles(&self) -> Result<Vec<Handle>> {
         self.read("list_handles", self.inner.list_handles()).await
     }
+    async fn compact(&self) -> Result<()> {
+        self.write("compact", self.inner.compact()).await
+    }
 }
 
 #[cfg(all(test, not(sop_loom)))]

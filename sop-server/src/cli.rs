@@ -99,6 +99,9 @@ pub(crate) enum Command {
     },
     /// Check the database's structure; exits 1 on any problem.
     Check,
+    /// Give the space of deleted data back to the file system (runs
+    /// pending deletions, then a full compaction).
+    Compact,
 }
 
 /// `sop scan`.

@@ -208,3 +208,38 @@ pub(crate) async fn check(t: &Target) -> Result<(), String> {
     }
     if r.is_ok() { Ok(()) } else { Err(format!("{} problem(s) found", r.problems.len())) }
 }
+
+/// `sop compact` (local only): compacts with a spinner; prints the data
+/// directory's size before and after.
+pub(crate) async fn compact(t: &Target, dir: &Path) -> Result<(), String> {
+    let Target::Local(db) = t else {
+        return Err("compact runs on a data directory (--data); stop the server and run it there".into());
+    };
+    let before = dir_bytes(dir);
+    let spinner = bar(None, "compacting");
+    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    let done = db.compact().await.map_err(|e| e.to_string());
+    spinner.finish_and_clear();
+    done?;
+    println!("compact: {} → {} on disk", human(before), human(dir_bytes(dir)));
+    Ok(())
+}
+
+/// Bytes the files under `dir` occupy on disk.
+fn dir_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn human(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / 1_048_576.0)
+}

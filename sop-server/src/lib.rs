@@ -66,14 +66,18 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         return serve::serve(ServeSettings::resolve(data, token_file, *args)?).await;
     }
+    let settings = DbSettings::embedded(data);
     let target = match &server {
         Some(url) => {
             let token = token_file.as_deref().map(read_token).transpose()?;
             Target::Remote(client::Client::new(url, token)?)
         }
-        None => Target::Local(open_database(&DbSettings::embedded(data)).await?),
+        None => Target::Local(open_database(&settings).await?),
     };
-    let outcome = dispatch(&target, command).await;
+    let outcome = match command {
+        Command::Compact => commands::compact(&target, &settings.data).await,
+        command => dispatch(&target, command).await,
+    };
     let closed = target.close().await;
     outcome.and(closed)
 }
@@ -93,6 +97,7 @@ async fn dispatch(t: &Target, command: Command) -> Result<(), String> {
         Command::Load { store, file, batch, create } => commands::load(t, &store, &file, batch, create).await,
         Command::Dump { store, output } => commands::dump(t, &store, output.as_deref()).await,
         Command::Check => commands::check(t).await,
+        Command::Compact => Err("unreachable: compact is handled first".into()),
     }
 }
 

@@ -45,6 +45,7 @@ fn every_subcommand_has_help() {
         "load",
         "dump",
         "check",
+        "compact",
     ] {
         let out = sop().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub} --help");
@@ -126,6 +127,9 @@ fn local_commands_round_trip() {
     let report = ok(data, &["check"]);
     assert!(report.contains("0 problem(s)"), "{report}");
     ok(data, &["drop-store", "copy"]);
+    let compacted = ok(data, &["compact"]);
+    assert!(compacted.starts_with("compact: ") && compacted.contains("MiB on disk"), "{compacted}");
+    assert_eq!(lines(&ok(data, &["scan", "bulk"])).len(), 2500, "compaction changed contents");
     fails(data, &["drop-store", "copy"], "copy");
 }
 
@@ -160,6 +164,8 @@ async fn commands_through_a_server() {
     let (_, out, _) = remote(&["stores"]);
     assert_eq!(lines(&out)[0]["count"], 1200);
     let (success, _, err) = remote(&["check"]);
+    assert!(!success && err.contains("--data"), "{err}");
+    let (success, _, err) = remote(&["compact"]);
     assert!(!success && err.contains("--data"), "{err}");
 
     // The data directory is locked while the server has it open.

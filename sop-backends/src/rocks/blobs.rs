@@ -9,14 +9,23 @@ use sop_core::{BlobStore, Error, LogicalId, PhysicalId, Result, Subject};
 
 use super::{CF_BLOBS, Inner, from_rocks};
 
+/// The share of blob files (oldest first) whose live blobs a compaction
+/// relocates; `RocksRegistry::compact` raises it to all of them.
+pub(super) const GC_AGE_CUTOFF: &str = "0.25";
+
 /// The `blobs` column family: RocksDB's blob files hold values of 4 KiB and
-/// more, so node blobs do not churn through compactions.
+/// more, so node blobs do not churn through compactions. Blob garbage
+/// collection relocates the live blobs of the oldest quarter of the files
+/// as compactions pass over them, and forces a compaction of the files
+/// whose blobs are half garbage.
 pub(super) fn descriptor() -> ColumnFamilyDescriptor {
     let mut opts = Options::default();
     opts.set_enable_blob_files(true);
     opts.set_min_blob_size(4096);
     opts.set_blob_file_size(64 << 20);
     opts.set_enable_blob_gc(true);
+    opts.set_blob_gc_age_cutoff(0.25);
+    opts.set_blob_gc_force_threshold(0.5);
     ColumnFamilyDescriptor::new(CF_BLOBS, opts)
 }
 

@@ -30,7 +30,8 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DB, IteratorMode, MergeOperands, Options, WriteBatch, WriteOptions,
+    BottommostLevelCompaction, ColumnFamily, ColumnFamilyDescriptor, CompactOptions, DB, IteratorMode,
+    MergeOperands, Options, WriteBatch, WriteOptions,
 };
 use sop_core::{
     Error, Handle, Intent, IntentState, LogicalId, PublishRequest, Registry, Result, StoreInfo, Subject, TxId,
@@ -55,6 +56,9 @@ const CF_META: &str = "meta";
 const CF_BLOBS: &str = "blobs";
 const FORMAT_KEY: &[u8] = b"format";
 const FORMAT_VERSION: u8 = 1;
+/// The bound on the write-ahead log's total size.
+const MAX_WAL_BYTES: u64 = 64 << 20;
+const ALL_CFS: [&str; 6] = [CF_HANDLES, CF_STORES, CF_COUNTS, CF_INTENTS, CF_META, CF_BLOBS];
 
 /// Open-time settings of a [`RocksRegistry`].
 #[derive(Debug, Clone)]
@@ -112,6 +116,9 @@ impl RocksRegistry {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
+        // A WAL past this size forces the flush of the column families
+        // that pin its oldest file, so the log never grows without bound.
+        opts.set_max_total_wal_size(MAX_WAL_BYTES);
         let mut counts = Options::default();
         counts.set_merge_operator_associative("sop_count_sum", merge_counts);
         let cfs = [CF_HANDLES, CF_STORES, CF_INTENTS, CF_META]
@@ -420,6 +427,35 @@ impl Inner {
         self.write_lazy(batch)
     }
 
+    /// Flushes every memtable, then compacts every column family to its
+    /// bottom level, relocating every live blob (blob garbage collection
+    /// over all blob files, not only the oldest quarter), so that deleted
+    /// records and blobs give their space back; then drops the WAL files
+    /// the flush made obsolete.
+    fn compact(&self) -> Result<()> {
+        let blobs = self.cf(CF_BLOBS)?;
+        let set = |cutoff: &str| {
+            self.db
+                .set_options_cf(blobs, &[("blob_garbage_collection_age_cutoff", cutoff)])
+                .map_err(|e| from_rocks(e, "setting blob GC options"))
+        };
+        set("1.0")?;
+        let result = self.compact_all();
+        set(blobs::GC_AGE_CUTOFF)?;
+        result
+    }
+
+    fn compact_all(&self) -> Result<()> {
+        let mut opts = CompactOptions::default();
+        opts.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+        for name in ALL_CFS {
+            let cf = self.cf(name)?;
+            self.db.flush_cf(cf).map_err(|e| from_rocks(e, "flushing"))?;
+            self.db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
+        }
+        self.db.flush_wal(true).map_err(|e| from_rocks(e, "syncing the WAL"))
+    }
+
     fn list_handles(&self) -> Result<Vec<Handle>> {
         let cf = self.cf(CF_HANDLES)?;
         self.db
@@ -497,6 +533,10 @@ impl Registry for RocksRegistry {
 
     async fn list_handles(&self) -> Result<Vec<Handle>> {
         self.inner.list_handles()
+    }
+
+    async fn compact(&self) -> Result<()> {
+        self.blocking(Inner::compact).await
     }
 }
 
