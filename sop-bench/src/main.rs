@@ -1,5 +1,6 @@
 //! `sop-bench`: SOP-rs against redb, RocksDB (`OptimisticTransactionDB`),
-//! SQLite (WAL) and a locked `BTreeMap` (the in-memory ceiling), on the same
+//! LMDB (`heed`), SQLite (WAL) and a locked `BTreeMap` (the in-memory
+//! ceiling), on the same
 //! workloads and data in one process run. Run it with `cargo xtask bench`.
 //!
 //! Every engine makes each commit durable (fsync or WAL sync) unless
@@ -7,6 +8,7 @@
 //! `--runs`, default 3) and, with `--json FILE`, writes every figure.
 
 mod engines;
+mod probe;
 mod report;
 mod workloads;
 
@@ -20,7 +22,7 @@ use crate::report::Recorder;
 use crate::workloads::Sizes;
 
 const USAGE: &str = "usage: sop-bench [--quick] [--smoke] [--no-sync] [--runs N] [--json FILE] \
-[--engines sop,redb,rocksdb,sqlite,btreemap] [--dir DIR] [--n ITEMS] [--contention-ms MS]";
+[--engines sop,redb,rocksdb,lmdb,sqlite,btreemap] [--dir DIR] [--n ITEMS] [--contention-ms MS]";
 
 #[derive(Debug)]
 struct Args {

@@ -69,6 +69,9 @@ pub(crate) struct Recorder {
     runs: BTreeMap<String, BTreeMap<String, Vec<Measure>>>,
     order: Vec<String>,
     space: BTreeMap<String, BTreeMap<&'static str, Vec<u64>>>,
+    /// Per engine, per measure (bytes written per item, switches per read
+    /// transaction, allocations per get...): one value per run.
+    extras: BTreeMap<String, BTreeMap<String, Vec<f64>>>,
 }
 
 impl Recorder {
@@ -96,10 +99,22 @@ impl Recorder {
         self.space.entry(engine.to_owned()).or_default().entry(when).or_default().push(bytes);
     }
 
+    /// One value of a per-engine measure (see [`Recorder::extras_markdown`]).
+    pub(crate) fn extra(&mut self, engine: &str, what: &str, value: f64) {
+        if self.child {
+            println!("{}", json!({ "x": what, "e": engine, "v": value }));
+        }
+        self.extras.entry(engine.to_owned()).or_default().entry(what.to_owned()).or_default().push(value);
+    }
+
     /// Takes a child's JSON line; `false` when it is not one.
     pub(crate) fn take_line(&mut self, line: &str) -> bool {
         let Ok(v) = serde_json::from_str::<Value>(line) else { return false };
         let e = v["e"].as_str().unwrap_or_default().to_owned();
+        if let (Some(what), Some(value)) = (v["x"].as_str(), v["v"].as_f64()) {
+            self.extra(&e, what, value);
+            return true;
+        }
         if let Some(when) = v["space"].as_str() {
             let when = if when == "after_load" { "after_load" } else { "after_delete" };
             self.space(&e, when, v["bytes"].as_u64().unwrap_or(0));
@@ -184,6 +199,50 @@ impl Recorder {
                 }
             }
         }
+        out.push_str(&self.extras_markdown());
+        out
+    }
+
+    /// The median of each per-engine measure over the runs.
+    fn extra_medians(&self) -> BTreeMap<&str, BTreeMap<&str, f64>> {
+        self.extras
+            .iter()
+            .map(|(e, by)| {
+                let medians = by
+                    .iter()
+                    .map(|(what, vs)| {
+                        let mut v = vs.clone();
+                        v.sort_by(f64::total_cmp);
+                        (what.as_str(), v.get(v.len() / 2).copied().unwrap_or(f64::NAN))
+                    })
+                    .collect();
+                (e.as_str(), medians)
+            })
+            .collect()
+    }
+
+    /// One table: an engine per row, a measure per column (medians).
+    fn extras_markdown(&self) -> String {
+        let medians = self.extra_medians();
+        let mut columns: Vec<&str> = medians.values().flat_map(|m| m.keys().copied()).collect();
+        columns.sort_unstable();
+        columns.dedup();
+        if columns.is_empty() {
+            return String::new();
+        }
+        let mut out = format!(
+            "\n### per-engine measures (medians)\n\nBytes written are the file system's count for the process \
+             (`/proc/self/io` write_bytes) over the phase and its background I/O; write amplification divides \
+             them by the user bytes (16-byte key + 100-byte value per item).\n\n| engine | {} |\n|---|{}\n",
+            columns.join(" | "),
+            "---:|".repeat(columns.len())
+        );
+        for e in ALL {
+            let Some(m) = medians.get(e) else { continue };
+            let cells: Vec<String> =
+                columns.iter().map(|c| m.get(c).map_or("–".to_owned(), |v| format!("{v:.2}"))).collect();
+            let _ = writeln!(out, "| {e} | {} |", cells.join(" | "));
+        }
         out
     }
 
@@ -204,7 +263,9 @@ impl Recorder {
             })
             .collect();
         workloads.insert("space".into(), Value::Object(space));
-        json!({ "machine": machine, "settings": settings, "workloads": workloads })
+        let measures: serde_json::Map<String, Value> =
+            self.extra_medians().into_iter().map(|(e, m)| (e.to_owned(), json!(m))).collect();
+        json!({ "machine": machine, "settings": settings, "workloads": workloads, "measures": measures })
     }
 }
 

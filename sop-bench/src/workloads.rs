@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::engines::{self, Engine, Result};
+use crate::probe::{self, Counters};
 use crate::report::{Measure, Recorder, peak_rss_reset};
 
 /// Workload sizes.
@@ -98,36 +99,67 @@ fn timed<T>(chunks: impl Iterator<Item = T>, mut f: impl FnMut(T) -> Result<u64>
     Ok(Measure::new(ops, start.elapsed(), lat))
 }
 
-fn load(e: &dyn Engine, keys: &[Vec<u8>], batch: usize) -> Result<Measure> {
+fn load(e: &mut dyn Engine, keys: &[Vec<u8>], batch: usize) -> Result<Measure> {
     let items: Vec<(Vec<u8>, Vec<u8>)> =
         keys.iter().enumerate().map(|(i, k)| (k.clone(), value(i))).collect();
     timed(items.chunks(batch), |c| e.put_batch(c).map(|()| c.len() as u64))
 }
 
+/// User bytes of one item: a 16-byte key and a 100-byte value.
+const ITEM_BYTES: f64 = 116.0;
+
+/// Cold read transactions measured, each after a reopen with the engine's
+/// files evicted from the page cache.
+const COLD_TXS: usize = 40;
+
+/// Runs `phase`, lets the engine and its background I/O finish, and
+/// records the bytes written per item (and per user byte) under `what`.
+fn written_per_item<T>(
+    e: &mut dyn Engine,
+    rec: &mut Recorder,
+    (name, what, items): (&str, &str, usize),
+    phase: impl FnOnce(&mut dyn Engine) -> Result<T>,
+) -> Result<T> {
+    let before = Counters::now();
+    let out = phase(e)?;
+    e.quiesce()?;
+    probe::settle();
+    let per_item = before.since().written as f64 / items.max(1) as f64;
+    rec.extra(name, &format!("{what}_bytes_written_per_item"), per_item);
+    rec.extra(name, &format!("{what}_write_amplification"), per_item / ITEM_BYTES);
+    Ok(out)
+}
+
 /// Bulk insert, reads (warm and cold), scans, updates, delete and space,
-/// on one database of `sizes.n` random keys.
+/// on one database of `sizes.n` random keys. After each write phase the
+/// engine finishes its deferred work and its background I/O before the
+/// next phase is timed.
 pub(crate) fn main_suite(name: &str, dir: &Path, sync: bool, s: &Sizes, rec: &mut Recorder) -> Result<()> {
     let mut rng = Rng::new(0x5eed);
     let keys: Vec<Vec<u8>> = (0..s.n).map(|_| rng.key()).collect();
     let mut e = engines::open(name, dir, sync)?;
-    rec.add("bulk_insert", name, load(e.as_ref(), &keys, s.batch)?);
+    let m = written_per_item(e.as_mut(), rec, (name, "bulk_insert", s.n), |e| load(e, &keys, s.batch))?;
+    rec.add("bulk_insert", name, m);
     rec.space(name, "after_load", dir_bytes(dir));
 
     let mut sample = keys.clone();
     rng.shuffle(&mut sample);
-    let reads = |e: &dyn Engine| {
-        timed(sample.chunks(s.read_batch), |c| {
-            let found = e.get_batch(c)?;
-            if found == c.len() {
-                Ok(c.len() as u64)
-            } else {
-                Err(format!("{name}: {found} of {} keys found", c.len()))
-            }
-        })
+    let found = |c: &[Vec<u8>], got: usize| {
+        if got == c.len() {
+            Ok(c.len() as u64)
+        } else {
+            Err(format!("{name}: {got} of {} keys found", c.len()))
+        }
     };
-    rec.add("point_read", name, reads(e.as_ref())?);
-    e.reopen()?;
-    rec.add("point_read_cold", name, reads(e.as_ref())?);
+    let before = Counters::now();
+    let warm = timed(sample.chunks(s.read_batch), |c| found(c, e.get_batch(c)?))?;
+    let spent = before.since();
+    let txs = sample.len().div_ceil(s.read_batch).max(1) as f64;
+    rec.extra(name, "point_read_switches_per_tx", spent.switches as f64 / txs);
+    rec.extra(name, "point_read_allocs_per_get", spent.allocs as f64 / sample.len().max(1) as f64);
+    rec.add("point_read", name, warm);
+    let cold = cold_reads(e.as_mut(), dir, &sample, s.read_batch, &found)?;
+    rec.add("point_read_cold", name, cold);
 
     let full = timed(std::iter::once(()), |()| e.scan(None, usize::MAX).map(|n| n as u64))?;
     if full.ops != s.n as u64 {
@@ -142,30 +174,63 @@ pub(crate) fn main_suite(name: &str, dir: &Path, sync: bool, s: &Sizes, rec: &mu
     );
 
     let targets: Vec<&Vec<u8>> = (0..s.updates).map(|_| &keys[rng.below(keys.len())]).collect();
-    rec.add(
-        "update",
-        name,
+    let m = written_per_item(e.as_mut(), rec, (name, "update", s.updates), |e| {
         timed(targets.into_iter(), |k| match e.increment(k)? {
             true => Ok(1),
             false => Err(format!("{name}: a lone update conflicted")),
-        })?,
-    );
+        })
+    })?;
+    rec.add("update", name, m);
 
     rng.shuffle(&mut sample);
-    rec.add("delete", name, timed(sample.chunks(s.batch), |c| e.delete_batch(c).map(|()| c.len() as u64))?);
+    let m = written_per_item(e.as_mut(), rec, (name, "delete", s.n), |e| {
+        timed(sample.chunks(s.batch), |c| e.delete_batch(c).map(|()| c.len() as u64))
+    })?;
+    rec.add("delete", name, m);
     if e.scan(None, 1)? != 0 {
         return Err(format!("{name}: items left after deleting all"));
     }
     e.cleanup()?;
+    probe::settle();
     rec.space(name, "after_delete", dir_bytes(dir));
     Ok(())
+}
+
+/// Checks that a read transaction found all of its keys; their number.
+type Found<'a> = dyn Fn(&[Vec<u8>], usize) -> Result<u64> + 'a;
+
+/// Cold point reads: up to `COLD_TXS` read transactions of `batch` gets,
+/// each timed right after the engine was closed, its files dropped from the
+/// page cache and the engine opened again (untimed), so that every read
+/// transaction starts with nothing cached.
+fn cold_reads(
+    e: &mut dyn Engine,
+    dir: &Path,
+    sample: &[Vec<u8>],
+    batch: usize,
+    found: &Found<'_>,
+) -> Result<Measure> {
+    peak_rss_reset();
+    let (mut ops, mut busy, mut lat) = (0u64, Duration::ZERO, Vec::new());
+    for c in sample.chunks(batch).take(COLD_TXS) {
+        e.close()?;
+        probe::evict(dir);
+        e.open_again()?;
+        let t = Instant::now();
+        ops += found(c, e.get_batch(c)?)?;
+        let spent = t.elapsed();
+        busy += spent;
+        lat.push(spent.as_nanos() as u64);
+    }
+    Ok(Measure::new(ops, busy, lat))
 }
 
 /// Sequential insert: increasing keys.
 pub(crate) fn seq_insert(name: &str, dir: &Path, sync: bool, s: &Sizes, rec: &mut Recorder) -> Result<()> {
     let keys: Vec<Vec<u8>> = (0..s.n as u128).map(|i| i.to_be_bytes().to_vec()).collect();
-    let e = engines::open(name, dir, sync)?;
-    rec.add("seq_insert", name, load(e.as_ref(), &keys, s.batch)?);
+    let mut e = engines::open(name, dir, sync)?;
+    let m = written_per_item(e.as_mut(), rec, (name, "seq_insert", s.n), |e| load(e, &keys, s.batch))?;
+    rec.add("seq_insert", name, m);
     Ok(())
 }
 

@@ -65,7 +65,12 @@ impl Engine for BTreeMapEngine {
         Ok(())
     }
 
-    fn reopen(&mut self) -> Result<()> {
+    /// In memory only: nothing to close, no cache to cool.
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn open_again(&mut self) -> Result<()> {
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 //! workload can count aborts; engines that serialize writers never abort.
 
 mod btreemap;
+mod lmdb;
 mod redb_engine;
 mod rocks;
 mod sop;
@@ -13,6 +14,7 @@ mod sqlite;
 use std::path::Path;
 
 pub(crate) use btreemap::BTreeMapEngine;
+pub(crate) use lmdb::LmdbEngine;
 pub(crate) use redb_engine::RedbEngine;
 pub(crate) use rocks::RocksEngine;
 pub(crate) use sop::SopEngine;
@@ -27,7 +29,7 @@ pub(crate) fn err(e: impl std::fmt::Display) -> String {
 }
 
 /// The engine names, in report order.
-pub(crate) const ALL: [&str; 5] = ["sop", "redb", "rocksdb", "sqlite", "btreemap"];
+pub(crate) const ALL: [&str; 6] = ["sop", "redb", "rocksdb", "lmdb", "sqlite", "btreemap"];
 
 /// One engine with one open database.
 pub(crate) trait Engine: Send + Sync {
@@ -48,9 +50,24 @@ pub(crate) trait Engine: Send + Sync {
     fn transfer(&self, a: &[u8], b: &[u8]) -> Result<bool>;
     /// Deletes every key in one transaction.
     fn delete_batch(&self, keys: &[Vec<u8>]) -> Result<()>;
-    /// Closes and reopens the database (cold caches).
-    fn reopen(&mut self) -> Result<()>;
-    /// Reclaims the space of deleted data (compaction, vacuum, GC).
+    /// Closes the database: every call but `open_again` fails until then.
+    fn close(&mut self) -> Result<()>;
+    /// Opens the closed (or open) database again, with cold caches.
+    fn open_again(&mut self) -> Result<()>;
+    /// Closes and reopens the database (cold caches in the engine).
+    fn reopen(&mut self) -> Result<()> {
+        self.close()?;
+        self.open_again()
+    }
+    /// Finishes the engine's own deferred work that a caller can ask for
+    /// (SOP-rs: pending blob deletions); background flushes and
+    /// compactions are waited for by watching the process's I/O.
+    fn quiesce(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Reclaims the space of deleted data: every engine's full compaction
+    /// (SOP-rs `Database::compact`, RocksDB `compact_range`, redb
+    /// `compact`, LMDB a compacting copy, SQLite `VACUUM`).
     fn cleanup(&mut self) -> Result<()>;
 }
 
@@ -61,6 +78,7 @@ pub(crate) fn open(name: &str, dir: &Path, sync: bool) -> Result<Box<dyn Engine>
         "sop" => Box::new(SopEngine::open(dir, sync)?),
         "redb" => Box::new(RedbEngine::open(dir, sync)?),
         "rocksdb" => Box::new(RocksEngine::open(dir, sync)?),
+        "lmdb" => Box::new(LmdbEngine::open(dir, sync)?),
         "sqlite" => Box::new(SqliteEngine::open(dir, sync)?),
         "btreemap" => Box::new(BTreeMapEngine::default()),
         other => return Err(format!("unknown engine {other:?} (known: {})", ALL.join(", "))),

@@ -24,7 +24,7 @@ impl std::fmt::Debug for RedbEngine {
 impl RedbEngine {
     pub(crate) fn open(dir: &Path, sync: bool) -> Result<Self> {
         let mut e = Self { db: None, path: dir.join("redb.db"), sync };
-        e.reopen()?;
+        e.open_again()?;
         e.write(|_| Ok(()))?;
         Ok(e)
     }
@@ -115,7 +115,12 @@ impl Engine for RedbEngine {
         .map(drop)
     }
 
-    fn reopen(&mut self) -> Result<()> {
+    fn close(&mut self) -> Result<()> {
+        self.db = None;
+        Ok(())
+    }
+
+    fn open_again(&mut self) -> Result<()> {
         self.db = None;
         self.db = Some(Database::create(&self.path).map_err(err)?);
         Ok(())

@@ -121,7 +121,12 @@ impl Engine for RocksEngine {
         tx.commit().map_err(err)
     }
 
-    fn reopen(&mut self) -> Result<()> {
+    fn close(&mut self) -> Result<()> {
+        self.db = None;
+        Ok(())
+    }
+
+    fn open_again(&mut self) -> Result<()> {
         self.db = None;
         self.db = Some(Db::open(&options(), &self.dir).map_err(err)?);
         Ok(())

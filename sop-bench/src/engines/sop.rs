@@ -27,7 +27,7 @@ impl SopEngine {
     pub(crate) fn open(dir: &Path, sync: bool) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(err)?;
         let mut e = Self { rt, db: None, dir: dir.to_path_buf(), sync };
-        e.reopen()?;
+        e.open_again()?;
         let db = e.db()?.clone();
         e.rt.block_on(async move {
             match db.create_store(STORE, StoreOptions::default()).await {
@@ -155,19 +155,29 @@ impl Engine for SopEngine {
         }))
     }
 
-    fn reopen(&mut self) -> Result<()> {
+    fn close(&mut self) -> Result<()> {
         if let Some(db) = self.db.take() {
             self.rt.block_on(db.close()).map_err(err)?;
             drop(db);
         }
+        Ok(())
+    }
+
+    fn open_again(&mut self) -> Result<()> {
+        self.close()?;
         let mut config = Config::embedded(&self.dir);
         config.sync = self.sync;
         self.db = Some(self.rt.block_on(Database::open(config)).map_err(err)?);
         Ok(())
     }
 
-    fn cleanup(&mut self) -> Result<()> {
+    fn quiesce(&mut self) -> Result<()> {
         let db = self.db()?.clone();
         self.rt.block_on(db.flush_gc()).map_err(err)
+    }
+
+    fn cleanup(&mut self) -> Result<()> {
+        let db = self.db()?.clone();
+        self.rt.block_on(db.compact()).map_err(err)
     }
 }

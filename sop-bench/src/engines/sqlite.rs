@@ -151,9 +151,14 @@ impl Engine for SqliteEngine {
         .map(drop)
     }
 
-    fn reopen(&mut self) -> Result<()> {
+    fn close(&mut self) -> Result<()> {
         self.pool.lock().unwrap_or_else(PoisonError::into_inner).clear();
         Ok(())
+    }
+
+    /// Connections open on demand.
+    fn open_again(&mut self) -> Result<()> {
+        self.close()
     }
 
     fn cleanup(&mut self) -> Result<()> {
