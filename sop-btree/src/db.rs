@@ -78,8 +78,14 @@ impl Database {
     pub async fn create_store(&self, name: &str, options: StoreOptions) -> Result<StoreInfo> {
         let root = Handle::new(LogicalId::new(), EMPTY_ROOT);
         let info = StoreInfo::new(name, options, root.logical_id)?;
-        self.inner.registry.create_store(&info, &root).await?;
-        self.inner.handles.observe(root);
+        let inner = &self.inner;
+        inner
+            .bracketed(async {
+                inner.registry.create_store(&info, &root).await?;
+                inner.handles.observe(root);
+                Ok(())
+            })
+            .await?;
         Ok(info)
     }
 
@@ -108,7 +114,7 @@ impl Database {
         let info = self.store_info(name).await?;
         self.inner.forget_store(name);
         crate::recovery::remove_store_contents(&self.inner, &info).await?;
-        self.inner.registry.remove_store(name).await.map(|_| ())
+        self.inner.bracketed(self.inner.registry.remove_store(name)).await.map(|_| ())
     }
 
     /// Starts a read-write transaction.

@@ -2,34 +2,41 @@
 //! handles, in front of the registry ([`resolve`]); and [`EMPTY_ROOT`].
 //!
 //! With the embedded registry every publish goes through this process, and
-//! the commit writes its new handles through to this cache right after the
-//! publish, so the cache is coherent up to that instant; a reader that sees
-//! an older handle in between only costs a conflict at validation, which
-//! always asks the registry. An entry is only ever replaced by a higher
-//! version, so out-of-order write-throughs cannot regress it.
+//! `DbInner::publish` writes its new handles through to this cache (or
+//! forgets the ids it wrote, when the outcome is unknown) before the
+//! publish counts as finished on the `crate::clock`; a reader that sees an
+//! older handle in between only costs a conflict at validation, which
+//! asks the registry. An entry is only ever replaced by a higher version,
+//! so out-of-order write-throughs cannot regress it.
 
 use rustc_hash::FxHashMap as HashMap;
 
 use sop_core::sync::RwLock;
 use sop_core::{Handle, LogicalId, PhysicalId, Registry, Result};
 
+use crate::clock::PublishClock;
+
 /// The physical id of an empty root leaf: it has no blob, so that creating
 /// a store is one atomic registry call.
 pub(crate) const EMPTY_ROOT: PhysicalId = PhysicalId::from_u128(0);
 
 /// The current handle of `id`: from `cache`, else the registry (and then
-/// cached).
+/// cached, unless a publish of this process started meanwhile: the handle
+/// read may already be older than the one that publish wrote through, and
+/// a quiet clock promises a coherent cache; see `crate::clock`).
 pub(crate) async fn resolve(
     cache: &HandleCache,
+    clock: &PublishClock,
     registry: &dyn Registry,
     id: LogicalId,
 ) -> Result<Option<Handle>> {
     if let Some(h) = cache.get(id) {
         return Ok(Some(h));
     }
+    let stamp = clock.now();
     let got = registry.get_handles(&[id]).await?.into_iter().next().flatten();
     if let Some(h) = got {
-        cache.observe(h);
+        cache.observe_if(h, || clock.quiet_since(stamp));
     }
     Ok(got)
 }
@@ -82,7 +89,17 @@ impl HandleCache {
 
     /// Records `h` unless a newer version is already known.
     pub(crate) fn observe(&self, h: Handle) {
+        self.observe_if(h, || true);
+    }
+
+    /// Records `h` unless a newer version is already known or `still_valid`,
+    /// asked under the shard's lock (so after any write-through that got
+    /// the lock first), says no.
+    pub(crate) fn observe_if(&self, h: Handle, still_valid: impl FnOnce() -> bool) {
         let mut shard = self.shard(h.logical_id).write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !still_valid() {
+            return;
+        }
         let newer = shard.get(&h.logical_id).is_none_or(|old| old.version < h.version);
         if newer {
             if shard.len() >= self.max_per_shard {

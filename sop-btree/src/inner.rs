@@ -9,9 +9,12 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use rustc_hash::FxHashMap;
 use sop_cache::NodeCache;
-use sop_core::{BlobStore, Error, Handle, LogicalId, Registry, Result, StoreInfo, Subject, TxId};
+use sop_core::{
+    BlobStore, Error, Handle, LogicalId, PublishRequest, Registry, Result, StoreInfo, Subject, TxId,
+};
 
 use crate::claims::{Claim, Claims};
+use crate::clock::{PublishClock, Stamp};
 use crate::config::Config;
 use crate::epoch::Epochs;
 use crate::failpoint::CommitStep;
@@ -45,6 +48,8 @@ pub(crate) struct DbInner {
     pub(crate) claims: Arc<Claims>,
     /// Whether no other process shares the registry and blob store.
     pub(crate) exclusive: bool,
+    /// This process's publishes in flight and finished (`crate::clock`).
+    pub(crate) clock: PublishClock,
     /// Store metadata by name. A store's root id and options never change,
     /// so an entry stays valid until the store is removed; its `count` is
     /// not used (counts are read from the registry when asked for).
@@ -71,6 +76,7 @@ impl DbInner {
             epochs: Arc::default(),
             claims: Arc::default(),
             exclusive,
+            clock: PublishClock::default(),
             store_cache: RwLock::default(),
         }
     }
@@ -101,7 +107,7 @@ impl DbInner {
 
     /// The current handle of `id`: from the handle cache, else the registry.
     pub(crate) async fn handle(&self, id: LogicalId) -> Result<Option<Handle>> {
-        resolve(&self.handles, self.registry.as_ref(), id).await
+        resolve(&self.handles, &self.clock, self.registry.as_ref(), id).await
     }
 
     /// The current handle of `id` from the registry, replacing whatever the
@@ -109,6 +115,43 @@ impl DbInner {
     pub(crate) async fn refresh_handle(&self, id: LogicalId) -> Result<Option<Handle>> {
         self.handles.forget(id);
         self.handle(id).await
+    }
+
+    /// Validate-and-publish, bracketed on the clock: the handle cache holds
+    /// the outcome (the new handles, or none of the written ids when the
+    /// outcome is unknown or the future is dropped) before the publish
+    /// counts as finished. A request that only validates changes nothing
+    /// and is not bracketed.
+    pub(crate) async fn publish(&self, request: &PublishRequest) -> Result<()> {
+        let validation_only =
+            request.writes.is_empty() && request.count_deltas.is_empty() && request.intent.is_none();
+        if validation_only {
+            return self.registry.publish(request).await;
+        }
+        let bracket = self.clock.start(&self.handles, request.writes.iter().map(|w| w.id()).collect());
+        self.registry.publish(request).await?;
+        for w in &request.writes {
+            match w.result() {
+                Some(h) => self.handles.observe(h),
+                None => self.handles.forget(w.id()),
+            }
+        }
+        bracket.applied();
+        Ok(())
+    }
+
+    /// Whether a transaction that began at `begun` may skip validating what
+    /// it read: in exclusive mode, when no publish started or finished
+    /// since (nothing it read can have changed; see `crate::clock`).
+    pub(crate) fn unchanged_since(&self, begun: Stamp) -> bool {
+        self.exclusive && self.clock.quiet_since(begun)
+    }
+
+    /// Runs a registry change that no handle write-through covers (store
+    /// creation and removal) as a publish in flight.
+    pub(crate) async fn bracketed<T>(&self, change: impl Future<Output = Result<T>>) -> Result<T> {
+        let _bracket = self.clock.start(&self.handles, Vec::new());
+        change.await
     }
 
     /// Marks `tx_id`'s intent as this process's until the claim drops.

@@ -34,6 +34,7 @@
 
 mod check;
 mod claims;
+mod clock;
 mod config;
 mod db;
 mod epoch;

@@ -52,7 +52,7 @@ pub(crate) async fn recover(db: &Arc<DbInner>, exclusive: bool) -> Result<usize>
 async fn finish_removal(db: &DbInner, store: &StoreInfo) -> Result<()> {
     if db.registry.get_handles(&[store.root]).await?.first().copied().flatten().is_none() {
         tracing::warn!(store = %store.name, "finishing the removal of a half-removed store");
-        db.registry.remove_store(&store.name).await?;
+        db.bracketed(db.registry.remove_store(&store.name)).await?;
     }
     Ok(())
 }
@@ -131,7 +131,7 @@ pub(crate) async fn remove_store_contents(db: &Arc<DbInner>, info: &StoreInfo) -
     intent.obsolete = walked.blobs.clone();
     let writes = walked.nodes.iter().map(|n| HandleWrite::Remove { id: n.id, expected: n.version }).collect();
     let request = PublishRequest { tx_id, writes, intent: Some(intent.clone()), ..PublishRequest::default() };
-    if let Err(e) = db.registry.publish(&request).await {
+    if let Err(e) = db.publish(&request).await {
         if e.is_conflict() {
             // Nothing was published: the intent is ours to drop.
             db.registry.remove_intent(tx_id).await?;

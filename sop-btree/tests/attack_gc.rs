@@ -13,12 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sop_btree::{Config, Database, ErrorKind, StoreOptions};
-use sop_core::{
-    BlobStore, Error, Handle, Intent, IntentState, LogicalId, PublishRequest, Registry, Result, StoreInfo,
-    TxId,
-};
+use sop_core::{BlobStore, Registry};
 use sop_registry::MemRegistry;
 use sop_store::ObjectBlobStore;
 
@@ -189,61 +185,6 @@ async fn attack_shared_recovery_outruns_a_reader_that_began_during_staging() {
     drop(other);
 }
 
-/// A registry whose publish of a write transaction applies and then loses
-/// its reply (`Indeterminate`), as a remote registry may.
-#[derive(Debug)]
-struct LostReply {
-    inner: MemRegistry,
-    armed: AtomicBool,
-}
-
-#[async_trait]
-impl Registry for LostReply {
-    async fn get_handles(&self, ids: &[LogicalId]) -> Result<Vec<Option<Handle>>> {
-        self.inner.get_handles(ids).await
-    }
-    async fn publish(&self, request: &PublishRequest) -> Result<()> {
-        self.inner.publish(request).await?;
-        if request.intent.is_some() && self.armed.swap(false, Ordering::SeqCst) {
-            return Err(Error::Indeterminate("the reply was lost".into()));
-        }
-        Ok(())
-    }
-    async fn create_store(&self, info: &StoreInfo, root: &Handle) -> Result<()> {
-        self.inner.create_store(info, root).await
-    }
-    async fn get_store(&self, name: &str) -> Result<Option<StoreInfo>> {
-        self.inner.get_store(name).await
-    }
-    async fn list_stores(&self) -> Result<Vec<StoreInfo>> {
-        self.inner.list_stores().await
-    }
-    async fn remove_store(&self, name: &str) -> Result<StoreInfo> {
-        self.inner.remove_store(name).await
-    }
-    async fn put_intent(&self, intent: &Intent) -> Result<()> {
-        self.inner.put_intent(intent).await
-    }
-    async fn get_intent(&self, tx_id: TxId) -> Result<Option<Intent>> {
-        self.inner.get_intent(tx_id).await
-    }
-    async fn list_intents(&self, created_before_ms: u64) -> Result<Vec<Intent>> {
-        self.inner.list_intents(created_before_ms).await
-    }
-    async fn damaged_intents(&self) -> Result<Vec<String>> {
-        self.inner.damaged_intents().await
-    }
-    async fn remove_intent(&self, tx_id: TxId) -> Result<()> {
-        self.inner.remove_intent(tx_id).await
-    }
-    async fn abort_intent(&self, tx_id: TxId) -> Result<Option<IntentState>> {
-        self.inner.abort_intent(tx_id).await
-    }
-    async fn list_handles(&self) -> Result<Vec<Handle>> {
-        self.inner.list_handles().await
-    }
-}
-
 /// BROKE (fixed). Exclusive mode: a publish that applied but reported
 /// `Indeterminate` leaves a *committed* intent and drops its claim;
 /// periodic recovery then deletes its obsolete blobs at once, ignoring the
@@ -251,7 +192,7 @@ impl Registry for LostReply {
 /// publish is live and may read them: `Corruption`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_periodic_recovery_ignores_the_low_water_mark_after_a_lost_reply() {
-    let registry = Arc::new(LostReply { inner: MemRegistry::new(), armed: AtomicBool::new(false) });
+    let registry = Arc::new(LostReply::default());
     let mut config = Config::from_parts(registry.clone(), Arc::new(ObjectBlobStore::memory()), true);
     config.gc_grace = Duration::ZERO;
     config.tx_timeout = Duration::from_secs(2); // periodic recovery every 2 s

@@ -485,6 +485,11 @@ impl Registry for RocksRegistry {
     }
 
     async fn publish(&self, request: &PublishRequest) -> Result<()> {
+        if request.writes.is_empty() && request.count_deltas.is_empty() && request.intent.is_none() {
+            // Validation only: reads under the stripe locks, no write, no
+            // sync, so no reason to hop to a blocking thread.
+            return self.inner.publish(request);
+        }
         let req = request.clone();
         self.blocking(move |i| i.publish(&req)).await
     }

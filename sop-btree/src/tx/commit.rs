@@ -36,7 +36,16 @@ pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<Commit
             plan.request.checks.clear();
         }
         let outcome = if plan.staged.is_empty() && plan.request.intent.is_none() {
-            db.registry.publish(&plan.request).await
+            if plan.request.writes.is_empty()
+                && plan.request.count_deltas.is_empty()
+                && db.unchanged_since(st.begun)
+            {
+                // Validation only, and nothing published since this
+                // transaction began: everything it read is still current.
+                Ok(())
+            } else {
+                db.publish(&plan.request).await
+            }
         } else {
             publish_with_intent(db, st, &mut plan).await
         };
@@ -120,18 +129,12 @@ async fn publish_with_intent(db: &DbInner, st: &TxState, plan: &mut Plan) -> Res
     if let Some(intent) = &mut plan.request.intent {
         intent.created_at_ms = sop_core::now_millis();
     }
-    db.registry.publish(&plan.request).await
+    db.publish(&plan.request).await
 }
 
 /// After a successful publish: caches, then deferred deletion.
 async fn after_publish(db: &Arc<DbInner>, plan: &Plan, claim: Claim) -> Result<()> {
     db.failpoint(CommitStep::Published)?;
-    for w in &plan.request.writes {
-        match w.result() {
-            Some(h) => db.handles.observe(h),
-            None => db.handles.forget(w.id()),
-        }
-    }
     for (id, _, node) in &plan.staged {
         if let Some(node) = node {
             db.cache.insert(*id, CachedBlob::Node(node.clone()));

@@ -14,6 +14,9 @@ use crate::tx::state::TxState;
 /// Validates the read set without publishing: every node read (written
 /// ones at the version read before the write) and every count read.
 pub(crate) async fn validate(db: &DbInner, st: &TxState) -> Result<()> {
+    if db.unchanged_since(st.begun) {
+        return Ok(());
+    }
     let mut request = PublishRequest { tx_id: st.id, ..PublishRequest::default() };
     for (&id, n) in &st.view.nodes {
         if let Some(version) = n.version {
@@ -24,7 +27,7 @@ pub(crate) async fn validate(db: &DbInner, st: &TxState) -> Result<()> {
         request.checks.push(VersionCheck { id, version });
     }
     request.count_checks = count_checks(st);
-    db.registry.publish(&request).await
+    db.publish(&request).await
 }
 
 pub(super) fn count_checks(st: &TxState) -> Vec<(String, u64)> {

@@ -60,7 +60,7 @@ impl Transaction {
         // The place in the low-water mark outlives the deadline by one more
         // time limit: a margin for a read that began just before it.
         let expiry = std::time::Instant::now() + timeout.saturating_mul(2);
-        let state = TxState::new(writable, timeout, db.epochs.begin(expiry));
+        let state = TxState::new(writable, timeout, db.epochs.begin(expiry), db.clock.now());
         let id = state.id;
         Self { shared: Arc::new(TxShared { db, id, writable, state: tokio::sync::Mutex::new(state) }) }
     }

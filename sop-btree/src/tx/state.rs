@@ -9,6 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use sop_core::{Error, LogicalId, Node, PhysicalId, Result, StoreInfo, Subject, TxId};
 
+use crate::clock::Stamp;
 use crate::epoch::EpochGuard;
 use crate::handles::EMPTY_ROOT;
 use crate::inner::{DbInner, store_not_found};
@@ -86,11 +87,14 @@ pub(crate) struct TxState {
     pub(crate) epoch: Option<EpochGuard>,
     /// Counters for the swarm-merge report.
     pub(crate) merges: u32,
+    /// The publish clock when the transaction began (`crate::clock`).
+    pub(crate) begun: Stamp,
 }
 
 impl TxState {
-    pub(crate) fn new(writable: bool, timeout: std::time::Duration, epoch: EpochGuard) -> Self {
+    pub(crate) fn new(writable: bool, timeout: std::time::Duration, epoch: EpochGuard, begun: Stamp) -> Self {
         Self {
+            begun,
             id: TxId::new(),
             writable,
             deadline: Instant::now() + timeout,

@@ -1,11 +1,16 @@
 //! Helpers of the review attacks (`attack_*.rs`): large values in their own
 //! blobs, databases with a chosen grace period, and a small generator.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use sop_btree::{Config, Database, ErrorKind, StoreOptions};
-use sop_core::Result;
+use sop_core::{
+    Error, Handle, Intent, IntentState, LogicalId, PublishRequest, Registry, Result, StoreInfo, TxId,
+};
+use sop_registry::MemRegistry;
 
 pub(crate) fn big(n: u8) -> Vec<u8> {
     vec![n; 3000]
@@ -75,5 +80,63 @@ impl Rng {
     }
     pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
+    }
+}
+
+/// A registry whose publish of a write transaction applies and then loses
+/// its reply (`Indeterminate`) when armed, as a remote registry may; it
+/// counts the publishes that reach it (validations included).
+#[derive(Debug, Default)]
+pub(crate) struct LostReply {
+    pub(crate) inner: MemRegistry,
+    pub(crate) armed: AtomicBool,
+    pub(crate) publishes: AtomicU64,
+}
+
+#[async_trait]
+impl Registry for LostReply {
+    async fn get_handles(&self, ids: &[LogicalId]) -> Result<Vec<Option<Handle>>> {
+        self.inner.get_handles(ids).await
+    }
+    async fn publish(&self, request: &PublishRequest) -> Result<()> {
+        self.publishes.fetch_add(1, Ordering::SeqCst);
+        self.inner.publish(request).await?;
+        if request.intent.is_some() && self.armed.swap(false, Ordering::SeqCst) {
+            return Err(Error::Indeterminate("the reply was lost".into()));
+        }
+        Ok(())
+    }
+    async fn create_store(&self, info: &StoreInfo, root: &Handle) -> Result<()> {
+        self.inner.create_store(info, root).await
+    }
+    async fn get_store(&self, name: &str) -> Result<Option<StoreInfo>> {
+        self.inner.get_store(name).await
+    }
+    async fn list_stores(&self) -> Result<Vec<StoreInfo>> {
+        self.inner.list_stores().await
+    }
+    async fn remove_store(&self, name: &str) -> Result<StoreInfo> {
+        self.inner.remove_store(name).await
+    }
+    async fn put_intent(&self, intent: &Intent) -> Result<()> {
+        self.inner.put_intent(intent).await
+    }
+    async fn get_intent(&self, tx_id: TxId) -> Result<Option<Intent>> {
+        self.inner.get_intent(tx_id).await
+    }
+    async fn list_intents(&self, created_before_ms: u64) -> Result<Vec<Intent>> {
+        self.inner.list_intents(created_before_ms).await
+    }
+    async fn damaged_intents(&self) -> Result<Vec<String>> {
+        self.inner.damaged_intents().await
+    }
+    async fn remove_intent(&self, tx_id: TxId) -> Result<()> {
+        self.inner.remove_intent(tx_id).await
+    }
+    async fn abort_intent(&self, tx_id: TxId) -> Result<Option<IntentState>> {
+        self.inner.abort_intent(tx_id).await
+    }
+    async fn list_handles(&self) -> Result<Vec<Handle>> {
+        self.inner.list_handles().await
     }
 }
