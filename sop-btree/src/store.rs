@@ -1,18 +1,19 @@
 //! Store handles: [`Store`] (bytes) and [`TypedStore`] (typed keys and
 //! values), and [`Cursor`] for range reads.
 
-use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::ops::{Bound, RangeBounds};
+use std::ops::{Bound, Range, RangeBounds};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sop_core::{Error, Item, Result, StoreInfo, StoreOptions, Subject, TxId};
+use sop_core::{Error, Item, Node, Result, StoreInfo, StoreOptions, Subject, TxId, Value};
 
 use crate::key::{Key, encode_bytes};
+use crate::tree::leaf_items;
 use crate::tx::Transaction;
-use crate::tx::log::ReadEntry;
+use crate::tx::log::{ReadEntry, Seen};
 use crate::tx::write::{MAX_KEY_LEN, check_sizes};
 
 impl Transaction {
@@ -208,10 +209,20 @@ impl Store {
     /// As [`Store::insert`].
     pub async fn remove(&self, key: &[u8]) -> Result<bool> {
         check_sizes(key, None)?;
-        match self.lookup(key).await? {
-            Some((_, item)) => self.write(item.key, None).await.map(|_| true),
-            None => Ok(false),
+        if !self.unique() {
+            return match self.lookup(key).await? {
+                Some((_, item)) => self.write(item.key, None).await.map(|_| true),
+                None => Ok(false),
+            };
         }
+        // One descent: the delete itself finds the item (or its absence),
+        // logged as the read the returned flag depends on. The value is
+        // never fetched.
+        let db = &self.tx.shared.db;
+        let mut st = self.tx.shared.state.lock().await;
+        st.check_live()?;
+        st.check_writable()?;
+        st.apply_remove(db, &self.info.name, Bytes::copy_from_slice(key)).await
     }
 
     /// Every duplicate under `key`, in insertion order, with its id.
@@ -371,7 +382,8 @@ pub struct Cursor {
     lo: Bound<Bytes>,
     hi: Bound<Bytes>,
     reverse: bool,
-    buffer: VecDeque<Item>,
+    /// The current leaf and the positions in it still to return.
+    buffer: Option<(Arc<Node>, Range<usize>)>,
     /// Where the next batch starts; `None` once exhausted.
     next: Option<Bound<Bytes>>,
 }
@@ -379,14 +391,14 @@ pub struct Cursor {
 impl Cursor {
     fn new(store: Store, lo: Bound<Bytes>, hi: Bound<Bytes>, reverse: bool) -> Self {
         let next = Some(if reverse { hi.clone() } else { lo.clone() });
-        Self { store, lo, hi, reverse, buffer: VecDeque::new(), next }
+        Self { store, lo, hi, reverse, buffer: None, next }
     }
 
     /// Moves the cursor to `key`: the next item is the first at or after
     /// `key` (at or before, for a reverse cursor), within the range.
     pub fn seek(&mut self, key: &[u8]) {
         let (lo, hi) = self.store.stored_bounds(Bound::Included(key), Bound::Included(key));
-        self.buffer.clear();
+        self.buffer = None;
         // Never start outside the cursor's range: a seek before the range
         // (after it, in reverse) starts at the range's own bound.
         self.next = Some(if self.reverse { later_upper(hi, &self.hi) } else { later_lower(lo, &self.lo) });
@@ -406,20 +418,16 @@ impl Cursor {
         };
         let name = &self.store.info.name;
         let tx_store = st.stores.get(name.as_str());
-        let written = tx_store.map(|s| &s.written);
         let shared_name = tx_store.map_or_else(|| std::sync::Arc::from(name.as_str()), |s| s.name.clone());
-        let seen: Vec<(Bytes, TxId)> = {
-            let mut v: Vec<(Bytes, TxId)> = batch
-                .items
-                .iter()
-                .filter(|i| written.is_none_or(|w| !w.contains(&i.key)))
-                .map(|i| (i.key.clone(), i.version))
-                .collect();
-            if self.reverse {
-                v.reverse();
+        // The transaction's own writes are not part of what it saw.
+        let own: Vec<usize> = match tx_store.map(|s| &s.written) {
+            Some(w) if !w.is_empty() => {
+                let items = batch.items();
+                batch.range.clone().zip(items).filter(|(_, i)| w.contains(&i.key)).map(|(p, _)| p).collect()
             }
-            v
+            _ => Vec::new(),
         };
+        let seen = Seen { leaf: batch.leaf.clone(), range: batch.range.clone(), own };
         let writes_before = st.writes.len();
         st.reads.push(ReadEntry::Range {
             store: shared_name,
@@ -428,17 +436,33 @@ impl Cursor {
             seen,
             writes_before,
         });
-        self.buffer.extend(batch.items);
+        self.buffer = Some((batch.leaf, batch.range));
         self.next = batch.next;
         Ok(())
     }
 
+    /// The next buffered item, from the front (from the back in reverse).
+    fn pop(&mut self) -> Option<Item> {
+        let (leaf, range) = self.buffer.as_mut()?;
+        let at = if self.reverse { range.next_back() } else { range.next() }?;
+        leaf_items(leaf).get(at).cloned()
+    }
+
+    fn buffered(&self) -> bool {
+        self.buffer.as_ref().is_some_and(|(_, r)| !r.is_empty())
+    }
+
     async fn next_item(&mut self) -> Result<Option<(Bytes, Item)>> {
-        while self.buffer.is_empty() && self.next.is_some() {
+        while !self.buffered() && self.next.is_some() {
             self.fill().await?;
         }
-        let Some(item) = self.buffer.pop_front() else { return Ok(None) };
+        let Some(item) = self.pop() else { return Ok(None) };
         let tx = &self.store.tx;
+        if let Value::Inline(v) = &item.value {
+            // No blob to keep alive: only the transaction's liveness.
+            tx.shared.check_live()?;
+            return Ok(Some((v.clone(), item)));
+        }
         let st = tx.shared.state.lock().await;
         // A buffered item is read from this transaction's view: once it is
         // over, its blobs are no longer kept for it.

@@ -32,6 +32,32 @@ async fn different_keys_in_the_same_leaf_both_commit() {
     assert_healthy(&db).await;
 }
 
+/// A range read that covers the transaction's own earlier write still
+/// merges when a concurrent commit changed only another key of the leaf:
+/// what the scan saw excludes the own write, as the re-check does.
+#[tokio::test]
+async fn a_scan_over_an_own_write_merges_with_a_change_elsewhere_in_the_leaf() {
+    let db = memory_db().await;
+    db.create_store("s", small(64)).await.unwrap();
+    db.run_write(|tx| async move {
+        let s = tx.bytes_store("s").await?;
+        for k in [&b"b"[..], b"d", b"x"] {
+            s.insert(k, b"0").await?;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let t1 = db.begin_write().await.unwrap();
+    let s1 = t1.bytes_store("s").await.unwrap();
+    s1.insert(b"c", b"1").await.unwrap();
+    let seen = s1.range(Bound::Included(&b"a"[..]), Bound::Included(&b"e"[..])).take(10).await.unwrap();
+    assert_eq!(seen.len(), 3, "b, c (own) and d");
+    db.run_write(|tx| async move { tx.bytes_store("s").await?.upsert(b"x", b"2").await }).await.unwrap();
+    assert_eq!(t1.commit().await.unwrap().merges, 1, "the scan over an own write did not merge");
+    assert_healthy(&db).await;
+}
+
 #[tokio::test]
 async fn read_then_update_of_the_same_key_lets_only_one_commit() {
     let db = memory_db().await;

@@ -9,7 +9,9 @@
 //! - `FaultyRegistry` (feature `testkit`): a wrapper that fails, delays or
 //!   loses the reply of a seeded fraction of calls, for fault campaigns;
 //! - [`stripes`]: the lock stripes a registry's validate-and-publish takes
-//!   (also used by the RocksDB registry in `sop-backends`), loom-checked.
+//!   (also used by the RocksDB registry in `sop-backends`), loom-checked;
+//! - [`group`]: group commit (one leader syncs the log for every writer
+//!   waiting), loom-checked.
 //!
 //! The embedded default registry, on RocksDB, lives in `sop-backends`, the
 //! one crate that builds backends; this crate compiles no C++. It is not a
@@ -31,6 +33,7 @@
 
 #[cfg(feature = "testkit")]
 mod faulty;
+pub mod group;
 mod mem;
 pub mod stripes;
 

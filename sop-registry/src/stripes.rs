@@ -1,23 +1,35 @@
 //! Lock stripes for a registry's validate-and-publish (the RocksDB
-//! registry of `sop-backends` uses them): [`Stripes`], per-key locks that a
-//! caller takes for every id it touches in ascending stripe order, each
-//! once, so that two callers with overlapping sets can never deadlock; and
-//! [`CountLocks`], per-store count locks. Model-checked by `cargo xtask loom`.
+//! registry of `sop-backends` uses them): [`Stripes`], per-key
+//! reader-writer locks that a caller takes for every id it touches in
+//! ascending stripe order, each once (exclusive for the ids it writes,
+//! shared for the ids it only checks), so that two callers with
+//! overlapping sets can never deadlock and validations never serialize
+//! each other; and [`CountLocks`], per-store count locks. Model-checked by
+//! `cargo xtask loom`.
 
 use sop_core::LogicalId;
-use sop_core::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, lock};
+use sop_core::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// A fixed set of mutexes; an id maps to one of them.
+/// A fixed set of reader-writer locks; an id maps to one of them.
 #[derive(Debug)]
 pub struct Stripes {
-    locks: Vec<Mutex<()>>,
+    locks: Vec<RwLock<()>>,
+}
+
+/// A held stripe, shared or exclusive.
+#[derive(Debug)]
+pub enum StripeGuard<'a> {
+    /// An id only checked.
+    Shared(#[allow(dead_code)] RwLockReadGuard<'a, ()>),
+    /// An id written.
+    Exclusive(#[allow(dead_code)] RwLockWriteGuard<'a, ()>),
 }
 
 impl Stripes {
     /// `n` stripes (at least one).
     #[must_use]
     pub fn new(n: usize) -> Self {
-        Self { locks: (0..n.max(1)).map(|_| Mutex::new(())).collect() }
+        Self { locks: (0..n.max(1)).map(|_| RwLock::new(())).collect() }
     }
 
     fn index(&self, id: LogicalId) -> usize {
@@ -25,16 +37,42 @@ impl Stripes {
         ((v as u64 ^ (v >> 64) as u64) % self.locks.len() as u64) as usize
     }
 
-    /// Locks the stripes of every id, ascending, each once.
-    pub fn lock_all(&self, ids: impl IntoIterator<Item = LogicalId>) -> Vec<MutexGuard<'_, ()>> {
-        let mut idx: Vec<usize> = ids.into_iter().map(|id| self.index(id)).collect();
+    /// Locks the stripes of `written` exclusive and those of `checked`
+    /// shared (exclusive when a stripe holds both), ascending, each once.
+    pub fn lock(
+        &self,
+        written: impl IntoIterator<Item = LogicalId>,
+        checked: impl IntoIterator<Item = LogicalId>,
+    ) -> Vec<StripeGuard<'_>> {
+        let mut idx: Vec<(usize, bool)> = checked
+            .into_iter()
+            .map(|id| (self.index(id), false))
+            .chain(written.into_iter().map(|id| (self.index(id), true)))
+            .collect();
+        // Exclusive sorts after shared for one index; keep the last.
         idx.sort_unstable();
-        idx.dedup();
-        idx.into_iter().filter_map(|i| self.locks.get(i)).map(lock).collect()
+        let mut out = Vec::with_capacity(idx.len());
+        for (pos, &(i, exclusive)) in idx.iter().enumerate() {
+            if idx.get(pos + 1).is_some_and(|next| next.0 == i) {
+                continue;
+            }
+            let Some(l) = self.locks.get(i) else { continue };
+            out.push(if exclusive {
+                StripeGuard::Exclusive(l.write().unwrap_or_else(std::sync::PoisonError::into_inner))
+            } else {
+                StripeGuard::Shared(l.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+            });
+        }
+        out
     }
 
-    /// Locks the stripe of one id.
-    pub fn lock_one(&self, id: LogicalId) -> Vec<MutexGuard<'_, ()>> {
+    /// Locks the stripes of every id exclusive, ascending, each once.
+    pub fn lock_all(&self, ids: impl IntoIterator<Item = LogicalId>) -> Vec<StripeGuard<'_>> {
+        self.lock(ids, [])
+    }
+
+    /// Locks the stripe of one id exclusive.
+    pub fn lock_one(&self, id: LogicalId) -> Vec<StripeGuard<'_>> {
         self.lock_all([id])
     }
 }
@@ -127,6 +165,32 @@ mod loom_tests {
             let (t1, t2) = (worker([a, b]), worker([b, a]));
             t1.join().unwrap();
             t2.join().unwrap();
+        });
+    }
+
+    /// A validation holding an id's stripe shared excludes a publish that
+    /// writes it: the validation never sees the write half-applied (two
+    /// words that the writer changes together).
+    #[test]
+    fn loom_a_shared_check_excludes_a_write_of_its_id() {
+        loom::model(|| {
+            let stripes = Arc::new(Stripes::new(2));
+            let (a, b) = (LogicalId::from_u128(0), LogicalId::from_u128(1));
+            let words = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+            let (s1, w1) = (stripes.clone(), words.clone());
+            let writer = thread::spawn(move || {
+                let _g = s1.lock([a], [b]);
+                w1[0].store(1, Ordering::SeqCst);
+                w1[1].store(1, Ordering::SeqCst);
+            });
+            let (s2, w2) = (stripes.clone(), words.clone());
+            let checker = thread::spawn(move || {
+                let _g = s2.lock([], [b, a]);
+                let first = w2[0].load(Ordering::SeqCst);
+                assert_eq!(first, w2[1].load(Ordering::SeqCst), "a check saw half a write");
+            });
+            writer.join().unwrap();
+            checker.join().unwrap();
         });
     }
 

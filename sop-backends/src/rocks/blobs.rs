@@ -78,11 +78,30 @@ impl BlobStore for RocksBlobStore {
         self.inner.write_lazy(batch)
     }
 
+    /// One existence probe (`multi_get`) and one unsynced `WriteBatch` for
+    /// all of them, under their stripes: a commit's staging is one WAL
+    /// write, not one per blob.
     async fn put_many(&self, blobs: Vec<(PhysicalId, Bytes)>) -> Result<()> {
-        for (id, data) in blobs {
-            self.put_sync(id, &data)?;
+        let inner = &self.inner;
+        let cf = inner.cf(CF_BLOBS)?;
+        let _guards = inner.stripes.lock_all(blobs.iter().map(|(id, _)| LogicalId::from_u128(id.as_u128())));
+        let keys: Vec<[u8; 16]> = blobs.iter().map(|(id, _)| id.to_bytes()).collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        if let Some(twice) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::AlreadyExists(Subject::Blob(PhysicalId::from_bytes(twice[0]))));
         }
-        Ok(())
+        let found = inner.db.batched_multi_get_cf(cf, &keys, false);
+        for ((id, _), got) in blobs.iter().zip(found) {
+            if got.map_err(|e| from_rocks(e, "reading blob"))?.is_some() {
+                return Err(Error::AlreadyExists(Subject::Blob(*id)));
+            }
+        }
+        let mut batch = WriteBatch::default();
+        for (key, (_, data)) in keys.iter().zip(&blobs) {
+            batch.put_cf(cf, key, data);
+        }
+        inner.write_lazy(batch)
     }
 
     async fn delete_many(&self, ids: &[PhysicalId]) -> Result<()> {

@@ -7,10 +7,14 @@
 //! version). Every value is a versioned, checksummed `sop-core` record.
 //!
 //! Validate-and-publish takes per-key stripe locks for every id it touches
-//! (ascending, so never deadlocking), then the count locks of the stores
+//! (ascending, so never deadlocking; exclusive for the ids it writes,
+//! shared for the ids it only checks), then the count locks of the stores
 //! whose counts it changes (shared) or checks (exclusive), then a shared
 //! lock on the store table, reads the current versions, and applies
-//! everything in one `WriteBatch`, synced to the WAL by default. A lock
+//! everything in one unsynced `WriteBatch`. With the locks released it
+//! waits for a WAL sync that covers it (group commit, `sop_registry::group`:
+//! one leader syncs for every publish waiting), so it is acknowledged only
+//! once durable, and concurrent commits share their fsyncs. A lock
 //! file (`sop.lock`, held with an OS file lock) keeps the directory to one
 //! process, which makes these in-process locks sufficient; a second open
 //! fails with `ErrorKind::Locked`.
@@ -39,6 +43,7 @@ use sop_core::{
 
 use error::from_rocks;
 
+use sop_registry::group::GroupSync;
 use sop_registry::stripes::{CountLocks, Stripes};
 
 /// The id whose stripe guards a transaction's intent.
@@ -92,6 +97,10 @@ struct Inner {
     lazy_opts: WriteOptions,
     stripes: Stripes,
     counts: CountLocks,
+    /// Group commit: publishes wait here for a sync that covers them.
+    group: GroupSync,
+    /// Whether a publish waits for its WAL sync (`RocksConfig::sync`).
+    sync: bool,
     stores_lock: RwLock<()>,
     /// Held (with an OS lock) for as long as the registry is open.
     _lock_file: std::fs::File,
@@ -138,6 +147,8 @@ impl RocksRegistry {
             lazy_opts,
             stripes: Stripes::new(config.lock_stripes),
             counts: CountLocks::new(64),
+            group: GroupSync::default(),
+            sync: config.sync,
             stores_lock: RwLock::new(()),
             _lock_file: lock_file,
         };
@@ -239,11 +250,33 @@ impl Inner {
             .collect()
     }
 
+    /// Validate-and-publish with group commit: [`Inner::apply`] validates
+    /// and writes the batch unsynced under the locks; then, with the locks
+    /// released, the publish waits until one sync (its own or another
+    /// writer's) covers it. A validation-only request waits too, but only
+    /// when a write it may have read is not durable yet: a reader never
+    /// returns what a crash could still take back.
     fn publish(&self, req: &PublishRequest) -> Result<()> {
+        let seq = self.apply(req)?;
+        if !self.sync {
+            return Ok(());
+        }
+        self.group.wait_durable(
+            seq,
+            || self.db.latest_sequence_number(),
+            || self.db.flush_wal(true).map_err(|e| from_rocks(e, "syncing the WAL")),
+        )
+    }
+
+    /// Validates `req` under its locks (written ids exclusive, checked ids
+    /// shared) and applies it unsynced; the sequence number that must be
+    /// durable before the publish is acknowledged.
+    fn apply(&self, req: &PublishRequest) -> Result<u64> {
         req.check_shape()?;
         let ids = req.touched_ids();
         let intent_id = req.intent.as_ref().map(|_| intent_key(req.tx_id));
-        let _guards = self.stripes.lock_all(ids.iter().copied().chain(intent_id));
+        let written = req.writes.iter().map(sop_core::HandleWrite::id).chain(intent_id);
+        let _guards = self.stripes.lock(written, req.checks.iter().map(|c| c.id));
         let deltas = req.count_deltas.iter().map(|(n, _)| n.as_str());
         let _counts = self.counts.lock(deltas, req.count_checks.iter().map(|(n, _)| n.as_str()));
         let _stores = self.stores_lock.read().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -275,9 +308,16 @@ impl Inner {
             }
         }
         if req.writes.is_empty() && req.count_deltas.is_empty() && req.intent.is_none() {
-            return Ok(()); // validation only: nothing to write
+            // Validation only: nothing to write; what it validated is
+            // durable once everything written so far is.
+            return Ok(self.group.written_so_far());
         }
-        self.write(self.publish_batch(req)?)
+        self.write_lazy(self.publish_batch(req)?)?;
+        // Still under the locks: a validation that reads these versions
+        // afterwards also sees them counted as written.
+        let seq = self.db.latest_sequence_number();
+        self.group.written(seq);
+        Ok(seq)
     }
 
     fn publish_batch(&self, req: &PublishRequest) -> Result<WriteBatch> {

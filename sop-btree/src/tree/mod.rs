@@ -16,6 +16,8 @@
 
 mod rebalance;
 mod scan;
+
+pub(crate) use scan::leaf_items;
 #[cfg(test)]
 mod tests;
 

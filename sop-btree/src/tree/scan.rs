@@ -4,18 +4,22 @@
 //! amortized constant time and a swarm merge can re-check exactly the
 //! interval a batch covered.
 
-use std::ops::Bound;
+use std::ops::{Bound, Range};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use sop_core::{Item, Node, Result};
 
 use super::{NodeSource, Path, Target, Tree, bad_node};
 
-/// One leaf's worth of a range read.
+/// One leaf's worth of a range read: the leaf as read (shared, not
+/// copied) and the positions of its items in range.
 #[derive(Debug)]
 pub(crate) struct Batch {
-    /// The items in range, in the direction of the read.
-    pub(crate) items: Vec<Item>,
+    /// The leaf the batch read.
+    pub(crate) leaf: Arc<Node>,
+    /// Positions in `leaf` of the items in range (ascending).
+    pub(crate) range: Range<usize>,
     /// The key interval this batch covered (ascending `lo`, `hi`).
     pub(crate) lo: Bound<Bytes>,
     pub(crate) hi: Bound<Bytes>,
@@ -68,12 +72,36 @@ fn fences(tx: &impl NodeSource, path: &Path) -> Result<(Option<Bytes>, Option<By
     Ok((lower, upper))
 }
 
-fn leaf_items(tx: &impl NodeSource, path: &Path) -> Result<Vec<Item>> {
-    let (leaf, _) = *path.last().ok_or_else(|| sop_core::Error::corruption("tree", "empty path"))?;
-    match tx.node(leaf)?.as_ref() {
-        Node::Leaf { items } => Ok(items.clone()),
-        Node::Internal { .. } => Err(bad_node(leaf)),
+impl Batch {
+    /// The items in range, ascending.
+    pub(crate) fn items(&self) -> &[Item] {
+        leaf_items(&self.leaf).get(self.range.clone()).unwrap_or_default()
     }
+}
+
+/// The items of a leaf (none for an internal node).
+pub(crate) fn leaf_items(node: &Node) -> &[Item] {
+    match node {
+        Node::Leaf { items } => items,
+        Node::Internal { .. } => &[],
+    }
+}
+
+/// The leaf at the end of `path` and the positions of its items in
+/// `[from, to]`.
+fn leaf_range(
+    tx: &impl NodeSource,
+    path: &Path,
+    from: &Bound<Bytes>,
+    to: &Bound<Bytes>,
+) -> Result<(Arc<Node>, Range<usize>)> {
+    let (leaf, _) = *path.last().ok_or_else(|| sop_core::Error::corruption("tree", "empty path"))?;
+    let node = tx.node(leaf)?.clone();
+    let Node::Leaf { items } = node.as_ref() else { return Err(bad_node(leaf)) };
+    // Both bounds are monotone over sorted keys.
+    let start = items.partition_point(|i| !in_lower(&i.key, from));
+    let end = items.partition_point(|i| in_upper(&i.key, to)).max(start);
+    Ok((node, start..end))
 }
 
 impl<S: NodeSource> Tree<S> {
@@ -85,20 +113,18 @@ impl<S: NodeSource> Tree<S> {
         };
         let path = self.descend(target).await?;
         let (_, upper) = fences(&self.nodes, &path)?;
-        let items: Vec<Item> = leaf_items(&self.nodes, &path)?
-            .into_iter()
-            .filter(|i| in_lower(&i.key, &from) && in_upper(&i.key, to))
-            .collect();
+        let (leaf, range) = leaf_range(&self.nodes, &path, &from, to)?;
         let leaf_hi = upper.clone().map_or(Bound::Unbounded, Bound::Excluded);
         let (hi, next) = if upper_reaches(&leaf_hi, to) {
             (to.clone(), None)
         } else {
             (leaf_hi, upper.map(Bound::Included))
         };
-        Ok(Batch { items, lo: from, hi, next })
+        Ok(Batch { leaf, range, lo: from, hi, next })
     }
 
-    /// The first batch of `[from, to]` at or before `to`, items descending.
+    /// The first batch of `[from, to]` at or before `to` (a reader walks its
+    /// items from the last).
     pub(crate) async fn scan_backward(&mut self, from: &Bound<Bytes>, to: Bound<Bytes>) -> Result<Batch> {
         let target = match &to {
             Bound::Unbounded => Target::Last,
@@ -107,11 +133,7 @@ impl<S: NodeSource> Tree<S> {
         };
         let path = self.descend(target).await?;
         let (lower, _) = fences(&self.nodes, &path)?;
-        let mut items: Vec<Item> = leaf_items(&self.nodes, &path)?
-            .into_iter()
-            .filter(|i| in_lower(&i.key, from) && in_upper(&i.key, &to))
-            .collect();
-        items.reverse();
+        let (leaf, range) = leaf_range(&self.nodes, &path, from, &to)?;
         let below_from = match (&lower, from) {
             (None, _) => true,
             (Some(_), Bound::Unbounded) => false,
@@ -121,7 +143,7 @@ impl<S: NodeSource> Tree<S> {
             Some(l) if !below_from => (Bound::Included(l.clone()), Some(Bound::Excluded(l))),
             _ => (from.clone(), None),
         };
-        Ok(Batch { items, lo, hi: to, next })
+        Ok(Batch { leaf, range, lo, hi: to, next })
     }
 
     /// Every item in `[lo, hi]`, ascending (used to re-check range reads).
@@ -130,7 +152,7 @@ impl<S: NodeSource> Tree<S> {
         let mut from = Some(lo);
         while let Some(f) = from {
             let batch = self.scan_forward(f, hi).await?;
-            out.extend(batch.items);
+            out.extend_from_slice(batch.items());
             from = batch.next;
         }
         Ok(out)

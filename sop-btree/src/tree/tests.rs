@@ -232,7 +232,11 @@ fn walk(mem: &mut Mem, root: LogicalId, lo: &Bound<Bytes>, hi: &Bound<Bytes>, ba
         let mut tree = Tree::new(&mut *mem, root, 4);
         let batch = if back { run(tree.scan_backward(lo, from)) } else { run(tree.scan_forward(from, hi)) };
         let batch = batch.unwrap();
-        out.extend(batch.items.into_iter().map(|i| i.key));
+        if back {
+            out.extend(batch.items().iter().rev().map(|i| i.key.clone()));
+        } else {
+            out.extend(batch.items().iter().map(|i| i.key.clone()));
+        }
         at = batch.next;
     }
     if back {

@@ -71,9 +71,8 @@ async fn recheck(db: &DbInner, st: &mut TxState, entry: &ReadEntry) -> Result<()
                 .map(|w| w.key.clone())
                 .collect();
             let fresh = st.tree(db, root, slot).collect_range(lo.clone(), hi).await?;
-            let now: Vec<(Bytes, sop_core::TxId)> =
-                fresh.into_iter().filter(|i| !own.contains(&i.key)).map(|i| (i.key, i.version)).collect();
-            if now != *seen {
+            let now = fresh.iter().filter(|i| !own.contains(&i.key)).map(|i| (&i.key, i.version));
+            if !now.eq(seen.iter()) {
                 let subject = Subject::Range { store: store.to_string() };
                 return Err(Error::changed(subject, format!("{} changed", show(lo, hi))));
             }

@@ -1,11 +1,36 @@
 //! The item-level log a transaction keeps for swarm merge: what it read
 //! (with the versions seen) and what it wrote, in order.
 
-use std::ops::Bound;
+use std::ops::{Bound, Range};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sop_core::TxId;
+use sop_core::{Node, TxId};
+
+use crate::tree::leaf_items;
+
+/// The committed items one batch of a range read saw: positions in the
+/// leaf as read (shared with the transaction's view, never copied), less
+/// the keys the transaction had written itself.
+#[derive(Debug, Clone)]
+pub(crate) struct Seen {
+    pub(crate) leaf: Arc<Node>,
+    pub(crate) range: Range<usize>,
+    /// Positions in `range` left out (the transaction's own writes).
+    pub(crate) own: Vec<usize>,
+}
+
+impl Seen {
+    /// The `(key, version)` pairs seen, ascending.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Bytes, TxId)> {
+        let items = leaf_items(&self.leaf);
+        self.range
+            .clone()
+            .filter(|i| !self.own.contains(i))
+            .filter_map(move |i| items.get(i))
+            .map(|i| (&i.key, i.version))
+    }
+}
 
 /// One read whose result the application saw.
 #[derive(Debug, Clone)]
@@ -15,13 +40,7 @@ pub(crate) enum ReadEntry {
     Point { store: Arc<str>, key: Bytes, version: Option<TxId> },
     /// A range read: every committed item in `[lo, hi]` as seen, excluding
     /// keys the transaction had written before (`writes_before` writes).
-    Range {
-        store: Arc<str>,
-        lo: Bound<Bytes>,
-        hi: Bound<Bytes>,
-        seen: Vec<(Bytes, TxId)>,
-        writes_before: usize,
-    },
+    Range { store: Arc<str>, lo: Bound<Bytes>, hi: Bound<Bytes>, seen: Seen, writes_before: usize },
     /// A count read: the committed count seen, and the transaction's own
     /// count delta it included, made of its first `writes_before` writes.
     /// A blind write logs no read, yet its delta depends on whether its key

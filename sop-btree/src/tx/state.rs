@@ -4,6 +4,7 @@
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -82,6 +83,8 @@ pub(crate) struct TxState {
     pub(crate) leftover: Vec<PhysicalId>,
     /// Set when the transaction committed, rolled back or failed.
     pub(crate) finished: bool,
+    /// `finished`, readable without the state's lock (`TxShared::check_live`).
+    pub(crate) over: Arc<AtomicBool>,
     /// This transaction's place among the live ones (`crate::epoch`);
     /// dropped when it finishes, releasing blobs it might have read.
     pub(crate) epoch: Option<EpochGuard>,
@@ -107,6 +110,7 @@ impl TxState {
             pending_values: FxHashMap::default(),
             leftover: Vec::new(),
             finished: false,
+            over: Arc::default(),
             epoch: Some(epoch),
             merges: 0,
         }
@@ -148,6 +152,7 @@ impl TxState {
     /// ones (blobs only it could still reach may now be collected).
     pub(crate) fn finish(&mut self) {
         self.finished = true;
+        self.over.store(true, Ordering::Release);
         self.epoch = None;
     }
 

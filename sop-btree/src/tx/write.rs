@@ -66,6 +66,23 @@ impl TxState {
         Ok(old)
     }
 
+    /// Removes `key` from a unique store in one descent, logging the read
+    /// that decides the result (the item's version, or its absence) before
+    /// the write; `true` when it was there.
+    pub(crate) async fn apply_remove(&mut self, db: &DbInner, store: &str, key: Bytes) -> Result<bool> {
+        let s = self.store(db, store).await?;
+        let (root, slot, name) = (s.info.root, s.info.options.slot_length as usize, s.name.clone());
+        let old = self.tree(db, root, slot).delete(&key).await?;
+        self.log_point(store, &key, old.as_ref());
+        let Some(old) = old else { return Ok(false) };
+        self.release_value(&old.value);
+        let s = self.store(db, store).await?;
+        s.delta -= 1;
+        s.written.insert(key.clone());
+        self.writes.push(WriteOp { store: name, key, value: None, delta: -1 });
+        Ok(true)
+    }
+
     /// Re-applies the logged writes on a fresh view (swarm merge).
     pub(crate) async fn replay_writes(&mut self, db: &DbInner) -> Result<()> {
         let writes = std::mem::take(&mut self.writes);

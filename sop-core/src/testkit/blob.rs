@@ -37,6 +37,14 @@ pub async fn never_overwrites(store: &dyn BlobStore) {
     assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
     assert_eq!(store.get(id).await.expect("get"), Bytes::from_static(b"first"));
     store.delete(id).await.expect("delete");
+    // In a batch too: the existing blob keeps its bytes.
+    let id = PhysicalId::new();
+    store.put(id, Bytes::from_static(b"first")).await.expect("put");
+    let batch = vec![(PhysicalId::new(), Bytes::from_static(b"other")), (id, Bytes::from_static(b"second"))];
+    let err = store.put_many(batch).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    assert_eq!(store.get(id).await.expect("get"), Bytes::from_static(b"first"));
+    store.delete(id).await.expect("delete");
 }
 
 /// Batch put and delete of many blobs.
