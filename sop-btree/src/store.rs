@@ -90,12 +90,14 @@ impl Store {
     /// The first item stored under `key` (for a unique store, the item).
     async fn lookup(&self, key: &[u8]) -> Result<Option<(Bytes, Item)>> {
         if self.unique() {
-            let key = Bytes::copy_from_slice(key);
             let db = &self.tx.shared.db;
             let mut st = self.tx.shared.state.lock().await;
             st.check_live()?;
-            let item = st.tree(db, self.info.root, self.slot()).find(&key).await?;
-            st.log_point(&self.info.name, &key, item.as_ref());
+            let item = st.tree(db, self.info.root, self.slot()).find(key).await?;
+            // A found item's key shares the node's buffer: logging it
+            // copies nothing; only an absent key is copied.
+            let logged = item.as_ref().map_or_else(|| Bytes::copy_from_slice(key), |i| i.key.clone());
+            st.log_point(&self.info.name, &logged, item.as_ref());
             let value = match &item {
                 Some(i) => Some(st.value_of(db, i).await?),
                 None => None,

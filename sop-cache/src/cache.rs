@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use foyer::{
     BlockEngineConfig, DeviceBuilder, Event, EventListener, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
+    S3FifoConfig,
 };
 use sop_core::{BlobStore, Error, ErrorKind, Node, PhysicalId, Result};
 
@@ -104,6 +105,10 @@ impl NodeCache {
             .with_name("sop-node-cache")
             .with_event_listener(Arc::new(Evictions(counters.clone())))
             .memory(config.memory_bytes.max(1))
+            // S3-FIFO: a hit bumps an atomic frequency under the shard's
+            // read lock, so concurrent readers never serialize (foyer's
+            // default w-TinyLFU takes the shard's write lock on every get).
+            .with_eviction_config(S3FifoConfig::default())
             .with_weighter(|_: &u128, v: &CachedBlob| v.weight())
             .storage();
         let cache = match &config.disk {

@@ -136,10 +136,25 @@ impl<S: NodeSource> Tree<S> {
         }
     }
 
+    /// The leaf that holds (or would hold) `key`, without recording the
+    /// path (a point read needs no allocation for it).
+    async fn leaf_for(&mut self, key: &[u8]) -> Result<LogicalId> {
+        let mut id = self.root;
+        loop {
+            self.nodes.load(id).await?;
+            match self.nodes.node(id)?.as_ref() {
+                Node::Leaf { .. } => return Ok(id),
+                Node::Internal { keys, children } => {
+                    let idx = child_index(keys, Target::Key(key));
+                    id = *children.get(idx).ok_or_else(|| bad_node(id))?;
+                }
+            }
+        }
+    }
+
     /// The item under `key`, if any.
     pub(crate) async fn find(&mut self, key: &[u8]) -> Result<Option<Item>> {
-        let path = self.descend(Target::Key(key)).await?;
-        let leaf = leaf_of(&path)?;
+        let leaf = self.leaf_for(key).await?;
         let Node::Leaf { items } = self.nodes.node(leaf)?.as_ref() else { return Err(bad_node(leaf)) };
         Ok(items.binary_search_by(|i| i.key.as_ref().cmp(key)).ok().and_then(|i| items.get(i).cloned()))
     }
