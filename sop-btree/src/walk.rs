@@ -41,17 +41,18 @@ pub(crate) async fn walk(db: &DbInner, info: &StoreInfo) -> Result<Walk> {
         let node = if h.physical_id == EMPTY_ROOT {
             Arc::new(Node::empty_leaf())
         } else {
-            match db.cache.node(h.physical_id, &db.blobs).await {
-                Ok(n) => n,
+            match db.cache.node_and_base(h.physical_id, &db.blobs).await {
+                Ok((n, base)) => {
+                    out.blobs.push(h.physical_id);
+                    out.blobs.extend(base); // a delta's base leaf
+                    n
+                }
                 Err(e) => {
                     out.problems.push(format!("store {:?}: node {id}: {e}", info.name));
                     continue;
                 }
             }
         };
-        if h.physical_id != EMPTY_ROOT {
-            out.blobs.push(h.physical_id);
-        }
         out.blobs.extend(node.value_blobs());
         if let Node::Internal { keys, children } = node.as_ref() {
             for (i, child) in children.iter().enumerate() {

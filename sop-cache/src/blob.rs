@@ -5,13 +5,22 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use foyer::Code;
-use sop_core::{Node, Value};
+use sop_core::{Node, PhysicalId, Value};
 
-/// A cached blob: a decoded node, or a raw value blob.
+/// A cached blob: a decoded node, a leaf materialized from a delta, or a
+/// raw value blob.
 #[derive(Debug, Clone)]
 pub enum CachedBlob {
-    /// A decoded B-tree node.
+    /// A decoded B-tree node (a full node blob).
     Node(Arc<Node>),
+    /// A leaf delta blob, materialized: its base's items with its changes
+    /// applied, and the base it applies to.
+    Delta {
+        /// The leaf as the delta describes it.
+        node: Arc<Node>,
+        /// The full leaf blob the delta applies to.
+        base: PhysicalId,
+    },
     /// A separately stored value, as bytes.
     Value(Bytes),
 }
@@ -23,6 +32,7 @@ impl CachedBlob {
         match self {
             Self::Value(b) => b.len() + 32,
             Self::Node(n) => node_weight(n),
+            Self::Delta { node, .. } => node_weight(node) + 16,
         }
     }
 }
@@ -49,6 +59,7 @@ fn node_weight(node: &Node) -> usize {
 
 const TAG_NODE: u8 = 0;
 const TAG_VALUE: u8 = 1;
+const TAG_DELTA: u8 = 2;
 
 fn io_err(e: std::io::Error) -> foyer::Error {
     foyer::Error::io_error(e)
@@ -58,6 +69,11 @@ impl Code for CachedBlob {
     fn encode(&self, writer: &mut impl Write) -> foyer::Result<()> {
         let (tag, bytes) = match self {
             Self::Node(n) => (TAG_NODE, Bytes::from(n.encode())),
+            Self::Delta { node, base } => {
+                let mut b = base.as_u128().to_le_bytes().to_vec();
+                b.extend_from_slice(&node.encode());
+                (TAG_DELTA, Bytes::from(b))
+            }
             Self::Value(b) => (TAG_VALUE, b.clone()),
         };
         let len = u32::try_from(bytes.len())
@@ -83,6 +99,16 @@ impl Code for CachedBlob {
                 .map(|n| Self::Node(Arc::new(n)))
                 .map_err(|e| io_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e))),
             TAG_VALUE => Ok(Self::Value(bytes)),
+            TAG_DELTA if bytes.len() >= 16 => {
+                let mut base = [0u8; 16];
+                base.copy_from_slice(&bytes[..16]);
+                Node::decode(&bytes.slice(16..))
+                    .map(|n| Self::Delta {
+                        node: Arc::new(n),
+                        base: PhysicalId::from_u128(u128::from_le_bytes(base)),
+                    })
+                    .map_err(|e| io_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+            }
             t => Err(io_err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("unknown cache tag {t}"),
@@ -93,6 +119,7 @@ impl Code for CachedBlob {
     fn estimated_size(&self) -> usize {
         5 + match self {
             Self::Node(n) => node_weight(n),
+            Self::Delta { node, .. } => node_weight(node) + 16,
             Self::Value(b) => b.len(),
         }
     }
@@ -104,14 +131,19 @@ mod tests {
 
     #[test]
     fn disk_encoding_round_trips_and_rejects_garbage() {
-        for blob in
-            [CachedBlob::Node(Arc::new(Node::empty_leaf())), CachedBlob::Value(Bytes::from_static(b"v"))]
-        {
+        for blob in [
+            CachedBlob::Node(Arc::new(Node::empty_leaf())),
+            CachedBlob::Delta { node: Arc::new(Node::empty_leaf()), base: PhysicalId::new() },
+            CachedBlob::Value(Bytes::from_static(b"v")),
+        ] {
             let mut buf = Vec::new();
             blob.encode(&mut buf).unwrap();
             let back = CachedBlob::decode(&mut buf.as_slice()).unwrap();
             match (blob, back) {
                 (CachedBlob::Node(a), CachedBlob::Node(b)) => assert_eq!(a, b),
+                (CachedBlob::Delta { node: a, base: x }, CachedBlob::Delta { node: b, base: y }) => {
+                    assert_eq!((a, x), (b, y));
+                }
                 (CachedBlob::Value(a), CachedBlob::Value(b)) => assert_eq!(a, b),
                 _ => panic!("kind changed"),
             }

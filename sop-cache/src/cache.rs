@@ -10,7 +10,7 @@ use foyer::{
     BlockEngineConfig, DeviceBuilder, Event, EventListener, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
     S3FifoConfig,
 };
-use sop_core::{BlobStore, Error, ErrorKind, Node, PhysicalId, Result};
+use sop_core::{BlobStore, Error, ErrorKind, LeafDelta, Node, PhysicalId, Result};
 
 use crate::CachedBlob;
 
@@ -134,13 +134,55 @@ impl NodeCache {
         Ok(Self { cache, counters })
     }
 
-    /// The decoded node `id`, from the cache or else loaded from `blobs`
-    /// (once, however many callers miss at the same time).
+    /// The node stored in blob `id`: from memory, else the disk tier, else
+    /// `blobs` (decoded once and cached). A leaf delta blob is materialized:
+    /// its base (a full leaf, through this cache) with its changes applied.
     ///
     /// # Errors
-    /// The blob store's error (`NotFound`, `Io`, ...), or `Corruption` when
-    /// the blob does not decode as a node.
+    /// The blob store's error (`NotFound` for a missing blob), `Corruption`
+    /// for a blob that does not decode, a delta whose base is not a full
+    /// leaf, or an id cached as a value.
     pub async fn node(&self, id: PhysicalId, blobs: &Arc<dyn BlobStore>) -> Result<Arc<Node>> {
+        self.node_and_base(id, blobs).await.map(|(node, _)| node)
+    }
+
+    /// As [`NodeCache::node`], with the base blob when `id` is a delta.
+    ///
+    /// # Errors
+    /// As [`NodeCache::node`].
+    pub async fn node_and_base(
+        &self,
+        id: PhysicalId,
+        blobs: &Arc<dyn BlobStore>,
+    ) -> Result<(Arc<Node>, Option<PhysicalId>)> {
+        let (this, blobs) = (self.clone(), blobs.clone());
+        let got = self
+            .get_or_load(id, move || async move {
+                let bytes = blobs.get(id).await?;
+                if !LeafDelta::is_delta(&bytes) {
+                    return Ok(CachedBlob::Node(Arc::new(Node::decode(&bytes)?)));
+                }
+                let delta = LeafDelta::decode(&bytes)?;
+                let base = this.full_node(delta.base, &blobs).await?;
+                let Node::Leaf { items } = base.as_ref() else {
+                    return Err(Error::corruption(
+                        "leaf delta",
+                        format!("the base {} of {id} is not a leaf", delta.base),
+                    ));
+                };
+                let node = Arc::new(Node::Leaf { items: delta.apply(items) });
+                Ok(CachedBlob::Delta { node, base: delta.base })
+            })
+            .await?;
+        match got {
+            CachedBlob::Node(n) => Ok((n, None)),
+            CachedBlob::Delta { node, base } => Ok((node, Some(base))),
+            CachedBlob::Value(_) => Err(Error::corruption("node", format!("blob {id} is cached as a value"))),
+        }
+    }
+
+    /// A full node blob (a delta's base), never a delta.
+    async fn full_node(&self, id: PhysicalId, blobs: &Arc<dyn BlobStore>) -> Result<Arc<Node>> {
         let blobs = blobs.clone();
         let got = self
             .get_or_load(id, move || async move {
@@ -150,7 +192,7 @@ impl NodeCache {
             .await?;
         match got {
             CachedBlob::Node(n) => Ok(n),
-            CachedBlob::Value(_) => Err(Error::corruption("node", format!("blob {id} is cached as a value"))),
+            _ => Err(Error::corruption("leaf delta", format!("the base {id} is not a full node"))),
         }
     }
 
@@ -164,7 +206,9 @@ impl NodeCache {
             self.get_or_load(id, move || async move { blobs.get(id).await.map(CachedBlob::Value) }).await?;
         match got {
             CachedBlob::Value(b) => Ok(b),
-            CachedBlob::Node(_) => Err(Error::corruption("value", format!("blob {id} is cached as a node"))),
+            CachedBlob::Node(_) | CachedBlob::Delta { .. } => {
+                Err(Error::corruption("value", format!("blob {id} is cached as a node")))
+            }
         }
     }
 

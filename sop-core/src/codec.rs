@@ -21,6 +21,8 @@ pub mod tag {
     pub const STORE_INFO: u8 = 0x53;
     /// An [`crate::Intent`].
     pub const INTENT: u8 = 0x49;
+    /// A [`crate::LeafDelta`]: a leaf's changes since its base node.
+    pub const DELTA: u8 = 0x44;
 }
 
 /// Bytes a frame adds around its body: tag, version and checksum.

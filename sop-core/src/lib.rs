@@ -30,6 +30,7 @@
 
 pub mod blob;
 pub mod codec;
+mod delta;
 mod error;
 mod handle;
 mod id;
@@ -44,6 +45,7 @@ pub mod sync;
 pub mod testkit;
 
 pub use blob::BlobStore;
+pub use delta::{DeltaOp, LeafDelta};
 pub use error::{Error, ErrorKind, Result, Subject, VersionConflict};
 pub use handle::Handle;
 pub use id::{LogicalId, PhysicalId, TxId};

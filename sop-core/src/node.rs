@@ -95,19 +95,7 @@ impl Node {
                 w.u8(LEAF);
                 w.varint(items.len() as u64);
                 for item in items {
-                    w.bytes(&item.key);
-                    w.u128(item.version.as_u128());
-                    match &item.value {
-                        Value::Inline(v) => {
-                            w.u8(VALUE_INLINE);
-                            w.bytes(v);
-                        }
-                        Value::Blob { id, len } => {
-                            w.u8(VALUE_BLOB);
-                            w.u128(id.as_u128());
-                            w.varint(*len);
-                        }
-                    }
+                    encode_item(&mut w, item);
                 }
             }
             Self::Internal { keys, children } => {
@@ -120,19 +108,11 @@ impl Node {
         w.finish_frame()
     }
 
-    fn size_hint(&self) -> usize {
+    /// About how many bytes [`Node::encode`] writes.
+    #[must_use]
+    pub fn size_hint(&self) -> usize {
         match self {
-            Self::Leaf { items } => items
-                .iter()
-                .map(|i| {
-                    i.key.len()
-                        + 24
-                        + match &i.value {
-                            Value::Inline(v) => v.len() + 4,
-                            Value::Blob { .. } => 26,
-                        }
-                })
-                .sum(),
+            Self::Leaf { items } => items.iter().map(Item::size_hint).sum(),
             Self::Internal { keys, children } => {
                 keys.iter().map(|k| k.len() + 4).sum::<usize>() + children.len() * 16
             }
@@ -176,7 +156,38 @@ impl Node {
     }
 }
 
-fn decode_item(r: &mut Reader<'_>, whole: &Bytes) -> Result<Item> {
+impl Item {
+    /// About how many bytes its encoding takes.
+    #[must_use]
+    pub fn size_hint(&self) -> usize {
+        self.key.len()
+            + 24
+            + match &self.value {
+                Value::Inline(v) => v.len() + 4,
+                Value::Blob { .. } => 26,
+            }
+    }
+}
+
+/// Appends one item (key, version, value) in the node format.
+pub(crate) fn encode_item(w: &mut crate::codec::Writer, item: &Item) {
+    w.bytes(&item.key);
+    w.u128(item.version.as_u128());
+    match &item.value {
+        Value::Inline(v) => {
+            w.u8(VALUE_INLINE);
+            w.bytes(v);
+        }
+        Value::Blob { id, len } => {
+            w.u8(VALUE_BLOB);
+            w.u128(id.as_u128());
+            w.varint(*len);
+        }
+    }
+}
+
+/// Reads one item written by [`encode_item`]; its bytes share `whole`.
+pub(crate) fn decode_item(r: &mut Reader<'_>, whole: &Bytes) -> Result<Item> {
     let key = slice_of(whole, r.bytes()?);
     let version = TxId::from_u128(r.u128()?);
     let value = match r.u8()? {
@@ -188,7 +199,7 @@ fn decode_item(r: &mut Reader<'_>, whole: &Bytes) -> Result<Item> {
 }
 
 /// `part` is a sub-slice of `whole`; share its buffer instead of copying.
-fn slice_of(whole: &Bytes, part: &[u8]) -> Bytes {
+pub(crate) fn slice_of(whole: &Bytes, part: &[u8]) -> Bytes {
     whole.slice_ref(part)
 }
 

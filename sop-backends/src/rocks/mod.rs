@@ -60,7 +60,8 @@ const CF_INTENTS: &str = "intents";
 const CF_META: &str = "meta";
 const CF_BLOBS: &str = "blobs";
 const FORMAT_KEY: &[u8] = b"format";
-const FORMAT_VERSION: u8 = 1;
+/// Format 2: node blobs may be leaf deltas (`sop_core::LeafDelta`).
+const FORMAT_VERSION: u8 = 2;
 /// The bound on the write-ahead log's total size.
 const MAX_WAL_BYTES: u64 = 64 << 20;
 const ALL_CFS: [&str; 6] = [CF_HANDLES, CF_STORES, CF_COUNTS, CF_INTENTS, CF_META, CF_BLOBS];
@@ -221,13 +222,17 @@ impl Inner {
 
     fn check_format(&self) -> Result<()> {
         let meta = self.cf(CF_META)?;
-        match self.db.get_cf(meta, FORMAT_KEY).map_err(|e| from_rocks(e, "reading format"))? {
-            None => {
+        let found = self.db.get_cf(meta, FORMAT_KEY).map_err(|e| from_rocks(e, "reading format"))?;
+        match found.as_deref() {
+            // New, or format 1 (full node blobs only), which format 2 reads
+            // as is: mark it 2, so that builds that cannot read leaf deltas
+            // refuse it (`UnsupportedVersion`) instead of failing on one.
+            None | Some([1]) => {
                 let mut batch = WriteBatch::default();
                 batch.put_cf(meta, FORMAT_KEY, [FORMAT_VERSION]);
                 self.write(batch)
             }
-            Some(v) if v == [FORMAT_VERSION] => Ok(()),
+            Some([v]) if *v == FORMAT_VERSION => Ok(()),
             Some(v) => {
                 Err(Error::UnsupportedVersion { what: "registry", version: v.first().copied().unwrap_or(0) })
             }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sop_cache::CachedBlob;
 use sop_core::{
-    Error, HandleWrite, Intent, IntentState, Node, PhysicalId, PublishRequest, Result, VersionCheck,
+    Error, HandleWrite, Intent, IntentState, LeafDelta, Node, PhysicalId, PublishRequest, Result,
+    VersionCheck,
 };
 
 use super::CommitInfo;
@@ -15,13 +16,36 @@ use crate::claims::Claim;
 use crate::failpoint::CommitStep;
 use crate::handles::EMPTY_ROOT;
 use crate::inner::DbInner;
-use crate::tx::state::TxState;
+use crate::tx::state::{TxNode, TxState};
 
 /// Everything one publish attempt writes.
 struct Plan {
     request: PublishRequest,
-    /// Blobs to stage, with the decoded node for the cache when a node.
-    staged: Vec<(PhysicalId, Bytes, Option<Arc<Node>>)>,
+    /// Blobs to stage, with what the node cache should hold for a node.
+    staged: Vec<(PhysicalId, Bytes, Option<CachedBlob>)>,
+}
+
+/// A leaf is written as a delta while the delta's encoding stays within
+/// this share (numerator, denominator) of its base's; past it, the leaf is
+/// written whole again (consolidation), which starts a new base.
+const DELTA_SHARE: (usize, usize) = (1, 5);
+
+/// How one dirty node is written: the blob, what the cache holds for it,
+/// and the blobs it makes obsolete.
+fn encode_dirty(n: &TxNode) -> (Bytes, CachedBlob, Vec<PhysicalId>) {
+    if let (Some(base), Node::Leaf { items }) = (&n.base, n.node.as_ref())
+        && let Node::Leaf { items: base_items } = base.node.as_ref()
+    {
+        let ops = LeafDelta::diff(base_items, items);
+        if LeafDelta::ops_size_hint(&ops) * DELTA_SHARE.1 <= base.node.size_hint() * DELTA_SHARE.0 {
+            let bytes = Bytes::from(LeafDelta { base: base.id, ops }.encode());
+            // The delta replaces the previous delta, never the base.
+            let obsolete = if base.under_delta { n.physical.into_iter().collect() } else { Vec::new() };
+            return (bytes, CachedBlob::Delta { node: n.node.clone(), base: base.id }, obsolete);
+        }
+    }
+    let obsolete = n.blobs().filter(|p| *p != EMPTY_ROOT).collect();
+    (Bytes::from(n.node.encode()), CachedBlob::Node(n.node.clone()), obsolete)
 }
 
 pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<CommitInfo> {
@@ -86,18 +110,19 @@ fn plan(st: &TxState) -> Plan {
             (false, None) => {}
             (true, version) => {
                 let physical_id = PhysicalId::new();
-                staged.push((physical_id, Bytes::from(n.node.encode()), Some(n.node.clone())));
+                let (bytes, cached, freed) = encode_dirty(n);
+                staged.push((physical_id, bytes, Some(cached)));
                 request.writes.push(match version {
                     Some(expected) => HandleWrite::Update { id, expected, physical_id },
                     None => HandleWrite::Insert { id, physical_id },
                 });
-                obsolete.extend(n.physical.filter(|p| *p != EMPTY_ROOT));
+                obsolete.extend(freed);
             }
         }
     }
-    for (&id, &(expected, physical)) in &st.view.removed {
-        request.writes.push(HandleWrite::Remove { id, expected });
-        obsolete.push(physical);
+    for (&id, (expected, blobs)) in &st.view.removed {
+        request.writes.push(HandleWrite::Remove { id, expected: *expected });
+        obsolete.extend(blobs.iter().copied());
     }
     staged.extend(st.pending_values.iter().map(|(id, v)| (*id, v.clone(), None)));
     request.count_deltas =
@@ -135,9 +160,9 @@ async fn publish_with_intent(db: &DbInner, st: &TxState, plan: &mut Plan) -> Res
 /// After a successful publish: caches, then deferred deletion.
 async fn after_publish(db: &Arc<DbInner>, plan: &Plan, claim: Claim) -> Result<()> {
     db.failpoint(CommitStep::Published)?;
-    for (id, _, node) in &plan.staged {
-        if let Some(node) = node {
-            db.cache.insert(*id, CachedBlob::Node(node.clone()));
+    for (id, _, cached) in &plan.staged {
+        if let Some(cached) = cached {
+            db.cache.insert(*id, cached.clone());
         }
     }
     if let Some(intent) = plan.request.intent.clone() {

@@ -23,8 +23,8 @@ pub(crate) async fn validate(db: &DbInner, st: &TxState) -> Result<()> {
             request.checks.push(VersionCheck { id, version });
         }
     }
-    for (&id, &(version, _)) in &st.view.removed {
-        request.checks.push(VersionCheck { id, version });
+    for (&id, (version, _)) in &st.view.removed {
+        request.checks.push(VersionCheck { id, version: *version });
     }
     request.count_checks = count_checks(st);
     db.publish(&request).await

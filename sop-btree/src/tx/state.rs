@@ -27,6 +27,28 @@ pub(crate) struct TxNode {
     /// The blob it was read from; `None` for a new node.
     pub(crate) physical: Option<PhysicalId>,
     pub(crate) dirty: bool,
+    /// For a leaf read from a blob: the full leaf blob a delta written for
+    /// it would apply to (`crate::tx::commit`).
+    pub(crate) base: Option<Base>,
+}
+
+/// The full leaf a leaf's next delta applies to: the leaf's own blob when
+/// that is a full leaf, else the base of the delta it was read from.
+#[derive(Debug, Clone)]
+pub(crate) struct Base {
+    pub(crate) id: PhysicalId,
+    pub(crate) node: Arc<Node>,
+    /// Whether the leaf was read from a delta (on `id`), not from `id`.
+    pub(crate) under_delta: bool,
+}
+
+impl TxNode {
+    /// The blobs that hold this node as read: its own, and its delta's
+    /// base (freed together when the node is rewritten whole or removed).
+    pub(crate) fn blobs(&self) -> impl Iterator<Item = PhysicalId> {
+        let base = self.base.as_ref().filter(|b| b.under_delta).map(|b| b.id);
+        self.physical.into_iter().chain(base)
+    }
 }
 
 /// The nodes a transaction read, changed, created or removed.
@@ -34,8 +56,8 @@ pub(crate) struct TxNode {
 pub(crate) struct View {
     /// Keyed by our own random ids, so a fast non-keyed hasher is safe.
     pub(crate) nodes: FxHashMap<LogicalId, TxNode>,
-    /// Nodes removed: the version read and the blob to free.
-    pub(crate) removed: FxHashMap<LogicalId, (u64, PhysicalId)>,
+    /// Nodes removed: the version read and the blobs to free.
+    pub(crate) removed: FxHashMap<LogicalId, (u64, Vec<PhysicalId>)>,
 }
 
 /// A transaction's view with the database it loads from: the node source
@@ -246,31 +268,40 @@ impl NodeSource for Loader<'_> {
     /// Adds a node created by this transaction.
     fn alloc(&mut self, node: Node) -> LogicalId {
         let id = LogicalId::new();
-        self.view
-            .nodes
-            .insert(id, TxNode { node: Arc::new(node), version: None, physical: None, dirty: true });
+        self.view.nodes.insert(
+            id,
+            TxNode { node: Arc::new(node), version: None, physical: None, dirty: true, base: None },
+        );
         id
     }
 
     /// Removes node `id` from the tree.
     fn free(&mut self, id: LogicalId) {
         if let Some(entry) = self.view.nodes.remove(&id)
-            && let (Some(v), Some(p)) = (entry.version, entry.physical)
+            && let Some(v) = entry.version
+            && entry.physical.is_some()
         {
-            self.view.removed.insert(id, (v, p));
+            self.view.removed.insert(id, (v, entry.blobs().collect()));
         }
     }
 }
 
 /// The node a handle names, as a clean view entry.
 async fn fetch(db: &DbInner, handle: sop_core::Handle) -> Result<TxNode> {
-    let node = if handle.physical_id == EMPTY_ROOT {
-        Arc::new(Node::empty_leaf())
-    } else {
-        db.cache.node(handle.physical_id, &db.blobs).await?
+    let id = handle.physical_id;
+    let version = Some(handle.version);
+    if id == EMPTY_ROOT {
+        let node = Arc::new(Node::empty_leaf());
+        return Ok(TxNode { node, version, physical: None, dirty: false, base: None });
+    }
+    let (node, under) = db.cache.node_and_base(id, &db.blobs).await?;
+    let base = match under {
+        // Read through a delta: its base is a cache hit (it was just used).
+        Some(b) => Some(Base { id: b, node: db.cache.node(b, &db.blobs).await?, under_delta: true }),
+        None if node.is_leaf() => Some(Base { id, node: node.clone(), under_delta: false }),
+        None => None,
     };
-    let physical = (handle.physical_id != EMPTY_ROOT).then_some(handle.physical_id);
-    Ok(TxNode { node, version: Some(handle.version), physical, dirty: false })
+    Ok(TxNode { node, version, physical: Some(id), dirty: false, base })
 }
 
 /// A node vanished or moved under a transaction: retryable.

@@ -1,0 +1,135 @@
+//! Leaf deltas: a commit that changes a little of a leaf writes a delta on
+//! the leaf's base instead of the whole leaf; readers (cold caches, other
+//! processes) see the same contents; consolidation writes the leaf whole
+//! again and frees the old base; nothing leaks.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sop_btree::{Config, Database};
+use sop_core::{BlobStore, LeafDelta};
+use sop_registry::MemRegistry;
+use sop_store::ObjectBlobStore;
+
+use common::{assert_healthy, small};
+
+async fn open(registry: &Arc<MemRegistry>, blobs: &Arc<ObjectBlobStore>) -> Database {
+    let mut config = Config::from_parts(registry.clone(), blobs.clone(), true);
+    config.gc_grace = Duration::ZERO;
+    Database::open(config).await.unwrap()
+}
+
+/// (full node blobs, delta blobs, total bytes) in the blob store.
+async fn census(blobs: &ObjectBlobStore) -> (usize, usize, usize) {
+    let (mut full, mut deltas, mut bytes) = (0, 0, 0);
+    for id in blobs.list().await.unwrap() {
+        let b: Bytes = blobs.get(id).await.unwrap();
+        bytes += b.len();
+        if LeafDelta::is_delta(&b) { deltas += 1 } else { full += 1 }
+    }
+    (full, deltas, bytes)
+}
+
+fn key(i: u32) -> [u8; 4] {
+    i.to_be_bytes()
+}
+
+async fn put(db: &Database, keys: Vec<u32>, value: &'static [u8]) {
+    db.run_write(move |tx| {
+        let keys = keys.clone();
+        async move {
+            let s = tx.bytes_store("s").await?;
+            for k in keys {
+                s.upsert(&key(k), value).await?;
+            }
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+}
+
+async fn all(db: &Database) -> Vec<(Bytes, Bytes)> {
+    db.run_read(|tx| async move {
+        tx.bytes_store("s").await?.range(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded).take(1000).await
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_small_change_writes_a_delta_that_a_cold_reader_materializes() {
+    let (registry, blobs) = (Arc::new(MemRegistry::new()), Arc::new(ObjectBlobStore::memory()));
+    let db = open(&registry, &blobs).await;
+    db.create_store("s", small(200)).await.unwrap();
+    put(&db, (0..150).collect(), b"first value, long enough to matter").await;
+    db.flush_gc().await.unwrap();
+    let (full, deltas, before) = census(&blobs).await;
+    assert_eq!((full, deltas), (1, 0), "one full leaf after the load");
+    put(&db, vec![7, 1000], b"second").await;
+    db.flush_gc().await.unwrap();
+    let (full, deltas, after) = census(&blobs).await;
+    assert_eq!((full, deltas), (1, 1), "the base stays, one delta on it");
+    assert!(after - before < before / 5, "the delta took {} bytes beside a {before}-byte base", after - before);
+    let expected = all(&db).await;
+    assert_eq!(expected.len(), 151);
+    // Another database over the same parts: cold caches, a materialized read.
+    let cold = open(&registry, &blobs).await;
+    assert_eq!(all(&cold).await, expected);
+    let seven = cold.run_read(|tx| async move { tx.bytes_store("s").await?.get(&key(7)).await }).await.unwrap();
+    assert_eq!(seven.as_deref(), Some(&b"second"[..]));
+    // A second small change replaces the delta (the base still stays).
+    put(&db, vec![8], b"third").await;
+    db.flush_gc().await.unwrap();
+    let (full, deltas, _) = census(&blobs).await;
+    assert_eq!((full, deltas), (1, 1));
+    assert_healthy(&db).await;
+}
+
+#[tokio::test]
+async fn consolidation_rewrites_the_leaf_and_frees_the_old_base_and_deltas() {
+    let (registry, blobs) = (Arc::new(MemRegistry::new()), Arc::new(ObjectBlobStore::memory()));
+    let db = open(&registry, &blobs).await;
+    db.create_store("s", small(200)).await.unwrap();
+    put(&db, (0..150).collect(), b"value").await;
+    let (mut seen_delta, mut consolidated) = (false, false);
+    for round in 0..60u32 {
+        put(&db, vec![round * 2 % 150], b"rewritten").await;
+        db.flush_gc().await.unwrap();
+        let (full, deltas, _) = census(&blobs).await;
+        assert_eq!(full, 1, "round {round}: {full} full leaves for one leaf");
+        assert!(deltas <= 1, "round {round}: {deltas} deltas kept");
+        consolidated |= seen_delta && deltas == 0;
+        seen_delta |= deltas == 1;
+        assert_healthy(&db).await;
+    }
+    assert!(seen_delta, "no delta was ever written");
+    assert!(consolidated, "the leaf was never written whole again");
+    // 60 rewrites of distinct keys outgrow a fifth of the leaf: it was
+    // consolidated at least once, and the reads still agree.
+    let rows = all(&db).await;
+    assert_eq!(rows.len(), 150);
+    assert_eq!(rows.iter().filter(|(_, v)| v.as_ref() == b"rewritten").count(), 60);
+    let cold = open(&registry, &blobs).await;
+    assert_eq!(all(&cold).await, rows);
+}
+
+#[tokio::test]
+async fn removing_a_store_frees_its_bases_and_deltas() {
+    let (registry, blobs) = (Arc::new(MemRegistry::new()), Arc::new(ObjectBlobStore::memory()));
+    let db = open(&registry, &blobs).await;
+    db.create_store("s", small(16)).await.unwrap();
+    put(&db, (0..200).collect(), b"value").await;
+    for k in [3, 50, 120, 199] {
+        put(&db, vec![k], b"changed").await;
+    }
+    db.flush_gc().await.unwrap();
+    assert!(census(&blobs).await.1 > 0, "no delta to free");
+    db.remove_store("s").await.unwrap();
+    db.flush_gc().await.unwrap();
+    assert_eq!(census(&blobs).await, (0, 0, 0), "blobs left after the store's removal");
+    assert_healthy(&db).await;
+}
