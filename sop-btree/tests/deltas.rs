@@ -54,7 +54,11 @@ async fn put(db: &Database, keys: Vec<u32>, value: &'static [u8]) {
 
 async fn all(db: &Database) -> Vec<(Bytes, Bytes)> {
     db.run_read(|tx| async move {
-        tx.bytes_store("s").await?.range(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded).take(1000).await
+        tx.bytes_store("s")
+            .await?
+            .range(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+            .take(1000)
+            .await
     })
     .await
     .unwrap()
@@ -73,13 +77,18 @@ async fn a_small_change_writes_a_delta_that_a_cold_reader_materializes() {
     db.flush_gc().await.unwrap();
     let (full, deltas, after) = census(&blobs).await;
     assert_eq!((full, deltas), (1, 1), "the base stays, one delta on it");
-    assert!(after - before < before / 5, "the delta took {} bytes beside a {before}-byte base", after - before);
+    assert!(
+        after - before < before / 5,
+        "the delta took {} bytes beside a {before}-byte base",
+        after - before
+    );
     let expected = all(&db).await;
     assert_eq!(expected.len(), 151);
     // Another database over the same parts: cold caches, a materialized read.
     let cold = open(&registry, &blobs).await;
     assert_eq!(all(&cold).await, expected);
-    let seven = cold.run_read(|tx| async move { tx.bytes_store("s").await?.get(&key(7)).await }).await.unwrap();
+    let seven =
+        cold.run_read(|tx| async move { tx.bytes_store("s").await?.get(&key(7)).await }).await.unwrap();
     assert_eq!(seven.as_deref(), Some(&b"second"[..]));
     // A second small change replaces the delta (the base still stays).
     put(&db, vec![8], b"third").await;

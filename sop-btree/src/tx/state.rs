@@ -66,6 +66,9 @@ pub(crate) struct View {
 pub(crate) struct Loader<'a> {
     view: &'a mut View,
     db: &'a DbInner,
+    /// Whether the transaction may write: only then are leaves loaded with
+    /// the base a delta of theirs would apply to.
+    writable: bool,
 }
 
 /// A store as the transaction sees it.
@@ -180,7 +183,7 @@ impl TxState {
 
     /// The tree rooted at `root` (fill bound `slot`) over this view.
     pub(crate) fn tree<'a>(&'a mut self, db: &'a DbInner, root: LogicalId, slot: usize) -> Tree<Loader<'a>> {
-        Tree::new(Loader { view: &mut self.view, db }, root, slot)
+        Tree::new(Loader { view: &mut self.view, db, writable: self.writable }, root, slot)
     }
 
     /// The store snapshot `name`, loading it from the registry on first use.
@@ -221,7 +224,7 @@ impl NodeSource for Loader<'_> {
                 db.forget_store_with_root(id);
                 return Err(moved(id));
             };
-            match fetch(db, h).await {
+            match fetch(db, h, self.writable).await {
                 Ok(entry) => break entry,
                 Err(e) if e.kind() != sop_core::ErrorKind::NotFound => return Err(e),
                 Err(_) if refreshed == 2 => return Err(moved(id)),
@@ -287,7 +290,7 @@ impl NodeSource for Loader<'_> {
 }
 
 /// The node a handle names, as a clean view entry.
-async fn fetch(db: &DbInner, handle: sop_core::Handle) -> Result<TxNode> {
+async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Result<TxNode> {
     let id = handle.physical_id;
     let version = Some(handle.version);
     if id == EMPTY_ROOT {
@@ -296,6 +299,7 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle) -> Result<TxNode> {
     }
     let (node, under) = db.cache.node_and_base(id, &db.blobs).await?;
     let base = match under {
+        _ if !with_base => None,
         // Read through a delta: its base is a cache hit (it was just used).
         Some(b) => Some(Base { id: b, node: db.cache.node(b, &db.blobs).await?, under_delta: true }),
         None if node.is_leaf() => Some(Base { id, node: node.clone(), under_delta: false }),
