@@ -4,7 +4,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::{StreamExt, stream};
 
 use crate::{PhysicalId, Result};
 
@@ -35,22 +35,30 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
     /// Deletes a blob if present.
     async fn delete(&self, id: PhysicalId) -> Result<()>;
 
-    /// Stores many new blobs, in parallel.
+    /// Stores many new blobs, in parallel. Not atomic: on an error some of
+    /// the other blobs may be stored (a commit's intent names them all, so
+    /// recovery finds them), but none is still being written once this
+    /// returns: every put runs to its end before the first error is
+    /// reported.
     async fn put_many(&self, blobs: Vec<(PhysicalId, Bytes)>) -> Result<()> {
-        stream::iter(blobs)
+        let results: Vec<Result<()>> = stream::iter(blobs)
             .map(|(id, data)| self.put(id, data))
             .buffer_unordered(DEFAULT_PARALLELISM)
-            .try_collect()
-            .await
+            .collect()
+            .await;
+        results.into_iter().collect()
     }
 
-    /// Deletes many blobs, in parallel; absent ones are skipped.
+    /// Deletes many blobs, in parallel; absent ones are skipped. As with
+    /// [`BlobStore::put_many`], every delete runs to its end before the
+    /// first error is reported.
     async fn delete_many(&self, ids: &[PhysicalId]) -> Result<()> {
-        stream::iter(ids.iter().copied())
+        let results: Vec<Result<()>> = stream::iter(ids.iter().copied())
             .map(|id| self.delete(id))
             .buffer_unordered(DEFAULT_PARALLELISM)
-            .try_collect()
-            .await
+            .collect()
+            .await;
+        results.into_iter().collect()
     }
 
     /// Every blob id in the store (for leak checks; may be slow).
