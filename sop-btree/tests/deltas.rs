@@ -142,3 +142,61 @@ async fn removing_a_store_frees_its_bases_and_deltas() {
     assert_eq!(census(&blobs).await, (0, 0, 0), "blobs left after the store's removal");
     assert_healthy(&db).await;
 }
+
+/// Deleting every item of a leaf gives its bytes back: the emptied leaf is
+/// written whole, not as a delta that keeps the deleted values alive in
+/// its base.
+#[tokio::test]
+async fn deleting_a_leaf_s_items_does_not_keep_them_in_its_base() {
+    let (registry, blobs) = (Arc::new(MemRegistry::new()), Arc::new(ObjectBlobStore::memory()));
+    let db = open(&registry, &blobs).await;
+    db.create_store("s", small(16)).await.unwrap();
+    put(&db, (0..16).collect(), &[7u8; 1000]).await;
+    db.flush_gc().await.unwrap();
+    assert!(census(&blobs).await.2 > 16_000, "the load wrote the values inline");
+    db.run_write(|tx| async move {
+        let s = tx.bytes_store("s").await?;
+        for k in 0..16 {
+            assert!(s.remove(&key(k)).await?);
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    db.flush_gc().await.unwrap();
+    let (full, deltas, bytes) = census(&blobs).await;
+    assert_eq!((full, deltas), (1, 0), "an emptied leaf is one full blob");
+    assert!(bytes < 1_000, "{bytes} bytes kept for an empty store");
+    assert!(all(&db).await.is_empty());
+    assert_healthy(&db).await;
+}
+
+/// Splits write both halves whole: appending one key per commit (each
+/// split leaves a half whose base holds the moved half) takes about the
+/// space of loading the same items at once, not twice.
+#[tokio::test]
+async fn split_halves_do_not_keep_the_moved_items_in_their_base() {
+    let value: &'static [u8] = &[9u8; 200];
+    let whole = {
+        let blobs = Arc::new(ObjectBlobStore::memory());
+        let db = open(&Arc::new(MemRegistry::new()), &blobs).await;
+        db.create_store("s", small(16)).await.unwrap();
+        put(&db, (0..200).collect(), value).await;
+        db.flush_gc().await.unwrap();
+        census(&blobs).await.2
+    };
+    let (registry, blobs) = (Arc::new(MemRegistry::new()), Arc::new(ObjectBlobStore::memory()));
+    let db = open(&registry, &blobs).await;
+    db.create_store("s", small(16)).await.unwrap();
+    for k in 0..200 {
+        put(&db, vec![k], value).await;
+    }
+    db.flush_gc().await.unwrap();
+    let appended = census(&blobs).await.2;
+    assert!(
+        appended * 10 <= whole * 13,
+        "{appended} bytes after one append per commit, {whole} for one load of the same items"
+    );
+    assert_eq!(all(&db).await.len(), 200);
+    assert_healthy(&db).await;
+}

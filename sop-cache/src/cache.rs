@@ -163,6 +163,12 @@ impl NodeCache {
                     return Ok(CachedBlob::Node(Arc::new(Node::decode(&bytes)?)));
                 }
                 let delta = LeafDelta::decode(&bytes)?;
+                if delta.base == id {
+                    return Err(Error::corruption(
+                        "leaf delta",
+                        format!("the delta {id} names itself as its base"),
+                    ));
+                }
                 let base = this.full_node(delta.base, &blobs).await?;
                 let Node::Leaf { items } = base.as_ref() else {
                     return Err(Error::corruption(
@@ -181,19 +187,25 @@ impl NodeCache {
         }
     }
 
-    /// A full node blob (a delta's base), never a delta.
+    /// A full node blob (a delta's base), never a delta: from the memory
+    /// tier, else read and decoded here. It never joins another load in
+    /// flight, so deltas that name each other (corrupt blobs) cannot wait on
+    /// each other's loads: a delta as a base decodes as `Corruption`.
     async fn full_node(&self, id: PhysicalId, blobs: &Arc<dyn BlobStore>) -> Result<Arc<Node>> {
-        let blobs = blobs.clone();
-        let got = self
-            .get_or_load(id, move || async move {
-                let bytes = blobs.get(id).await?;
-                Ok(CachedBlob::Node(Arc::new(Node::decode(&bytes)?)))
-            })
-            .await?;
-        match got {
-            CachedBlob::Node(n) => Ok(n),
-            _ => Err(Error::corruption("leaf delta", format!("the base {id} is not a full node"))),
+        match self.get_in_memory(id) {
+            Some(CachedBlob::Node(n)) => return Ok(n),
+            Some(_) => {
+                return Err(Error::corruption("leaf delta", format!("the base {id} is not a full node")));
+            }
+            None => {}
         }
+        let bytes = blobs.get(id).await?;
+        if LeafDelta::is_delta(&bytes) {
+            return Err(Error::corruption("leaf delta", format!("the base {id} is itself a delta")));
+        }
+        let node = Arc::new(Node::decode(&bytes)?);
+        self.insert(id, CachedBlob::Node(node.clone()));
+        Ok(node)
     }
 
     /// The raw value blob `id`, from the cache or else loaded from `blobs`.

@@ -232,3 +232,50 @@ async fn disk_tier_serves_evicted_nodes_without_the_blob_store() {
         CacheConfig { memory_bytes: 1, disk: Some(DiskTier { dir: dir.path().into(), capacity_bytes: 1 }) };
     assert_eq!(NodeCache::new(&small).await.unwrap_err().kind(), ErrorKind::InvalidInput);
 }
+
+/// Corrupt deltas that name themselves or each other as their base are
+/// `Corruption`, never a load that waits on itself: concurrent loads of
+/// both deltas of a cycle included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cyclic_delta_bases_are_corruption_not_a_hang() {
+    use sop_core::LeafDelta;
+    let counting = Arc::new(CountingStore {
+        inner: ObjectBlobStore::memory(),
+        gets: AtomicU64::new(0),
+        delay: Duration::from_millis(20),
+    });
+    let blobs: Arc<dyn BlobStore> = counting.clone();
+    let (own, a, b) = (PhysicalId::new(), PhysicalId::new(), PhysicalId::new());
+    let delta = |base| Bytes::from(LeafDelta { base, ops: Vec::new() }.encode());
+    blobs.put(own, delta(own)).await.unwrap();
+    blobs.put(a, delta(b)).await.unwrap();
+    blobs.put(b, delta(a)).await.unwrap();
+    let cache = NodeCache::new(&CacheConfig::default()).await.unwrap();
+    let within = |f| tokio::time::timeout(Duration::from_secs(5), f);
+    let got = within(cache.node(own, &blobs)).await.expect("a self-based delta must not hang");
+    assert_eq!(got.unwrap_err().kind(), ErrorKind::Corruption);
+    let (ra, rb) = tokio::join!(within(cache.node(a, &blobs)), within(cache.node(b, &blobs)));
+    for r in [ra, rb] {
+        assert_eq!(
+            r.expect("deltas based on each other must not hang").unwrap_err().kind(),
+            ErrorKind::Corruption
+        );
+    }
+}
+
+/// A delta on a full leaf materializes as the base with its changes, and
+/// reports its base.
+#[tokio::test]
+async fn a_delta_materializes_on_its_base() {
+    use sop_core::{DeltaOp, LeafDelta};
+    let base_node = leaf(3);
+    let (_counting, blobs, base) = store_with(&base_node).await;
+    let Node::Leaf { items } = &base_node else { unreachable!() };
+    let gone = items[1].key.clone();
+    let d = PhysicalId::new();
+    blobs.put(d, Bytes::from(LeafDelta { base, ops: vec![DeltaOp::Delete(gone)] }.encode())).await.unwrap();
+    let cache = NodeCache::new(&CacheConfig::default()).await.unwrap();
+    let (node, got_base) = cache.node_and_base(d, &blobs).await.unwrap();
+    assert_eq!(got_base, Some(base));
+    assert_eq!(*node, Node::Leaf { items: vec![items[0].clone(), items[2].clone()] });
+}

@@ -25,9 +25,12 @@ struct Plan {
     staged: Vec<(PhysicalId, Bytes, Option<CachedBlob>)>,
 }
 
-/// A leaf is written as a delta while the delta's encoding stays within
-/// this share (numerator, denominator) of its base's; past it, the leaf is
-/// written whole again (consolidation), which starts a new base.
+/// A leaf is written as a delta while the delta's encoding plus the bytes
+/// its base holds for nothing (items deleted since, or moved out by a
+/// split) stay within this share (numerator, denominator) of the base's
+/// encoding; past it, the leaf is written whole again (consolidation),
+/// which starts a new base. Counting the dead bytes keeps a mass delete or
+/// a split from pinning a base full of gone items.
 const DELTA_SHARE: (usize, usize) = (1, 5);
 
 /// How one dirty node is written: the blob, what the cache holds for it,
@@ -37,7 +40,9 @@ fn encode_dirty(n: &TxNode) -> (Bytes, CachedBlob, Vec<PhysicalId>) {
         && let Node::Leaf { items: base_items } = base.node.as_ref()
     {
         let ops = LeafDelta::diff(base_items, items);
-        if LeafDelta::ops_size_hint(&ops) * DELTA_SHARE.1 <= base.node.size_hint() * DELTA_SHARE.0 {
+        let base_size = base.node.size_hint();
+        let dead = base_size.saturating_sub(n.node.size_hint());
+        if (LeafDelta::ops_size_hint(&ops) + dead) * DELTA_SHARE.1 <= base_size * DELTA_SHARE.0 {
             let bytes = Bytes::from(LeafDelta { base: base.id, ops }.encode());
             // The delta replaces the previous delta, never the base.
             let obsolete = if base.under_delta { n.physical.into_iter().collect() } else { Vec::new() };
