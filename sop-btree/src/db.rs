@@ -78,14 +78,17 @@ impl Database {
     pub async fn create_store(&self, name: &str, options: StoreOptions) -> Result<StoreInfo> {
         let root = Handle::new(LogicalId::new(), EMPTY_ROOT);
         let info = StoreInfo::new(name, options, root.logical_id)?;
-        let inner = &self.inner;
-        inner
-            .bracketed(async {
-                inner.registry.create_store(&info, &root).await?;
-                inner.handles.observe(root);
-                Ok(())
-            })
-            .await?;
+        let (inner, created) = (self.inner.clone(), info.clone());
+        to_completion(async move {
+            inner
+                .bracketed(async {
+                    inner.registry.create_store(&created, &root).await?;
+                    inner.handles.observe(root);
+                    Ok(())
+                })
+                .await
+        })
+        .await?;
         Ok(info)
     }
 
@@ -112,9 +115,13 @@ impl Database {
     /// commit changed the store while it was being removed (retry).
     pub async fn remove_store(&self, name: &str) -> Result<()> {
         let info = self.store_info(name).await?;
-        self.inner.forget_store(name);
-        crate::recovery::remove_store_contents(&self.inner, &info).await?;
-        self.inner.bracketed(self.inner.registry.remove_store(name)).await.map(|_| ())
+        let (inner, name) = (self.inner.clone(), name.to_owned());
+        to_completion(async move {
+            inner.forget_store(&name);
+            crate::recovery::remove_store_contents(&inner, &info).await?;
+            inner.bracketed(inner.registry.remove_store(&name)).await.map(|_| ())
+        })
+        .await
     }
 
     /// Starts a read-write transaction.
@@ -289,4 +296,16 @@ fn backoff(attempt: u32) -> Duration {
     let base = (1u64 << attempt.min(7)).min(100);
     let jitter = (PhysicalId::new().as_u128() & 0x3ff) as u64; // 0..1023
     Duration::from_micros(base * 500 + base * jitter)
+}
+
+/// Runs a registry change in a task of its own, so that dropping the
+/// caller's future neither leaves the change half-done nor ends its publish
+/// bracket (`crate::clock`) while a registry call it started may still
+/// apply.
+async fn to_completion<T: Send + 'static>(
+    change: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(change)
+        .await
+        .map_err(|e| Error::Indeterminate(format!("the store change's task failed: {e}")))?
 }

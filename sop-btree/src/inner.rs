@@ -142,9 +142,11 @@ impl DbInner {
 
     /// Whether a transaction that began at `begun` may skip validating what
     /// it read: in exclusive mode, when no publish started or finished
-    /// since (nothing it read can have changed; see `crate::clock`).
+    /// since (nothing it read can have changed; see `crate::clock`) and the
+    /// registry holds nothing that is not durable (a write whose sync
+    /// failed is visible but may still be lost: validating waits for it).
     pub(crate) fn unchanged_since(&self, begun: Stamp) -> bool {
-        self.exclusive && self.clock.quiet_since(begun)
+        self.exclusive && self.clock.quiet_since(begun) && self.registry.all_durable()
     }
 
     /// Runs a registry change that no handle write-through covers (store

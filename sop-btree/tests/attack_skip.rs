@@ -12,7 +12,7 @@ use std::time::Duration;
 use sop_btree::{Config, Database, ErrorKind, StoreOptions};
 use sop_store::ObjectBlobStore;
 
-use common::attack::LostReply;
+use common::attack::{LostReply, SLOW};
 
 async fn db_over(registry: Arc<LostReply>, exclusive: bool) -> Database {
     let mut config = Config::from_parts(registry, Arc::new(ObjectBlobStore::memory()), exclusive);
@@ -119,4 +119,53 @@ async fn shared_mode_always_validates() {
         Ok(_) => assert_eq!(seen.as_deref(), Some(&b"2"[..]), "committed a stale read in shared mode"),
         Err(e) => assert_eq!(e.kind(), ErrorKind::Conflict, "{e}"),
     }
+}
+
+/// HOLDS. A registry that holds a visible write not yet durable (its sync
+/// failed, or has not run) makes a quiet read-only transaction validate:
+/// the fast path never acknowledges a read that a crash could take back.
+#[tokio::test]
+async fn a_registry_with_writes_not_yet_durable_makes_readers_validate() {
+    let registry = Arc::new(LostReply::default());
+    let db = db_over(registry.clone(), true).await;
+    db.create_store("s", StoreOptions::default()).await.unwrap();
+    put(&db, b"k", b"1").await.unwrap();
+    registry.undurable.store(true, Ordering::SeqCst);
+    let before = registry.publishes.load(Ordering::SeqCst);
+    let tx = db.begin_read().await.unwrap();
+    assert_eq!(read(&tx, b"k").await.as_deref(), Some(&b"1"[..]));
+    tx.commit().await.unwrap();
+    assert_eq!(
+        registry.publishes.load(Ordering::SeqCst),
+        before + 1,
+        "skipped validation over undurable writes"
+    );
+    registry.undurable.store(false, Ordering::SeqCst);
+    let tx = db.begin_read().await.unwrap();
+    assert_eq!(read(&tx, b"k").await.as_deref(), Some(&b"1"[..]));
+    tx.commit().await.unwrap();
+    assert_eq!(registry.publishes.load(Ordering::SeqCst), before + 1, "a durable quiet read validated");
+}
+
+/// HOLDS. Dropping `remove_store`'s future while a registry call it made
+/// is still under way neither leaves the store half-removed nor leaves
+/// a reader the removed store's contents: the removal runs to completion.
+#[tokio::test]
+async fn a_dropped_store_removal_finishes_and_readers_see_it_gone() {
+    let registry = Arc::new(LostReply::default());
+    let db = db_over(registry.clone(), true).await;
+    db.create_store("s", StoreOptions::default()).await.unwrap();
+    put(&db, b"k", b"1").await.unwrap();
+    registry.slow.store(true, Ordering::SeqCst);
+    let dropped = tokio::time::timeout(SLOW / 4, db.remove_store("s")).await;
+    assert!(dropped.is_err(), "the removal should still be under way");
+    let tx = db.begin_read().await.unwrap();
+    let _ = tx.bytes_store("s").await.map(|_| ()); // may run before or after the removal lands
+    tx.rollback().await;
+    tokio::time::sleep(SLOW * 5).await;
+    registry.slow.store(false, Ordering::SeqCst);
+    assert_eq!(db.store_info("s").await.unwrap_err().kind(), ErrorKind::NotFound, "half-removed store");
+    let got = db.run_read(|tx| async move { tx.bytes_store("s").await?.get(b"k").await }).await;
+    assert_eq!(got.unwrap_err().kind(), ErrorKind::NotFound, "read a removed store");
+    common::assert_healthy(&db).await;
 }

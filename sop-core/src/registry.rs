@@ -239,6 +239,17 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     async fn compact(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Whether everything this registry has applied is durable. A registry
+    /// that applies a publish before its sync (group commit) answers
+    /// `false` while a write is not yet covered by a sync, including after
+    /// a failed sync until a later one succeeds; a reader that would skip
+    /// validation must then validate (and so wait for the sync). The
+    /// default, for registries that acknowledge only what is durable or
+    /// keep nothing on disk, is `true`.
+    fn all_durable(&self) -> bool {
+        true
+    }
 }
 
 /// Conveniences over any [`Registry`]; implemented for every registry.

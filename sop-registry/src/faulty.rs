@@ -104,6 +104,9 @@ impl Registry for FaultyRegistry {
     async fn compact(&self) -> Result<()> {
         self.write("compact", self.inner.compact()).await
     }
+    fn all_durable(&self) -> bool {
+        self.inner.all_durable()
+    }
 }
 
 #[cfg(all(test, not(sop_loom)))]

@@ -36,6 +36,19 @@ impl GroupSync {
         self.written.load(Ordering::SeqCst)
     }
 
+    /// Whether a sync already covers `seq`.
+    #[must_use]
+    pub fn is_durable(&self, seq: u64) -> bool {
+        self.synced.load(Ordering::SeqCst) >= seq
+    }
+
+    /// Whether a sync covers everything written so far: false after a
+    /// write whose sync failed, until a later sync succeeds.
+    #[must_use]
+    pub fn all_durable(&self) -> bool {
+        self.is_durable(self.written_so_far())
+    }
+
     /// Returns once the log is durable up to `seq`. When no sync covers it
     /// yet, the first waiter becomes the leader: it reads how far the log
     /// is written (`latest`, which covers every write that returned before
@@ -107,5 +120,26 @@ mod loom_tests {
             t2.join().unwrap();
             assert!(syncs.load(Ordering::SeqCst) >= 1);
         });
+    }
+}
+
+#[cfg(all(test, not(sop_loom)))]
+mod tests {
+    use super::GroupSync;
+    use sop_core::Error;
+
+    #[test]
+    fn a_failed_sync_leaves_the_write_not_durable_until_a_later_sync() {
+        let group = GroupSync::default();
+        assert!(group.all_durable());
+        group.written(3);
+        assert!(!group.all_durable() && !group.is_durable(3));
+        let failed = group.wait_durable(3, || 3, || Err(Error::invalid("sync", "injected")));
+        assert!(failed.is_err());
+        assert!(!group.all_durable(), "a failed sync counted as durable");
+        group.wait_durable(3, || 3, || Ok(())).unwrap();
+        assert!(group.all_durable() && group.is_durable(3));
+        group.written(2); // an older sequence number never lowers the mark
+        assert!(group.all_durable());
     }
 }

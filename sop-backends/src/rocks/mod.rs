@@ -266,6 +266,11 @@ impl Inner {
         if !self.sync {
             return Ok(());
         }
+        self.wait_durable(seq)
+    }
+
+    /// Returns once a sync covers `seq` (leading one if none is under way).
+    fn wait_durable(&self, seq: u64) -> Result<()> {
         self.group.wait_durable(
             seq,
             || self.db.latest_sequence_number(),
@@ -531,12 +536,22 @@ impl Registry for RocksRegistry {
 
     async fn publish(&self, request: &PublishRequest) -> Result<()> {
         if request.writes.is_empty() && request.count_deltas.is_empty() && request.intent.is_none() {
-            // Validation only: reads under the stripe locks, no write, no
-            // sync, so no reason to hop to a blocking thread.
-            return self.inner.publish(request);
+            // Validation only: reads under the stripe locks and no write,
+            // so no hop to a blocking thread unless what it validated is
+            // not durable yet: then a blocking thread waits for (or leads)
+            // the sync, never this task's thread.
+            let seq = self.inner.apply(request)?;
+            if !self.inner.sync || self.inner.group.is_durable(seq) {
+                return Ok(());
+            }
+            return self.blocking(move |i| i.wait_durable(seq)).await;
         }
         let req = request.clone();
         self.blocking(move |i| i.publish(&req)).await
+    }
+
+    fn all_durable(&self) -> bool {
+        !self.inner.sync || self.inner.group.all_durable()
     }
 
     async fn create_store(&self, info: &StoreInfo, root: &Handle) -> Result<()> {

@@ -1,6 +1,8 @@
 //! Helpers of the review attacks (`attack_*.rs`): large values in their own
 //! blobs, databases with a chosen grace period, and a small generator.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -85,12 +87,38 @@ impl Rng {
 
 /// A registry whose publish of a write transaction applies and then loses
 /// its reply (`Indeterminate`) when armed, as a remote registry may; it
-/// counts the publishes that reach it (validations included).
+/// counts the publishes that reach it (validations included). With `slow`,
+/// publishes and store removals run in a task of their own after a delay,
+/// as a registry call on a blocking thread outlives a dropped caller; with
+/// `undurable`, it reports holding writes not yet durable.
 #[derive(Debug, Default)]
 pub(crate) struct LostReply {
-    pub(crate) inner: MemRegistry,
+    pub(crate) inner: Arc<MemRegistry>,
     pub(crate) armed: AtomicBool,
     pub(crate) publishes: AtomicU64,
+    pub(crate) slow: AtomicBool,
+    pub(crate) undurable: AtomicBool,
+}
+
+/// How long a `slow` call waits before it applies.
+pub(crate) const SLOW: Duration = Duration::from_millis(100);
+
+impl LostReply {
+    /// Runs `call` on the inner registry, detached and late when `slow`.
+    async fn maybe_slow<T: Send + 'static, F>(&self, call: impl FnOnce(Arc<MemRegistry>) -> F) -> Result<T>
+    where
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        let fut = call(self.inner.clone());
+        if !self.slow.load(Ordering::SeqCst) {
+            return fut.await;
+        }
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(SLOW).await;
+            fut.await
+        });
+        task.await.map_err(|e| Error::Indeterminate(e.to_string()))?
+    }
 }
 
 #[async_trait]
@@ -100,7 +128,8 @@ impl Registry for LostReply {
     }
     async fn publish(&self, request: &PublishRequest) -> Result<()> {
         self.publishes.fetch_add(1, Ordering::SeqCst);
-        self.inner.publish(request).await?;
+        let req = request.clone();
+        self.maybe_slow(|r| async move { r.publish(&req).await }).await?;
         if request.intent.is_some() && self.armed.swap(false, Ordering::SeqCst) {
             return Err(Error::Indeterminate("the reply was lost".into()));
         }
@@ -116,7 +145,8 @@ impl Registry for LostReply {
         self.inner.list_stores().await
     }
     async fn remove_store(&self, name: &str) -> Result<StoreInfo> {
-        self.inner.remove_store(name).await
+        let name = name.to_owned();
+        self.maybe_slow(|r| async move { r.remove_store(&name).await }).await
     }
     async fn put_intent(&self, intent: &Intent) -> Result<()> {
         self.inner.put_intent(intent).await
@@ -138,5 +168,8 @@ impl Registry for LostReply {
     }
     async fn list_handles(&self) -> Result<Vec<Handle>> {
         self.inner.list_handles().await
+    }
+    fn all_durable(&self) -> bool {
+        !self.undurable.load(Ordering::SeqCst)
     }
 }
