@@ -23,11 +23,19 @@ pub struct Backends {
     /// process or behind a directory lock): then recovery finishes every
     /// intent on open.
     pub exclusive: bool,
+    /// Whether `blobs` is the registry's own blob store, so that
+    /// [`sop_core::Registry::publish_with_blobs`] stages a commit's blobs
+    /// in its publish's one atomic write.
+    pub blobs_in_registry: bool,
 }
 
 impl fmt::Debug for Backends {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Backends({:?}, {:?}, exclusive: {})", self.registry, self.blobs, self.exclusive)
+        write!(
+            f,
+            "Backends({:?}, {:?}, exclusive: {}, blobs in registry: {})",
+            self.registry, self.blobs, self.exclusive, self.blobs_in_registry
+        )
     }
 }
 
@@ -56,6 +64,7 @@ pub fn embedded(dir: &Path, sync: bool, blobs: EmbeddedBlobs) -> Result<Backends
     let mut parts = rocks_at(&dir.join("registry"), sync)?;
     if blobs == EmbeddedBlobs::Directory {
         parts.blobs = Arc::new(ObjectBlobStore::local(dir.join("blobs"), sync)?);
+        parts.blobs_in_registry = false;
     }
     Ok(parts)
 }
@@ -67,6 +76,7 @@ pub fn memory() -> Backends {
         registry: Arc::new(MemRegistry::new()),
         blobs: Arc::new(ObjectBlobStore::memory()),
         exclusive: true,
+        blobs_in_registry: false,
     }
 }
 
@@ -105,6 +115,7 @@ pub fn from_urls(dir: &Path, registry: Option<&str>, blobs: Option<&str>) -> Res
     };
     if let Some(b) = named_blobs {
         parts.blobs = b;
+        parts.blobs_in_registry = false;
     }
     Ok(parts)
 }
@@ -114,7 +125,7 @@ pub fn from_urls(dir: &Path, registry: Option<&str>, blobs: Option<&str>) -> Res
 fn rocks_at(path: &Path, sync: bool) -> Result<Backends> {
     let r = RocksRegistry::open(path, &RocksConfig { sync, ..RocksConfig::default() })?;
     let b = Arc::new(r.blob_store());
-    Ok(Backends { registry: Arc::new(r), blobs: b, exclusive: true })
+    Ok(Backends { registry: Arc::new(r), blobs: b, exclusive: true, blobs_in_registry: true })
 }
 
 #[cfg(not(feature = "rocksdb"))]

@@ -87,3 +87,57 @@ async fn blob_store_in_the_registry_conforms_and_survives_reopen() {
     assert_eq!(reg.blob_store().get(id).await.unwrap().len(), 10_000);
     assert_eq!(reg.blob_store().list().await.unwrap(), vec![id]);
 }
+
+/// `publish_with_blobs`: the blobs, the handles and the committed intent
+/// land in one write or not at all; a conflict stores no blob; a request
+/// whose intent already exists, or that stages blobs with no intent to
+/// name them, is refused before anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_with_blobs_is_all_or_nothing() {
+    use bytes::Bytes;
+    use sop_core::{
+        BlobStore, HandleWrite, Intent, IntentState, LogicalId, PhysicalId, PublishRequest, TxId,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let reg = RocksRegistry::open(dir.path(), &RocksConfig::default()).unwrap();
+    let blobs = reg.blob_store();
+    let request = |id, write: HandleWrite| {
+        let tx_id = TxId::new();
+        let mut intent = Intent::pending(tx_id, vec![id]);
+        intent.state = IntentState::Committed;
+        PublishRequest { tx_id, writes: vec![write], intent: Some(intent), ..PublishRequest::default() }
+    };
+    let (node, first) = (LogicalId::new(), PhysicalId::new());
+    let req = request(first, HandleWrite::Insert { id: node, physical_id: first });
+    reg.publish_with_blobs(&req, vec![(first, Bytes::from_static(b"one"))]).await.unwrap();
+    assert_eq!(blobs.get(first).await.unwrap(), Bytes::from_static(b"one"));
+    assert_eq!(reg.get_handles(&[node]).await.unwrap()[0].map(|h| h.physical_id), Some(first));
+    let intent = reg.get_intent(req.tx_id).await.unwrap().expect("the committed intent is written with it");
+    assert_eq!(intent.state, IntentState::Committed);
+
+    // A stale expected version: conflict, and the staged blob is not stored.
+    let second = PhysicalId::new();
+    let stale = request(second, HandleWrite::Update { id: node, expected: 7, physical_id: second });
+    let e = reg.publish_with_blobs(&stale, vec![(second, Bytes::from_static(b"two"))]).await.unwrap_err();
+    assert!(e.is_conflict(), "{e}");
+    assert_eq!(
+        blobs.get(second).await.unwrap_err().kind(),
+        ErrorKind::NotFound,
+        "a conflicted publish stored a blob"
+    );
+    assert!(reg.get_intent(stale.tx_id).await.unwrap().is_none());
+
+    // The transaction's intent exists already (written ahead): refused.
+    let third = PhysicalId::new();
+    let ahead = request(third, HandleWrite::Update { id: node, expected: 1, physical_id: third });
+    reg.put_intent(&Intent::pending(ahead.tx_id, vec![third])).await.unwrap();
+    assert!(reg.publish_with_blobs(&ahead, vec![(third, Bytes::from_static(b"3"))]).await.is_err());
+    assert_eq!(blobs.get(third).await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(reg.get_handles(&[node]).await.unwrap()[0].map(|h| h.version), Some(1));
+
+    // Blobs with no intent to name them: invalid input.
+    let mut bare = request(third, HandleWrite::Update { id: node, expected: 1, physical_id: third });
+    bare.intent = None;
+    let e = reg.publish_with_blobs(&bare, vec![(third, Bytes::from_static(b"3"))]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+}

@@ -51,7 +51,7 @@ impl Database {
     /// failing to list intents or stores), `Corruption` (foreign or damaged
     /// registry), `InvalidInput` (config).
     pub async fn open(config: Config) -> Result<Self> {
-        let sop_backends::Backends { registry, blobs, exclusive } = match &config.backend {
+        let sop_backends::Backends { registry, blobs, exclusive, blobs_in_registry } = match &config.backend {
             #[cfg(feature = "embedded")]
             Backend::Embedded(path) => sop_backends::embedded(path, config.sync, config.embedded_blobs)?,
             Backend::Memory => sop_backends::memory(),
@@ -59,10 +59,13 @@ impl Database {
                 registry: registry.clone(),
                 blobs: blobs.clone(),
                 exclusive: *exclusive,
+                blobs_in_registry: false,
             },
         };
         let cache = NodeCache::new(&config.cache).await?;
-        let inner = Arc::new(DbInner::new(registry, blobs, cache, config, exclusive));
+        let mut inner = DbInner::new(registry, blobs, cache, config, exclusive);
+        inner.blobs_in_registry = blobs_in_registry;
+        let inner = Arc::new(inner);
         let left = crate::recovery::recover(&inner, exclusive).await?;
         if left > 0 {
             tracing::warn!(left, "recovery left intents or store removals for the next open");

@@ -7,10 +7,12 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, PoisonError, RwLock};
 
+use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use sop_cache::NodeCache;
 use sop_core::{
-    BlobStore, Error, Handle, LogicalId, PublishRequest, Registry, Result, StoreInfo, Subject, TxId,
+    BlobStore, Error, Handle, LogicalId, PhysicalId, PublishRequest, Registry, Result, StoreInfo, Subject,
+    TxId,
 };
 
 use crate::claims::{Claim, Claims};
@@ -48,6 +50,9 @@ pub(crate) struct DbInner {
     pub(crate) claims: Arc<Claims>,
     /// Whether no other process shares the registry and blob store.
     pub(crate) exclusive: bool,
+    /// Whether the blob store is the registry's own: a commit then stages
+    /// its blobs in its publish's one write (`Registry::publish_with_blobs`).
+    pub(crate) blobs_in_registry: bool,
     /// This process's publishes in flight and finished (`crate::clock`).
     pub(crate) clock: PublishClock,
     /// Store metadata by name. A store's root id and options never change,
@@ -76,6 +81,7 @@ impl DbInner {
             epochs: Arc::default(),
             claims: Arc::default(),
             exclusive,
+            blobs_in_registry: false,
             clock: PublishClock::default(),
             store_cache: RwLock::default(),
         }
@@ -128,8 +134,28 @@ impl DbInner {
         if validation_only {
             return self.registry.publish(request).await;
         }
+        self.bracketed_publish(request, self.registry.publish(request)).await
+    }
+
+    /// As [`DbInner::publish`], staging `blobs` in the publish's own
+    /// atomic write (the blob store is the registry's own).
+    pub(crate) async fn publish_with_blobs(
+        &self,
+        request: &PublishRequest,
+        blobs: Vec<(PhysicalId, Bytes)>,
+    ) -> Result<()> {
+        self.bracketed_publish(request, self.registry.publish_with_blobs(request, blobs)).await
+    }
+
+    /// Runs `call`, the registry's publish of `request`, bracketed on the
+    /// clock.
+    async fn bracketed_publish(
+        &self,
+        request: &PublishRequest,
+        call: impl Future<Output = Result<()>>,
+    ) -> Result<()> {
         let bracket = self.clock.start(&self.handles, request.writes.iter().map(|w| w.id()).collect());
-        self.registry.publish(request).await?;
+        call.await?;
         for w in &request.writes {
             match w.result() {
                 Some(h) => self.handles.observe(h),

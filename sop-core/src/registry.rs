@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::fmt;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::{
     Error, Handle, Intent, LogicalId, PhysicalId, Result, StoreInfo, Subject, TxId, VersionConflict,
@@ -186,6 +187,26 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
 
     /// Validate-and-publish: see the trait's contract.
     async fn publish(&self, request: &PublishRequest) -> Result<()>;
+
+    /// As [`Registry::publish`], and in the same atomic write stores
+    /// `blobs` (new, freshly generated ids) in the blob store this registry
+    /// holds: a commit's staging and its publish as one write, all or
+    /// nothing, so no pending intent is needed first. `request.intent`, if
+    /// any, is the committed intent; no intent of the transaction may
+    /// exist yet. Only a registry that holds a blob store implements it;
+    /// the default is `Unsupported`.
+    ///
+    /// # Errors
+    /// As [`Registry::publish`]; `Unsupported` for a registry without a
+    /// blob store of its own.
+    async fn publish_with_blobs(
+        &self,
+        request: &PublishRequest,
+        blobs: Vec<(PhysicalId, Bytes)>,
+    ) -> Result<()> {
+        let _ = (request, blobs);
+        Err(Error::Unsupported("this registry holds no blob store".into()))
+    }
 
     /// Creates a store and its root handle in one atomic step.
     async fn create_store(&self, info: &StoreInfo, root: &Handle) -> Result<()>;

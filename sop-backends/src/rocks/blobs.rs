@@ -33,7 +33,9 @@ pub(super) fn descriptor() -> ColumnFamilyDescriptor {
 ///
 /// Puts are written to the WAL without a sync of their own; the synced
 /// publish that makes a commit visible comes later in the same WAL, so it
-/// makes the blobs durable too: a durable commit costs one WAL sync.
+/// makes the blobs durable too: a durable commit costs one WAL sync. A
+/// database's commits go further and stage their blobs in the publish's
+/// own batch (`Registry::publish_with_blobs`): one write per commit.
 #[derive(Debug, Clone)]
 pub struct RocksBlobStore {
     inner: Arc<Inner>,

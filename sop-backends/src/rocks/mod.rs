@@ -33,12 +33,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use rocksdb::{
     BottommostLevelCompaction, ColumnFamily, ColumnFamilyDescriptor, CompactOptions, DB, IteratorMode,
     MergeOperands, Options, WriteBatch, WriteOptions,
 };
 use sop_core::{
-    Error, Handle, Intent, IntentState, LogicalId, PublishRequest, Registry, Result, StoreInfo, Subject, TxId,
+    Error, Handle, Intent, IntentState, LogicalId, PhysicalId, PublishRequest, Registry, Result, StoreInfo,
+    Subject, TxId,
 };
 
 use error::from_rocks;
@@ -262,7 +264,14 @@ impl Inner {
     /// when a write it may have read is not durable yet: a reader never
     /// returns what a crash could still take back.
     fn publish(&self, req: &PublishRequest) -> Result<()> {
-        let seq = self.apply(req)?;
+        self.publish_with(req, None)
+    }
+
+    /// [`Inner::publish`]; with `Some(blobs)`, the blobs are stored in the
+    /// blobs column family in the publish's own batch, and the intent is
+    /// written there too (none may exist yet).
+    fn publish_with(&self, req: &PublishRequest, blobs: Option<&[(PhysicalId, Bytes)]>) -> Result<()> {
+        let seq = self.apply(req, blobs)?;
         if !self.sync {
             return Ok(());
         }
@@ -281,7 +290,7 @@ impl Inner {
     /// Validates `req` under its locks (written ids exclusive, checked ids
     /// shared) and applies it unsynced; the sequence number that must be
     /// durable before the publish is acknowledged.
-    fn apply(&self, req: &PublishRequest) -> Result<u64> {
+    fn apply(&self, req: &PublishRequest, blobs: Option<&[(PhysicalId, Bytes)]>) -> Result<u64> {
         req.check_shape()?;
         let ids = req.touched_ids();
         let intent_id = req.intent.as_ref().map(|_| intent_key(req.tx_id));
@@ -312,8 +321,15 @@ impl Inner {
             }
         }
         if let Some(intent) = &req.intent {
-            let pending = self.get_intent(intent.tx_id)?.is_some_and(|i| i.state == IntentState::Pending);
-            if !pending {
+            let found = self.get_intent(intent.tx_id)?;
+            // Staged in this write: no intent may exist yet. Staged before:
+            // the transaction's pending intent must still be there.
+            let ready = if blobs.is_some() {
+                found.is_none()
+            } else {
+                found.is_some_and(|i| i.state == IntentState::Pending)
+            };
+            if !ready {
                 return Err(req.intent_gone());
             }
         }
@@ -322,7 +338,14 @@ impl Inner {
             // durable once everything written so far is.
             return Ok(self.group.written_so_far());
         }
-        self.write_lazy(self.publish_batch(req)?)?;
+        let mut batch = self.publish_batch(req)?;
+        if let Some(blobs) = blobs {
+            let cf = self.cf(CF_BLOBS)?;
+            for (id, data) in blobs {
+                batch.put_cf(cf, id.to_bytes(), data);
+            }
+        }
+        self.write_lazy(batch)?;
         // Still under the locks: a validation that reads these versions
         // afterwards also sees them counted as written.
         let seq = self.db.latest_sequence_number();
@@ -540,7 +563,7 @@ impl Registry for RocksRegistry {
             // so no hop to a blocking thread unless what it validated is
             // not durable yet: then a blocking thread waits for (or leads)
             // the sync, never this task's thread.
-            let seq = self.inner.apply(request)?;
+            let seq = self.inner.apply(request, None)?;
             if !self.inner.sync || self.inner.group.is_durable(seq) {
                 return Ok(());
             }
@@ -548,6 +571,20 @@ impl Registry for RocksRegistry {
         }
         let req = request.clone();
         self.blocking(move |i| i.publish(&req)).await
+    }
+
+    /// Blob ids are fresh (UUIDv7, 74 random bits): they are written
+    /// without the existence probe of `RocksBlobStore::put_many`.
+    async fn publish_with_blobs(
+        &self,
+        request: &PublishRequest,
+        blobs: Vec<(PhysicalId, Bytes)>,
+    ) -> Result<()> {
+        if request.intent.is_none() && !blobs.is_empty() {
+            return Err(Error::invalid("publish", "blobs staged without an intent to name them"));
+        }
+        let req = request.clone();
+        self.blocking(move |i| i.publish_with(&req, Some(&blobs))).await
     }
 
     fn all_durable(&self) -> bool {

@@ -1,5 +1,7 @@
 //! The commit protocol: intent → stage → validate-and-publish → cleanup,
-//! with swarm merge (`super::conflict`) on node-level clashes.
+//! with swarm merge (`super::conflict`) on node-level clashes. When the
+//! blob store is the registry's own, intent, staging and publish are one
+//! atomic write (`Registry::publish_with_blobs`).
 
 use std::sync::Arc;
 
@@ -23,6 +25,10 @@ struct Plan {
     request: PublishRequest,
     /// Blobs to stage, with what the node cache should hold for a node.
     staged: Vec<(PhysicalId, Bytes, Option<CachedBlob>)>,
+    /// Whether the blobs and the committed intent go in the publish's own
+    /// atomic write (the blob store is the registry's own): nothing is
+    /// written ahead of the publish, so a failed attempt leaves nothing.
+    one_write: bool,
 }
 
 /// A leaf is written as a delta while the delta's encoding plus the bytes
@@ -60,6 +66,7 @@ pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<Commit
     let mut merges = 0;
     loop {
         let mut plan = plan(st);
+        plan.one_write = db.blobs_in_registry && st.leftover.is_empty();
         #[cfg(feature = "testkit")]
         if !db.config.validate_reads {
             plan.request.checks.clear();
@@ -141,25 +148,37 @@ fn plan(st: &TxState) -> Plan {
         intent.obsolete = obsolete;
         request.intent = Some(intent);
     }
-    Plan { request, staged }
+    Plan { request, staged, one_write: false }
 }
 
 async fn publish_with_intent(db: &DbInner, st: &TxState, plan: &mut Plan) -> Result<()> {
+    let blobs: Vec<(PhysicalId, Bytes)> = plan.staged.iter().map(|(id, b, _)| (*id, b.clone())).collect();
+    if plan.one_write {
+        // The steps of the two-write protocol, for the crash tests: here
+        // nothing is written before the publish.
+        db.failpoint(CommitStep::IntentWritten)?;
+        db.failpoint(CommitStep::BlobsStaged)?;
+        stamp(plan);
+        return db.publish_with_blobs(&plan.request, blobs).await;
+    }
     let mut pending = plan.request.intent.clone().unwrap_or_else(|| Intent::pending(st.id, Vec::new()));
     pending.state = IntentState::Pending;
     pending.obsolete.clear();
     db.registry.put_intent(&pending).await?;
     db.failpoint(CommitStep::IntentWritten)?;
-    let blobs: Vec<(PhysicalId, Bytes)> = plan.staged.iter().map(|(id, b, _)| (*id, b.clone())).collect();
     db.blobs.put_many(blobs).await?;
     db.failpoint(CommitStep::BlobsStaged)?;
-    // The committed intent is stamped at publish: shared recovery measures
-    // from it how long a transaction of another process may still read the
-    // blobs it makes obsolete.
+    stamp(plan);
+    db.publish(&plan.request).await
+}
+
+/// Stamps the committed intent at publish: shared recovery measures from
+/// it how long a transaction of another process may still read the blobs
+/// it makes obsolete.
+fn stamp(plan: &mut Plan) {
     if let Some(intent) = &mut plan.request.intent {
         intent.created_at_ms = sop_core::now_millis();
     }
-    db.publish(&plan.request).await
 }
 
 /// After a successful publish: caches, then deferred deletion.
@@ -182,6 +201,9 @@ async fn after_publish(db: &Arc<DbInner>, plan: &Plan, claim: Claim) -> Result<(
 /// replaces this one.
 async fn discard(db: &DbInner, st: &mut TxState, plan: &mut Plan) {
     let Some(intent) = plan.request.intent.take() else { return };
+    if plan.one_write {
+        return; // a conflicted one-write publish wrote nothing
+    }
     match db.blobs.delete_many(&intent.staged).await {
         Ok(()) => {
             st.leftover.clear();
