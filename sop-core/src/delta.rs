@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use crate::codec::{begin_frame, open_frame, tag};
 use crate::node::{decode_item, encode_item, slice_of};
-use crate::{Error, Item, PhysicalId, Result};
+use crate::{Error, Item, PhysicalId, Result, Value};
 
 const FORMAT_VERSION: u8 = 1;
 const WHAT: &str = "leaf delta";
@@ -74,7 +74,7 @@ impl LeafDelta {
                     ops.push(DeltaOp::Put((*item).clone()));
                     n.next();
                 }
-                (Some(old), Some(item)) => match old.key.cmp(&item.key) {
+                (Some(old), Some(item)) => match key_order(&old.key, &item.key) {
                     std::cmp::Ordering::Less => {
                         ops.push(DeltaOp::Delete(old.key.clone()));
                         b.next();
@@ -84,7 +84,7 @@ impl LeafDelta {
                         n.next();
                     }
                     std::cmp::Ordering::Equal => {
-                        if **old != **item {
+                        if !unchanged(old, item) {
                             ops.push(DeltaOp::Put((*item).clone()));
                         }
                         b.next();
@@ -182,10 +182,31 @@ impl LeafDelta {
     }
 }
 
+/// Whether two byte strings are the same slice of one buffer: an item a
+/// transaction did not touch shares its base's buffers, so most of a
+/// diff's comparisons end here without reading the bytes.
+fn same_slice(a: &Bytes, b: &Bytes) -> bool {
+    a.as_ptr() == b.as_ptr() && a.len() == b.len()
+}
+
+/// The order of two keys, without comparing bytes when they are one slice.
+fn key_order(a: &Bytes, b: &Bytes) -> std::cmp::Ordering {
+    if same_slice(a, b) { std::cmp::Ordering::Equal } else { a.cmp(b) }
+}
+
+/// Whether `new` is `old` unchanged (keys already known equal).
+fn unchanged(old: &Item, new: &Item) -> bool {
+    old.version == new.version
+        && match (&old.value, &new.value) {
+            (Value::Inline(a), Value::Inline(b)) => same_slice(a, b) || a == b,
+            (a, b) => a == b,
+        }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ErrorKind, TxId, Value};
+    use crate::{ErrorKind, TxId};
 
     fn item(k: &str, v: &str) -> Item {
         Item {
@@ -213,6 +234,29 @@ mod tests {
         assert_eq!(LeafDelta::decode(&bytes).unwrap(), delta);
         assert!(LeafDelta::diff(&new, &new).is_empty());
         assert_eq!(LeafDelta { base: delta.base, ops: LeafDelta::diff(&base, &[]) }.apply(&base), vec![]);
+    }
+
+    /// Equal contents in other buffers are unchanged; a rewrite at the same
+    /// version, or a new version of equal bytes, is a change.
+    #[test]
+    fn diff_compares_contents_not_buffers() {
+        let base = vec![item("b", "1"), item("d", "2"), item("f", "3")];
+        let mut new: Vec<Item> = base
+            .iter()
+            .map(|i| Item {
+                key: Bytes::copy_from_slice(&i.key),
+                version: i.version,
+                value: match &i.value {
+                    Value::Inline(v) => Value::Inline(Bytes::copy_from_slice(v)),
+                    other => other.clone(),
+                },
+            })
+            .collect();
+        assert!(LeafDelta::diff(&base, &new).is_empty(), "copies of equal items are no change");
+        new[1].value = Value::Inline(Bytes::from_static(b"x"));
+        new[2].version = TxId::new();
+        let ops = LeafDelta::diff(&base, &new);
+        assert_eq!(ops, vec![DeltaOp::Put(new[1].clone()), DeltaOp::Put(new[2].clone())]);
     }
 
     #[test]
