@@ -188,9 +188,12 @@ impl NodeCache {
     }
 
     /// A full node blob (a delta's base), never a delta: from the memory
-    /// tier, else read and decoded here. It never joins another load in
-    /// flight, so deltas that name each other (corrupt blobs) cannot wait on
-    /// each other's loads: a delta as a base decodes as `Corruption`.
+    /// tier, else read and decoded here, and not cached: a reader needs
+    /// only the materialized leaf, and caching both would double the
+    /// memory a cold scan needs (a writer caches the base when it loads it
+    /// to diff against). It never joins another load in flight, so deltas
+    /// that name each other (corrupt blobs) cannot wait on each other's
+    /// loads: a delta as a base decodes as `Corruption`.
     async fn full_node(&self, id: PhysicalId, blobs: &Arc<dyn BlobStore>) -> Result<Arc<Node>> {
         match self.get_in_memory(id) {
             Some(CachedBlob::Node(n)) => return Ok(n),
@@ -203,9 +206,7 @@ impl NodeCache {
         if LeafDelta::is_delta(&bytes) {
             return Err(Error::corruption("leaf delta", format!("the base {id} is itself a delta")));
         }
-        let node = Arc::new(Node::decode(&bytes)?);
-        self.insert(id, CachedBlob::Node(node.clone()));
-        Ok(node)
+        Ok(Arc::new(Node::decode(&bytes)?))
     }
 
     /// The raw value blob `id`, from the cache or else loaded from `blobs`.

@@ -264,7 +264,7 @@ async fn cyclic_delta_bases_are_corruption_not_a_hang() {
 }
 
 /// A delta on a full leaf materializes as the base with its changes, and
-/// reports its base.
+/// reports its base; only the materialized leaf is cached.
 #[tokio::test]
 async fn a_delta_materializes_on_its_base() {
     use sop_core::{DeltaOp, LeafDelta};
@@ -278,4 +278,6 @@ async fn a_delta_materializes_on_its_base() {
     let (node, got_base) = cache.node_and_base(d, &blobs).await.unwrap();
     assert_eq!(got_base, Some(base));
     assert_eq!(*node, Node::Leaf { items: vec![items[0].clone(), items[2].clone()] });
+    assert!(cache.get_in_memory(d).is_some(), "the materialized leaf is cached");
+    assert!(cache.get_in_memory(base).is_none(), "a reader cached the base too (twice the memory)");
 }

@@ -300,7 +300,7 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Resul
     let (node, under) = db.cache.node_and_base(id, &db.blobs).await?;
     let base = match under {
         _ if !with_base => None,
-        // Read through a delta: its base is a cache hit (it was just used).
+        // Read through a delta: a writer caches its base (readers do not).
         Some(b) => Some(Base { id: b, node: db.cache.node(b, &db.blobs).await?, under_delta: true }),
         None if node.is_leaf() => Some(Base { id, node: node.clone(), under_delta: false }),
         None => None,
