@@ -291,19 +291,8 @@ mod tests {
 
     #[test]
     fn arbitrary_bytes_never_panic() {
-        let mut s: u64 = 0x2545_f491_4f6c_dd1d;
-        for round in 0..20_000 {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let len = (s % 96) as usize;
-            let mut body: Vec<u8> = (0..len).map(|i| (s >> (i % 57)) as u8).collect();
-            if round % 2 == 0 {
-                let mut w = begin_frame(tag::DELTA, FORMAT_VERSION, len);
-                body.iter().for_each(|b| w.u8(*b));
-                body = w.finish_frame();
-            }
-            let _ = LeafDelta::decode(&Bytes::from(body));
-        }
+        crate::codec::fuzz_frames(tag::DELTA, FORMAT_VERSION, 0x2545_f491_4f6c_dd1d, |b| {
+            let _ = LeafDelta::decode(&b);
+        });
     }
 }

@@ -273,21 +273,8 @@ mod tests {
 
     #[test]
     fn arbitrary_bytes_never_panic() {
-        // A small deterministic fuzz: xorshift bytes, sometimes re-framed
-        // with a valid checksum so that the body parser is exercised.
-        let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
-        for round in 0..20_000 {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let len = (s % 96) as usize;
-            let mut body: Vec<u8> = (0..len).map(|i| (s >> (i % 57)) as u8).collect();
-            if round % 2 == 0 {
-                let mut w = begin_frame(tag::NODE, FORMAT_VERSION, len);
-                body.iter().for_each(|b| w.u8(*b));
-                body = w.finish_frame();
-            }
-            let _ = Node::decode(&Bytes::from(body));
-        }
+        crate::codec::fuzz_frames(tag::NODE, FORMAT_VERSION, 0x9e37_79b9_7f4a_7c15, |b| {
+            let _ = Node::decode(&b);
+        });
     }
 }

@@ -16,13 +16,33 @@ pub struct Stripes {
     locks: Vec<RwLock<()>>,
 }
 
-/// A held stripe, shared or exclusive.
+/// A held stripe or count lock, shared or exclusive.
 #[derive(Debug)]
 pub enum StripeGuard<'a> {
-    /// An id only checked.
+    /// An id only checked (a count delta only).
     Shared(#[allow(dead_code)] RwLockReadGuard<'a, ()>),
-    /// An id written.
+    /// An id written (a count check).
     Exclusive(#[allow(dead_code)] RwLockWriteGuard<'a, ()>),
+}
+
+/// Locks `locks[i]` for every `(i, exclusive)` of `idx` in ascending `i`,
+/// each once, exclusive when any entry for `i` asks for it.
+fn lock_indices(locks: &[RwLock<()>], mut idx: Vec<(usize, bool)>) -> Vec<StripeGuard<'_>> {
+    // Exclusive sorts after shared for one index; keep the last.
+    idx.sort_unstable();
+    let mut out = Vec::with_capacity(idx.len());
+    for (pos, &(i, exclusive)) in idx.iter().enumerate() {
+        if idx.get(pos + 1).is_some_and(|next| next.0 == i) {
+            continue;
+        }
+        let Some(l) = locks.get(i) else { continue };
+        out.push(if exclusive {
+            StripeGuard::Exclusive(l.write().unwrap_or_else(std::sync::PoisonError::into_inner))
+        } else {
+            StripeGuard::Shared(l.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+        });
+    }
+    out
 }
 
 impl Stripes {
@@ -44,26 +64,12 @@ impl Stripes {
         written: impl IntoIterator<Item = LogicalId>,
         checked: impl IntoIterator<Item = LogicalId>,
     ) -> Vec<StripeGuard<'_>> {
-        let mut idx: Vec<(usize, bool)> = checked
+        let idx: Vec<(usize, bool)> = checked
             .into_iter()
             .map(|id| (self.index(id), false))
             .chain(written.into_iter().map(|id| (self.index(id), true)))
             .collect();
-        // Exclusive sorts after shared for one index; keep the last.
-        idx.sort_unstable();
-        let mut out = Vec::with_capacity(idx.len());
-        for (pos, &(i, exclusive)) in idx.iter().enumerate() {
-            if idx.get(pos + 1).is_some_and(|next| next.0 == i) {
-                continue;
-            }
-            let Some(l) = self.locks.get(i) else { continue };
-            out.push(if exclusive {
-                StripeGuard::Exclusive(l.write().unwrap_or_else(std::sync::PoisonError::into_inner))
-            } else {
-                StripeGuard::Shared(l.read().unwrap_or_else(std::sync::PoisonError::into_inner))
-            });
-        }
-        out
+        lock_indices(&self.locks, idx)
     }
 
     /// Locks the stripes of every id exclusive, ascending, each once.
@@ -87,14 +93,8 @@ pub struct CountLocks {
     locks: Vec<RwLock<()>>,
 }
 
-/// A held count lock, shared or exclusive.
-#[derive(Debug)]
-pub enum CountGuard<'a> {
-    /// A delta only.
-    Shared(#[allow(dead_code)] RwLockReadGuard<'a, ()>),
-    /// A count check.
-    Exclusive(#[allow(dead_code)] RwLockWriteGuard<'a, ()>),
-}
+/// A held count lock: shared for a delta only, exclusive for a count check.
+pub type CountGuard<'a> = StripeGuard<'a>;
 
 impl CountLocks {
     /// `n` locks (at least one).
@@ -118,26 +118,12 @@ impl CountLocks {
         deltas: impl IntoIterator<Item = &'s str>,
         checks: impl IntoIterator<Item = &'s str>,
     ) -> Vec<CountGuard<'_>> {
-        let mut idx: Vec<(usize, bool)> = deltas
+        let idx: Vec<(usize, bool)> = deltas
             .into_iter()
             .map(|n| (self.index(n), false))
             .chain(checks.into_iter().map(|n| (self.index(n), true)))
             .collect();
-        // Exclusive sorts after shared for one index; keep the last.
-        idx.sort_unstable();
-        let mut out = Vec::with_capacity(idx.len());
-        for (pos, &(i, exclusive)) in idx.iter().enumerate() {
-            if idx.get(pos + 1).is_some_and(|next| next.0 == i) {
-                continue;
-            }
-            let Some(l) = self.locks.get(i) else { continue };
-            out.push(if exclusive {
-                CountGuard::Exclusive(l.write().unwrap_or_else(std::sync::PoisonError::into_inner))
-            } else {
-                CountGuard::Shared(l.read().unwrap_or_else(std::sync::PoisonError::into_inner))
-            });
-        }
-        out
+        lock_indices(&self.locks, idx)
     }
 }
 
