@@ -24,8 +24,8 @@
 //! concurrently with a publish never leaves the cache stale behind a quiet
 //! stamp.
 
-use sop_core::LogicalId;
 use sop_core::sync::atomic::{AtomicU64, Ordering};
+use sop_core::{Handle, LogicalId, Registry, Result};
 
 use crate::handles::HandleCache;
 
@@ -93,6 +93,27 @@ impl Drop for Bracket<'_> {
         // One more finished publish, one fewer in flight.
         self.clock.word.fetch_sub(IN_FLIGHT - 1, Ordering::SeqCst);
     }
+}
+
+/// The current handle of `id`: from `cache`, else the registry (and then
+/// cached, unless a publish of this process started meanwhile: the handle
+/// read may already be older than the one that publish wrote through, and
+/// a quiet clock promises a coherent cache: the module documentation).
+pub(crate) async fn resolve(
+    cache: &HandleCache,
+    clock: &PublishClock,
+    registry: &dyn Registry,
+    id: LogicalId,
+) -> Result<Option<Handle>> {
+    if let Some(h) = cache.get(id) {
+        return Ok(Some(h));
+    }
+    let stamp = clock.now();
+    let got = registry.get_handles(&[id]).await?.into_iter().next().flatten();
+    if let Some(h) = got {
+        cache.observe_if(h, || clock.quiet_since(stamp));
+    }
+    Ok(got)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Handle resolution: [`HandleCache`], the in-process cache of registry
-//! handles, in front of the registry ([`resolve`]); and [`EMPTY_ROOT`].
+//! [`HandleCache`], the in-process cache of registry handles (read through
+//! `crate::clock::resolve`); and [`EMPTY_ROOT`].
 //!
 //! With the embedded registry every publish goes through this process, and
 //! `DbInner::publish` writes its new handles through to this cache (or
@@ -12,34 +12,11 @@
 use rustc_hash::FxHashMap as HashMap;
 
 use sop_core::sync::RwLock;
-use sop_core::{Handle, LogicalId, PhysicalId, Registry, Result};
-
-use crate::clock::PublishClock;
+use sop_core::{Handle, LogicalId, PhysicalId};
 
 /// The physical id of an empty root leaf: it has no blob, so that creating
 /// a store is one atomic registry call.
 pub(crate) const EMPTY_ROOT: PhysicalId = PhysicalId::from_u128(0);
-
-/// The current handle of `id`: from `cache`, else the registry (and then
-/// cached, unless a publish of this process started meanwhile: the handle
-/// read may already be older than the one that publish wrote through, and
-/// a quiet clock promises a coherent cache; see `crate::clock`).
-pub(crate) async fn resolve(
-    cache: &HandleCache,
-    clock: &PublishClock,
-    registry: &dyn Registry,
-    id: LogicalId,
-) -> Result<Option<Handle>> {
-    if let Some(h) = cache.get(id) {
-        return Ok(Some(h));
-    }
-    let stamp = clock.now();
-    let got = registry.get_handles(&[id]).await?.into_iter().next().flatten();
-    if let Some(h) = got {
-        cache.observe_if(h, || clock.quiet_since(stamp));
-    }
-    Ok(got)
-}
 
 const SHARDS: usize = 64;
 /// Entries per shard before the shard is emptied (4 M handles in all, about

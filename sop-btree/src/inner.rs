@@ -16,12 +16,12 @@ use sop_core::{
 };
 
 use crate::claims::{Claim, Claims};
-use crate::clock::{PublishClock, Stamp};
+use crate::clock::{PublishClock, Stamp, resolve};
 use crate::config::Config;
 use crate::epoch::Epochs;
 use crate::failpoint::CommitStep;
 use crate::gc_gate::GcGate;
-use crate::handles::{HandleCache, resolve};
+use crate::handles::HandleCache;
 
 /// Event counters since the database was opened.
 #[derive(Debug, Default)]
