@@ -152,15 +152,9 @@ mod tests {
 #[cfg(all(test, sop_loom))]
 mod loom_tests {
     use super::*;
+    use crate::handles::loom_tests::h;
     use sop_core::sync::atomic::AtomicU64;
     use sop_core::sync::{Arc, thread};
-    use sop_core::{Handle, PhysicalId};
-
-    fn h(id: LogicalId, version: u64) -> Handle {
-        let mut h = Handle::new(id, PhysicalId::from_u128(u128::from(version)));
-        h.version = version;
-        h
-    }
 
     /// A publisher moves node `id` from version 1 to 2 in a "registry" (an
     /// atomic) and writes the new handle through, bracketed; a reader

@@ -93,12 +93,13 @@ impl HandleCache {
 }
 
 #[cfg(all(test, sop_loom))]
-mod loom_tests {
+pub(crate) mod loom_tests {
     use super::HandleCache;
     use sop_core::sync::{Arc, thread};
     use sop_core::{Handle, LogicalId, PhysicalId};
 
-    fn h(id: LogicalId, version: u64) -> Handle {
+    /// A handle of `id` at `version` (its blob named after the version).
+    pub(crate) fn h(id: LogicalId, version: u64) -> Handle {
         let mut h = Handle::new(id, PhysicalId::from_u128(u128::from(version)));
         h.version = version;
         h

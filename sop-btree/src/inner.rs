@@ -129,9 +129,7 @@ impl DbInner {
     /// counts as finished. A request that only validates changes nothing
     /// and is not bracketed.
     pub(crate) async fn publish(&self, request: &PublishRequest) -> Result<()> {
-        let validation_only =
-            request.writes.is_empty() && request.count_deltas.is_empty() && request.intent.is_none();
-        if validation_only {
+        if request.is_validation_only() {
             return self.registry.publish(request).await;
         }
         self.bracketed_publish(request, self.registry.publish(request)).await

@@ -100,6 +100,12 @@ pub struct PublishRequest {
 }
 
 impl PublishRequest {
+    /// Whether it only validates: no handle, count or intent to write.
+    #[must_use]
+    pub fn is_validation_only(&self) -> bool {
+        self.writes.is_empty() && self.count_deltas.is_empty() && self.intent.is_none()
+    }
+
     /// The error for a publish whose intent is no longer pending.
     #[must_use]
     pub fn intent_gone(&self) -> Error {

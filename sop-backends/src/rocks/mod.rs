@@ -333,7 +333,7 @@ impl Inner {
                 return Err(req.intent_gone());
             }
         }
-        if req.writes.is_empty() && req.count_deltas.is_empty() && req.intent.is_none() {
+        if req.is_validation_only() {
             // Validation only: nothing to write; what it validated is
             // durable once everything written so far is.
             return Ok(self.group.written_so_far());
@@ -558,7 +558,7 @@ impl Registry for RocksRegistry {
     }
 
     async fn publish(&self, request: &PublishRequest) -> Result<()> {
-        if request.writes.is_empty() && request.count_deltas.is_empty() && request.intent.is_none() {
+        if request.is_validation_only() {
             // Validation only: reads under the stripe locks and no write,
             // so no hop to a blocking thread unless what it validated is
             // not durable yet: then a blocking thread waits for (or leads)

@@ -65,23 +65,18 @@ pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<Commit
     let claim = db.claim(st.id);
     let mut merges = 0;
     loop {
-        let mut plan = plan(st);
-        plan.one_write = db.blobs_in_registry && st.leftover.is_empty();
+        let mut plan = plan(st, db.blobs_in_registry && st.leftover.is_empty());
         #[cfg(feature = "testkit")]
         if !db.config.validate_reads {
             plan.request.checks.clear();
         }
-        let outcome = if plan.staged.is_empty() && plan.request.intent.is_none() {
-            if plan.request.writes.is_empty()
-                && plan.request.count_deltas.is_empty()
-                && db.unchanged_since(st.begun)
-            {
-                // Validation only, and nothing published since this
-                // transaction began: everything it read is still current.
-                Ok(())
-            } else {
-                db.publish(&plan.request).await
-            }
+        let unstaged = plan.staged.is_empty();
+        let outcome = if unstaged && plan.request.is_validation_only() && db.unchanged_since(st.begun) {
+            // Validation only, and nothing published since this
+            // transaction began: everything it read is still current.
+            Ok(())
+        } else if unstaged && plan.request.intent.is_none() {
+            db.publish(&plan.request).await
         } else {
             publish_with_intent(db, st, &mut plan).await
         };
@@ -112,7 +107,8 @@ pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<Commit
     }
 }
 
-fn plan(st: &TxState) -> Plan {
+/// The publish of `st`'s view; `one_write` as [`Plan::one_write`].
+fn plan(st: &TxState, one_write: bool) -> Plan {
     let mut request = PublishRequest { tx_id: st.id, ..PublishRequest::default() };
     let mut staged = Vec::new();
     let mut obsolete: Vec<PhysicalId> = st.obsolete_values.clone();
@@ -148,7 +144,7 @@ fn plan(st: &TxState) -> Plan {
         intent.obsolete = obsolete;
         request.intent = Some(intent);
     }
-    Plan { request, staged, one_write: false }
+    Plan { request, staged, one_write }
 }
 
 async fn publish_with_intent(db: &DbInner, st: &TxState, plan: &mut Plan) -> Result<()> {
