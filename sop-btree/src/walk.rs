@@ -42,10 +42,10 @@ pub(crate) async fn walk(db: &DbInner, info: &StoreInfo) -> Result<Walk> {
             Arc::new(Node::empty_leaf())
         } else {
             match db.cache.node_and_base(h.physical_id, &db.blobs).await {
-                Ok((n, base)) => {
+                Ok(loaded) => {
                     out.blobs.push(h.physical_id);
-                    out.blobs.extend(base); // a delta's base leaf
-                    n
+                    out.blobs.extend(loaded.base); // a delta's base leaf
+                    loaded.node
                 }
                 Err(e) => {
                     out.problems.push(format!("store {:?}: node {id}: {e}", info.name));

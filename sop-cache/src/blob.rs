@@ -5,19 +5,27 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use foyer::Code;
-use sop_core::{Node, PhysicalId, Value};
+use sop_core::{KeyIndex, Node, PhysicalId, Value};
 
 /// A cached blob: a decoded node, a leaf materialized from a delta, or a
-/// raw value blob.
+/// raw value blob. Nodes are cached with their [`KeyIndex`] (build them
+/// with [`CachedBlob::node`] and [`CachedBlob::delta`]).
 #[derive(Debug, Clone)]
 pub enum CachedBlob {
     /// A decoded B-tree node (a full node blob).
-    Node(Arc<Node>),
+    Node {
+        /// The node.
+        node: Arc<Node>,
+        /// Its keys' search index.
+        index: Arc<KeyIndex>,
+    },
     /// A leaf delta blob, materialized: its base's items with its changes
     /// applied, and the base it applies to.
     Delta {
         /// The leaf as the delta describes it.
         node: Arc<Node>,
+        /// Its keys' search index.
+        index: Arc<KeyIndex>,
         /// The full leaf blob the delta applies to.
         base: PhysicalId,
     },
@@ -26,17 +34,30 @@ pub enum CachedBlob {
 }
 
 impl CachedBlob {
+    /// A full node blob's contents, indexed.
+    #[must_use]
+    pub fn node(node: Arc<Node>) -> Self {
+        Self::Node { index: Arc::new(KeyIndex::of_node(&node)), node }
+    }
+
+    /// A leaf delta on `base`, materialized as `node`, indexed.
+    #[must_use]
+    pub fn delta(node: Arc<Node>, base: PhysicalId) -> Self {
+        Self::Delta { index: Arc::new(KeyIndex::of_node(&node)), node, base }
+    }
+
     /// Approximate memory cost in bytes, used to fill the cache's capacity.
     #[must_use]
     pub fn weight(&self) -> usize {
         match self {
             Self::Value(b) => b.len() + 32,
-            Self::Node(n) => node_weight(n),
+            Self::Node { node, .. } => node_weight(node),
             Self::Delta { node, .. } => node_weight(node) + 16,
         }
     }
 }
 
+/// The node's bytes in memory, its key index's 8 bytes per key included.
 fn node_weight(node: &Node) -> usize {
     match node {
         Node::Leaf { items } => {
@@ -47,12 +68,12 @@ fn node_weight(node: &Node) -> usize {
                         Value::Inline(v) => v.len(),
                         Value::Blob { .. } => 24,
                     };
-                    i.key.len() + value + 80
+                    i.key.len() + value + 88
                 })
                 .sum::<usize>()
         }
         Node::Internal { keys, children } => {
-            64 + keys.iter().map(|k| k.len() + 32).sum::<usize>() + children.len() * 16
+            64 + keys.iter().map(|k| k.len() + 40).sum::<usize>() + children.len() * 16
         }
     }
 }
@@ -68,8 +89,8 @@ fn io_err(e: std::io::Error) -> foyer::Error {
 impl Code for CachedBlob {
     fn encode(&self, writer: &mut impl Write) -> foyer::Result<()> {
         let (tag, bytes) = match self {
-            Self::Node(n) => (TAG_NODE, Bytes::from(n.encode())),
-            Self::Delta { node, base } => {
+            Self::Node { node, .. } => (TAG_NODE, Bytes::from(node.encode())),
+            Self::Delta { node, base, .. } => {
                 let mut b = base.as_u128().to_le_bytes().to_vec();
                 b.extend_from_slice(&node.encode());
                 (TAG_DELTA, Bytes::from(b))
@@ -96,17 +117,14 @@ impl Code for CachedBlob {
         let bytes = Bytes::from(buf);
         match tag {
             TAG_NODE => Node::decode(&bytes)
-                .map(|n| Self::Node(Arc::new(n)))
+                .map(|n| Self::node(Arc::new(n)))
                 .map_err(|e| io_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e))),
             TAG_VALUE => Ok(Self::Value(bytes)),
             TAG_DELTA if bytes.len() >= 16 => {
                 let mut base = [0u8; 16];
                 base.copy_from_slice(&bytes[..16]);
                 Node::decode(&bytes.slice(16..))
-                    .map(|n| Self::Delta {
-                        node: Arc::new(n),
-                        base: PhysicalId::from_u128(u128::from_le_bytes(base)),
-                    })
+                    .map(|n| Self::delta(Arc::new(n), PhysicalId::from_u128(u128::from_le_bytes(base))))
                     .map_err(|e| io_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
             }
             t => Err(io_err(std::io::Error::new(
@@ -118,7 +136,7 @@ impl Code for CachedBlob {
 
     fn estimated_size(&self) -> usize {
         5 + match self {
-            Self::Node(n) => node_weight(n),
+            Self::Node { node, .. } => node_weight(node),
             Self::Delta { node, .. } => node_weight(node) + 16,
             Self::Value(b) => b.len(),
         }
@@ -132,17 +150,22 @@ mod tests {
     #[test]
     fn disk_encoding_round_trips_and_rejects_garbage() {
         for blob in [
-            CachedBlob::Node(Arc::new(Node::empty_leaf())),
-            CachedBlob::Delta { node: Arc::new(Node::empty_leaf()), base: PhysicalId::new() },
+            CachedBlob::node(Arc::new(Node::empty_leaf())),
+            CachedBlob::delta(Arc::new(Node::empty_leaf()), PhysicalId::new()),
             CachedBlob::Value(Bytes::from_static(b"v")),
         ] {
             let mut buf = Vec::new();
             blob.encode(&mut buf).unwrap();
             let back = CachedBlob::decode(&mut buf.as_slice()).unwrap();
             match (blob, back) {
-                (CachedBlob::Node(a), CachedBlob::Node(b)) => assert_eq!(a, b),
-                (CachedBlob::Delta { node: a, base: x }, CachedBlob::Delta { node: b, base: y }) => {
-                    assert_eq!((a, x), (b, y));
+                (CachedBlob::Node { node: a, index: i }, CachedBlob::Node { node: b, index: j }) => {
+                    assert_eq!((a, i), (b, j));
+                }
+                (
+                    CachedBlob::Delta { node: a, base: x, index: i },
+                    CachedBlob::Delta { node: b, base: y, index: j },
+                ) => {
+                    assert_eq!((a, x, i), (b, y, j));
                 }
                 (CachedBlob::Value(a), CachedBlob::Value(b)) => assert_eq!(a, b),
                 _ => panic!("kind changed"),

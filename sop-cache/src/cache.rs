@@ -10,9 +10,20 @@ use foyer::{
     BlockEngineConfig, DeviceBuilder, Event, EventListener, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
     S3FifoConfig,
 };
-use sop_core::{BlobStore, Error, ErrorKind, LeafDelta, Node, PhysicalId, Result};
+use sop_core::{BlobStore, Error, ErrorKind, KeyIndex, LeafDelta, Node, PhysicalId, Result};
 
 use crate::CachedBlob;
+
+/// A node as [`NodeCache::node_and_base`] returns it.
+#[derive(Debug, Clone)]
+pub struct LoadedNode {
+    /// The node (a delta blob materialized).
+    pub node: Arc<Node>,
+    /// Its keys' search index.
+    pub index: Arc<KeyIndex>,
+    /// The full leaf blob the node's delta applies to, when it is a delta.
+    pub base: Option<PhysicalId>,
+}
 
 /// A local disk tier for the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,24 +154,21 @@ impl NodeCache {
     /// for a blob that does not decode, a delta whose base is not a full
     /// leaf, or an id cached as a value.
     pub async fn node(&self, id: PhysicalId, blobs: &Arc<dyn BlobStore>) -> Result<Arc<Node>> {
-        self.node_and_base(id, blobs).await.map(|(node, _)| node)
+        self.node_and_base(id, blobs).await.map(|loaded| loaded.node)
     }
 
-    /// As [`NodeCache::node`], with the base blob when `id` is a delta.
+    /// As [`NodeCache::node`], with the node's key index and the base blob
+    /// when `id` is a delta.
     ///
     /// # Errors
     /// As [`NodeCache::node`].
-    pub async fn node_and_base(
-        &self,
-        id: PhysicalId,
-        blobs: &Arc<dyn BlobStore>,
-    ) -> Result<(Arc<Node>, Option<PhysicalId>)> {
+    pub async fn node_and_base(&self, id: PhysicalId, blobs: &Arc<dyn BlobStore>) -> Result<LoadedNode> {
         let (this, blobs) = (self.clone(), blobs.clone());
         let got = self
             .get_or_load(id, move || async move {
                 let bytes = blobs.get(id).await?;
                 if !LeafDelta::is_delta(&bytes) {
-                    return Ok(CachedBlob::Node(Arc::new(Node::decode(&bytes)?)));
+                    return Ok(CachedBlob::node(Arc::new(Node::decode(&bytes)?)));
                 }
                 let delta = LeafDelta::decode(&bytes)?;
                 if delta.base == id {
@@ -176,13 +184,12 @@ impl NodeCache {
                         format!("the base {} of {id} is not a leaf", delta.base),
                     ));
                 };
-                let node = Arc::new(Node::Leaf { items: delta.apply(items) });
-                Ok(CachedBlob::Delta { node, base: delta.base })
+                Ok(CachedBlob::delta(Arc::new(Node::Leaf { items: delta.apply(items) }), delta.base))
             })
             .await?;
         match got {
-            CachedBlob::Node(n) => Ok((n, None)),
-            CachedBlob::Delta { node, base } => Ok((node, Some(base))),
+            CachedBlob::Node { node, index } => Ok(LoadedNode { node, index, base: None }),
+            CachedBlob::Delta { node, index, base } => Ok(LoadedNode { node, index, base: Some(base) }),
             CachedBlob::Value(_) => Err(Error::corruption("node", format!("blob {id} is cached as a value"))),
         }
     }
@@ -196,7 +203,7 @@ impl NodeCache {
     /// loads: a delta as a base decodes as `Corruption`.
     async fn full_node(&self, id: PhysicalId, blobs: &Arc<dyn BlobStore>) -> Result<Arc<Node>> {
         match self.get_in_memory(id) {
-            Some(CachedBlob::Node(n)) => return Ok(n),
+            Some(CachedBlob::Node { node, .. }) => return Ok(node),
             Some(_) => {
                 return Err(Error::corruption("leaf delta", format!("the base {id} is not a full node")));
             }
@@ -219,7 +226,7 @@ impl NodeCache {
             self.get_or_load(id, move || async move { blobs.get(id).await.map(CachedBlob::Value) }).await?;
         match got {
             CachedBlob::Value(b) => Ok(b),
-            CachedBlob::Node(_) | CachedBlob::Delta { .. } => {
+            CachedBlob::Node { .. } | CachedBlob::Delta { .. } => {
                 Err(Error::corruption("value", format!("blob {id} is cached as a node")))
             }
         }

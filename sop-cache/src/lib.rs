@@ -34,6 +34,6 @@ mod blob;
 mod cache;
 
 pub use blob::CachedBlob;
-pub use cache::{CacheConfig, CacheStats, DiskTier, NodeCache};
+pub use cache::{CacheConfig, CacheStats, DiskTier, LoadedNode, NodeCache};
 #[doc(no_inline)]
 pub use sop_core::{Node, PhysicalId};

@@ -171,7 +171,7 @@ async fn values_and_inserted_nodes_are_hits() {
     assert_eq!(cache.value(vid, &blobs).await.unwrap(), Bytes::from_static(b"big value"));
     let nid = PhysicalId::new();
     let written = leaf(3);
-    cache.insert(nid, CachedBlob::Node(Arc::new(written.clone())));
+    cache.insert(nid, CachedBlob::node(Arc::new(written.clone())));
     assert_eq!(cache.node(nid, &blobs).await.unwrap().as_ref(), &written);
     assert_eq!(counting.gets.load(Ordering::SeqCst), 1, "only the first value read loads");
     assert_eq!(cache.node(vid, &blobs).await.unwrap_err().kind(), ErrorKind::Corruption);
@@ -220,7 +220,7 @@ async fn disk_tier_serves_evicted_nodes_without_the_blob_store() {
                 Err(sop_core::Error::NotFound(sop_core::Subject::Other("not on disk yet".into())))
             })
             .await;
-        if let Ok(CachedBlob::Node(n)) = got {
+        if let Ok(CachedBlob::Node { node: n, .. }) = got {
             from_disk = Some(n);
             break;
         }
@@ -275,7 +275,8 @@ async fn a_delta_materializes_on_its_base() {
     let d = PhysicalId::new();
     blobs.put(d, Bytes::from(LeafDelta { base, ops: vec![DeltaOp::Delete(gone)] }.encode())).await.unwrap();
     let cache = NodeCache::new(&CacheConfig::default()).await.unwrap();
-    let (node, got_base) = cache.node_and_base(d, &blobs).await.unwrap();
+    let loaded = cache.node_and_base(d, &blobs).await.unwrap();
+    let (node, got_base) = (loaded.node, loaded.base);
     assert_eq!(got_base, Some(base));
     assert_eq!(*node, Node::Leaf { items: vec![items[0].clone(), items[2].clone()] });
     assert!(cache.get_in_memory(d).is_some(), "the materialized leaf is cached");

@@ -37,6 +37,7 @@ mod id;
 mod intent;
 mod node;
 pub mod registry;
+mod search;
 mod store;
 #[doc(hidden)]
 pub mod sync;
@@ -52,6 +53,7 @@ pub use id::{LogicalId, PhysicalId, TxId};
 pub use intent::{Intent, IntentState};
 pub use node::{Item, Node, Value};
 pub use registry::{HandleWrite, PublishRequest, Registry, RegistryExt, VersionCheck};
+pub use search::KeyIndex;
 pub use store::{StoreInfo, StoreOptions};
 
 /// Milliseconds since the Unix epoch, the timestamp unit of every record.

@@ -25,7 +25,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sop_core::{Item, LogicalId, Node, Result};
+use sop_core::{Item, KeyIndex, LogicalId, Node, Result};
 
 /// Where the tree's nodes come from and where its changes go.
 ///
@@ -37,6 +37,11 @@ pub(crate) trait NodeSource: Send {
     fn load(&mut self, id: LogicalId) -> impl Future<Output = Result<()>> + Send;
     /// Node `id`, already loaded.
     fn node(&self, id: LogicalId) -> Result<&Arc<Node>>;
+    /// The search index of node `id`, if it has one: only a node as read,
+    /// never one changed since (the index would describe other keys).
+    fn index(&self, _id: LogicalId) -> Option<&KeyIndex> {
+        None
+    }
     /// Node `id` for writing: copied on first write.
     fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node>;
     /// Replaces node `id`'s contents.
@@ -53,6 +58,9 @@ impl<T: NodeSource> NodeSource for &mut T {
     }
     fn node(&self, id: LogicalId) -> Result<&Arc<Node>> {
         (**self).node(id)
+    }
+    fn index(&self, id: LogicalId) -> Option<&KeyIndex> {
+        (**self).index(id)
     }
     fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node> {
         (**self).node_mut(id)
@@ -100,12 +108,41 @@ pub(crate) fn fill(node: &Node) -> usize {
     }
 }
 
-fn child_index(keys: &[Bytes], target: Target<'_>) -> usize {
+fn child_index(keys: &[Bytes], target: Target<'_>, index: Option<&KeyIndex>) -> usize {
     match target {
-        Target::Key(k) => keys.partition_point(|s| s.as_ref() <= k),
-        Target::Below(k) => keys.partition_point(|s| s.as_ref() < k),
+        Target::Key(k) => partition_in(keys, candidates(index, keys.len(), k), |s| s.as_ref() <= k),
+        Target::Below(k) => partition_in(keys, candidates(index, keys.len(), k), |s| s.as_ref() < k),
         Target::First => 0,
         Target::Last => keys.len(),
+    }
+}
+
+/// The entries `lo..hi` of a node's `len` a search for `key` must compare:
+/// what the node's index leaves (`KeyIndex::candidates`), or all of them
+/// for a node without one (a node this transaction changed).
+fn candidates(index: Option<&KeyIndex>, len: usize, key: &[u8]) -> (usize, usize) {
+    match index {
+        Some(x) if x.len() == len => x.candidates(key),
+        _ => (0, len),
+    }
+}
+
+/// `entries.partition_point(pred)`, knowing that `pred` holds before `lo`
+/// and fails from `hi` on.
+fn partition_in<T>(entries: &[T], (lo, hi): (usize, usize), pred: impl FnMut(&T) -> bool) -> usize {
+    match entries.get(lo..hi) {
+        Some(part) => lo + part.partition_point(pred),
+        None => entries.partition_point(pred),
+    }
+}
+
+/// The position of `key` among sorted `items` (as `binary_search_by`),
+/// comparing only the candidates `lo..hi`.
+fn search_items(items: &[Item], (lo, hi): (usize, usize), key: &[u8]) -> std::result::Result<usize, usize> {
+    let by = |i: &Item| i.key.as_ref().cmp(key);
+    match items.get(lo..hi) {
+        Some(part) => part.binary_search_by(by).map(|i| lo + i).map_err(|i| lo + i),
+        None => items.binary_search_by(by),
     }
 }
 
@@ -127,7 +164,7 @@ impl<S: NodeSource> Tree<S> {
                     return Ok(path);
                 }
                 Node::Internal { keys, children } => {
-                    let idx = child_index(keys, target);
+                    let idx = child_index(keys, target, self.nodes.index(id));
                     let next = *children.get(idx).ok_or_else(|| bad_node(id))?;
                     path.push((id, idx));
                     id = next;
@@ -145,7 +182,7 @@ impl<S: NodeSource> Tree<S> {
             match self.nodes.node(id)?.as_ref() {
                 Node::Leaf { .. } => return Ok(id),
                 Node::Internal { keys, children } => {
-                    let idx = child_index(keys, Target::Key(key));
+                    let idx = child_index(keys, Target::Key(key), self.nodes.index(id));
                     id = *children.get(idx).ok_or_else(|| bad_node(id))?;
                 }
             }
@@ -156,7 +193,8 @@ impl<S: NodeSource> Tree<S> {
     pub(crate) async fn find(&mut self, key: &[u8]) -> Result<Option<Item>> {
         let leaf = self.leaf_for(key).await?;
         let Node::Leaf { items } = self.nodes.node(leaf)?.as_ref() else { return Err(bad_node(leaf)) };
-        Ok(items.binary_search_by(|i| i.key.as_ref().cmp(key)).ok().and_then(|i| items.get(i).cloned()))
+        let range = candidates(self.nodes.index(leaf), items.len(), key);
+        Ok(search_items(items, range, key).ok().and_then(|i| items.get(i).cloned()))
     }
 
     /// Puts `item`, replacing an item with the same key; returns the old one.
@@ -182,7 +220,8 @@ impl<S: NodeSource> Tree<S> {
         let path = self.descend(Target::Key(key)).await?;
         let leaf = leaf_of(&path)?;
         let Node::Leaf { items } = self.nodes.node(leaf)?.as_ref() else { return Err(bad_node(leaf)) };
-        let Ok(i) = items.binary_search_by(|it| it.key.as_ref().cmp(key)) else { return Ok(None) };
+        let range = candidates(self.nodes.index(leaf), items.len(), key);
+        let Ok(i) = search_items(items, range, key) else { return Ok(None) };
         let Node::Leaf { items } = self.nodes.node_mut(leaf)? else { return Err(bad_node(leaf)) };
         let old = items.remove(i);
         self.rebalance(&path).await?;

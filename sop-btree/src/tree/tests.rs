@@ -7,14 +7,17 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sop_core::{Error, Item, LogicalId, Node, Result, Subject, TxId, Value};
+use sop_core::{Error, Item, KeyIndex, LogicalId, Node, Result, Subject, TxId, Value};
 
 use super::{NodeSource, Tree, fill};
 
-/// Nodes in a map; counts loads and remembers freed ids.
+/// Nodes in a map; counts loads and remembers freed ids. Like the
+/// transaction's view, it indexes a node when it is loaded and drops the
+/// index on the node's first change, so the searches run both ways.
 #[derive(Debug, Default)]
 struct Mem {
     nodes: HashMap<LogicalId, Arc<Node>>,
+    indexes: HashMap<LogicalId, KeyIndex>,
     loads: usize,
     freed: Vec<LogicalId>,
 }
@@ -31,14 +34,21 @@ impl Mem {
 impl NodeSource for Mem {
     async fn load(&mut self, id: LogicalId) -> Result<()> {
         self.loads += 1;
-        if self.nodes.contains_key(&id) { Ok(()) } else { Err(Error::NotFound(Subject::Node(id))) }
+        let node = self.nodes.get(&id).ok_or(Error::NotFound(Subject::Node(id)))?;
+        self.indexes.entry(id).or_insert_with(|| KeyIndex::of_node(node));
+        Ok(())
     }
 
     fn node(&self, id: LogicalId) -> Result<&Arc<Node>> {
         self.nodes.get(&id).ok_or_else(|| Error::NotFound(Subject::Node(id)))
     }
 
+    fn index(&self, id: LogicalId) -> Option<&KeyIndex> {
+        self.indexes.get(&id)
+    }
+
     fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node> {
+        self.indexes.remove(&id);
         let n = self.nodes.get_mut(&id).ok_or_else(|| Error::NotFound(Subject::Node(id)))?;
         Ok(Arc::make_mut(n))
     }
@@ -56,6 +66,7 @@ impl NodeSource for Mem {
 
     fn free(&mut self, id: LogicalId) {
         self.nodes.remove(&id);
+        self.indexes.remove(&id);
         self.freed.push(id);
     }
 }

@@ -52,11 +52,11 @@ fn encode_dirty(n: &TxNode) -> (Bytes, CachedBlob, Vec<PhysicalId>) {
             let bytes = Bytes::from(LeafDelta { base: base.id, ops }.encode());
             // The delta replaces the previous delta, never the base.
             let obsolete = if base.under_delta { n.physical.into_iter().collect() } else { Vec::new() };
-            return (bytes, CachedBlob::Delta { node: n.node.clone(), base: base.id }, obsolete);
+            return (bytes, CachedBlob::delta(n.node.clone(), base.id), obsolete);
         }
     }
     let obsolete = n.blobs().filter(|p| *p != EMPTY_ROOT).collect();
-    (Bytes::from(n.node.encode()), CachedBlob::Node(n.node.clone()), obsolete)
+    (Bytes::from(n.node.encode()), CachedBlob::node(n.node.clone()), obsolete)
 }
 
 pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<CommitInfo> {

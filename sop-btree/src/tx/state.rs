@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use sop_core::{Error, LogicalId, Node, PhysicalId, Result, StoreInfo, Subject, TxId};
+use sop_core::{Error, KeyIndex, LogicalId, Node, PhysicalId, Result, StoreInfo, Subject, TxId};
 
 use crate::clock::Stamp;
 use crate::epoch::EpochGuard;
@@ -30,6 +30,8 @@ pub(crate) struct TxNode {
     /// For a leaf read from a blob: the full leaf blob a delta written for
     /// it would apply to (`crate::tx::commit`).
     pub(crate) base: Option<Base>,
+    /// The search index of `node` as read; dropped on its first change.
+    pub(crate) index: Option<Arc<KeyIndex>>,
 }
 
 /// The full leaf a leaf's next delta applies to: the leaf's own blob when
@@ -253,10 +255,17 @@ impl NodeSource for Loader<'_> {
         self.view.nodes.get(&id).map(|n| &n.node).ok_or_else(|| not_loaded(id))
     }
 
-    /// Node `id` for writing: copied on first write, marked dirty.
+    /// The search index of node `id`, while it is as read.
+    fn index(&self, id: LogicalId) -> Option<&KeyIndex> {
+        self.view.nodes.get(&id).and_then(|n| n.index.as_deref())
+    }
+
+    /// Node `id` for writing: copied on first write, marked dirty (its
+    /// search index is dropped: it described the node as read).
     fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node> {
         let entry = self.view.nodes.get_mut(&id).ok_or_else(|| not_loaded(id))?;
         entry.dirty = true;
+        entry.index = None;
         Ok(Arc::make_mut(&mut entry.node))
     }
 
@@ -264,6 +273,7 @@ impl NodeSource for Loader<'_> {
     fn set_node(&mut self, id: LogicalId, node: Node) -> Result<()> {
         let entry = self.view.nodes.get_mut(&id).ok_or_else(|| not_loaded(id))?;
         entry.dirty = true;
+        entry.index = None;
         entry.node = Arc::new(node);
         Ok(())
     }
@@ -273,7 +283,14 @@ impl NodeSource for Loader<'_> {
         let id = LogicalId::new();
         self.view.nodes.insert(
             id,
-            TxNode { node: Arc::new(node), version: None, physical: None, dirty: true, base: None },
+            TxNode {
+                node: Arc::new(node),
+                version: None,
+                physical: None,
+                dirty: true,
+                base: None,
+                index: None,
+            },
         );
         id
     }
@@ -295,9 +312,9 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Resul
     let version = Some(handle.version);
     if id == EMPTY_ROOT {
         let node = Arc::new(Node::empty_leaf());
-        return Ok(TxNode { node, version, physical: None, dirty: false, base: None });
+        return Ok(TxNode { node, version, physical: None, dirty: false, base: None, index: None });
     }
-    let (node, under) = db.cache.node_and_base(id, &db.blobs).await?;
+    let sop_cache::LoadedNode { node, index, base: under } = db.cache.node_and_base(id, &db.blobs).await?;
     let base = match under {
         _ if !with_base => None,
         // Read through a delta: a writer caches its base (readers do not).
@@ -305,7 +322,7 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Resul
         None if node.is_leaf() => Some(Base { id, node: node.clone(), under_delta: false }),
         None => None,
     };
-    Ok(TxNode { node, version, physical: Some(id), dirty: false, base })
+    Ok(TxNode { node, version, physical: Some(id), dirty: false, base, index: Some(index) })
 }
 
 /// A node vanished or moved under a transaction: retryable.
