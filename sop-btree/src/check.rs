@@ -54,12 +54,9 @@ fn check_node(info: &StoreInfo, n: &WalkedNode, problems: &mut Vec<String>) {
     let slot = info.options.slot_length as usize;
     let f = fill(&n.node);
     let is_root = n.id == info.root;
-    if f > slot || (!is_root && f < slot / 2) {
-        problems.push(format!(
-            "store {name:?}: node {} holds {f} entries, outside {}..={slot}",
-            n.id,
-            slot / 2
-        ));
+    let min = crate::tree::min_fill(slot);
+    if f > slot || (!is_root && f < min) {
+        problems.push(format!("store {name:?}: node {} holds {f} entries, outside {min}..={slot}", n.id));
     }
     if let Node::Internal { keys, children } = n.node.as_ref()
         && (children.len() != keys.len() + 1 || (is_root && keys.is_empty()))

@@ -7,7 +7,7 @@
 //! Leaves hold items sorted by key; internal nodes hold separator keys and
 //! child [`LogicalId`]s, child `i` holding keys in `[keys[i-1], keys[i])`.
 //! A node holds at most `slot` items (leaf) or keys (internal); every
-//! non-root node at least `slot / 2`. The root's logical id never changes:
+//! non-root node at least `slot / 4` (`min_fill`: merges are lazy). The root's logical id never changes:
 //! a root split moves its halves into two new children, and a root left
 //! with one child takes that child's contents.
 //!
@@ -17,6 +17,7 @@
 mod rebalance;
 mod scan;
 
+pub(crate) use rebalance::min_fill;
 pub(crate) use scan::leaf_items;
 #[cfg(test)]
 mod tests;

@@ -99,7 +99,8 @@ fn check(mem: &Mem, root: LogicalId, slot: usize) -> (Vec<Bytes>, usize) {
         let node = mem.node(id).expect("every child resolves");
         let f = fill(node);
         assert!(f <= slot, "node {id} holds {f} > {slot}");
-        assert!(id == root || f >= slot / 2, "node {id} holds {f} < {}", slot / 2);
+        let min = super::min_fill(slot);
+        assert!(id == root || f >= min, "node {id} holds {f} < {min}");
         let in_range = |k: &Bytes| lo.as_ref().is_none_or(|l| k >= l) && hi.as_ref().is_none_or(|h| k < h);
         match node.as_ref() {
             Node::Leaf { items } => {
@@ -156,39 +157,53 @@ fn put_replaces_an_existing_key_and_returns_the_old_item() {
     assert_eq!(run(Tree::new(&mut mem, root, 4).find(&key(2))).unwrap(), None);
 }
 
-/// Builds root [k2] over leaves [k0 k1] and [k2 k3 k4], slot 4 (min 2).
-fn two_leaves(right: &[u32]) -> (Mem, LogicalId) {
+/// Builds a root over two leaves, `left` and `right`, separated by the
+/// first key of `right`.
+fn two_leaves(left: &[u32], right: &[u32]) -> (Mem, LogicalId) {
     let mut mem = Mem::default();
-    let left = mem.alloc(Node::Leaf { items: vec![item(0), item(1)] });
-    let right = mem.alloc(Node::Leaf { items: right.iter().map(|n| item(*n)).collect() });
-    let root = mem.alloc(Node::Internal { keys: vec![key(2)], children: vec![left, right] });
+    let leaf = |ns: &[u32]| Node::Leaf { items: ns.iter().map(|n| item(*n)).collect() };
+    let (l, r) = (mem.alloc(leaf(left)), mem.alloc(leaf(right)));
+    let root = mem.alloc(Node::Internal { keys: vec![key(right[0])], children: vec![l, r] });
     (mem, root)
 }
 
 #[test]
-fn an_underfull_leaf_borrows_from_a_sibling_with_spare_items() {
-    let (mut mem, root) = two_leaves(&[2, 3, 4]);
-    assert!(run(Tree::new(&mut mem, root, 4).delete(&key(0))).unwrap().is_some());
-    let Node::Internal { keys, children } = mem.node(root).unwrap().as_ref() else {
-        panic!("still two leaves")
-    };
-    assert_eq!((keys.clone(), children.len()), (vec![key(3)], 2), "the separator moved to the new first key");
-    assert!(mem.freed.is_empty(), "a borrow frees nothing");
-    assert_eq!(check(&mem, root, 4).0, vec![key(1), key(2), key(3), key(4)]);
+fn a_leaf_above_a_quarter_of_the_slot_is_left_alone() {
+    // Slot 8: a leaf is repaired only under 2 items.
+    let (mut mem, root) = two_leaves(&[0, 1, 2], &[3, 4, 5]);
+    assert!(run(Tree::new(&mut mem, root, 8).delete(&key(0))).unwrap().is_some());
+    let Node::Internal { keys, .. } = mem.node(root).unwrap().as_ref() else { panic!("still two leaves") };
+    assert_eq!(keys, &vec![key(3)], "nothing moved");
+    assert!(mem.freed.is_empty());
+    assert_eq!(check(&mem, root, 8).0, (1..=5).map(key).collect::<Vec<_>>());
 }
 
 #[test]
-fn an_underfull_leaf_merges_and_the_root_shrinks_into_a_leaf() {
-    let (mut mem, root) = two_leaves(&[2, 3]);
-    assert!(run(Tree::new(&mut mem, root, 4).delete(&key(3))).unwrap().is_some());
+fn a_nearly_empty_leaf_shares_evenly_with_a_sibling_too_full_to_merge() {
+    // Slot 8: [0 1] loses 0, and 1 + 8 items do not fit in one leaf.
+    let (mut mem, root) = two_leaves(&[0, 1], &[2, 3, 4, 5, 6, 7, 8, 9]);
+    assert!(run(Tree::new(&mut mem, root, 8).delete(&key(0))).unwrap().is_some());
+    let Node::Internal { keys, children } = mem.node(root).unwrap().as_ref() else {
+        panic!("still two leaves")
+    };
+    assert_eq!((keys.clone(), children.len()), (vec![key(5)], 2), "four items left of the new separator");
+    assert_eq!(fill(mem.node(children[0]).unwrap()), 4);
+    assert!(mem.freed.is_empty(), "sharing frees nothing");
+    assert_eq!(check(&mem, root, 8).0, (1..=9).map(key).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_emptied_leaf_merges_and_the_root_shrinks_into_a_leaf() {
+    let (mut mem, root) = two_leaves(&[0, 1], &[2]);
+    assert!(run(Tree::new(&mut mem, root, 4).delete(&key(2))).unwrap().is_some());
     assert!(mem.node(root).unwrap().is_leaf(), "the root took its only child's place");
     assert_eq!(mem.freed.len(), 2, "the merged right leaf and the absorbed child are freed");
-    assert_eq!(check(&mem, root, 4).0, vec![key(0), key(1), key(2)]);
+    assert_eq!(check(&mem, root, 4).0, vec![key(0), key(1)]);
 }
 
 #[test]
 fn deleting_an_absent_key_changes_nothing() {
-    let (mut mem, root) = two_leaves(&[2, 3]);
+    let (mut mem, root) = two_leaves(&[0, 1], &[2, 3]);
     assert!(run(Tree::new(&mut mem, root, 4).delete(&key(9))).unwrap().is_none());
     assert_eq!(check(&mem, root, 4).0.len(), 4);
     assert!(mem.freed.is_empty());
@@ -196,7 +211,7 @@ fn deleting_an_absent_key_changes_nothing() {
 
 #[test]
 fn a_missing_child_is_an_error_not_a_panic() {
-    let (mut mem, root) = two_leaves(&[2, 3]);
+    let (mut mem, root) = two_leaves(&[0, 1], &[2, 3]);
     let Node::Internal { children, .. } = mem.node(root).unwrap().as_ref().clone() else { unreachable!() };
     mem.nodes.remove(&children[1]);
     let got = run(Tree::new(&mut mem, root, 4).find(&key(3)));
@@ -262,7 +277,7 @@ fn walk(mem: &mut Mem, root: LogicalId, lo: &Bound<Bytes>, hi: &Bound<Bytes>, ba
 /// kind in both directions compared with the model.
 #[test]
 fn random_puts_and_deletes_keep_every_invariant_and_match_a_model() {
-    for (seed, slot) in [(1u64, 4usize), (2, 5), (3, 4), (4, 6)] {
+    for (seed, slot) in [(1u64, 4usize), (2, 5), (3, 4), (4, 6), (5, 8), (6, 12)] {
         let mut rng = Lcg(seed);
         let (mut mem, root) = Mem::with_root();
         let mut model = BTreeMap::new();
@@ -287,6 +302,17 @@ fn random_puts_and_deletes_keep_every_invariant_and_match_a_model() {
             let all = run(Tree::new(&mut mem, root, slot).collect_range(lo.clone(), &hi)).unwrap();
             assert_eq!(all.into_iter().map(|i| i.key).collect::<Vec<_>>(), want);
         }
+        // Empty the tree in random order: internal nodes underflow too,
+        // sharing with and merging into their siblings.
+        let mut left: Vec<Bytes> = model.keys().cloned().collect();
+        while !left.is_empty() {
+            let k = left.swap_remove(rng.below(left.len() as u32) as usize);
+            assert!(run(Tree::new(&mut mem, root, slot).delete(&k)).unwrap().is_some());
+            model.remove(&k);
+            let (keys, _) = check(&mem, root, slot);
+            assert_eq!(keys, model.keys().cloned().collect::<Vec<_>>(), "seed {seed} emptying");
+        }
+        assert!(mem.node(root).unwrap().is_leaf(), "an emptied tree is one root leaf");
     }
 }
 
