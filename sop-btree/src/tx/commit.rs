@@ -186,6 +186,13 @@ async fn after_publish(db: &Arc<DbInner>, plan: &Plan, claim: Claim) -> Result<(
         }
     }
     if let Some(intent) = plan.request.intent.clone() {
+        // What this commit replaced leaves the cache now, not when it is
+        // evicted: the cache holds the live nodes, not every version ever
+        // written (a transaction still reading one reloads it from its
+        // blob, which outlives it).
+        for id in &intent.obsolete {
+            db.cache.remove(*id);
+        }
         crate::gc::schedule_cleanup(db, intent, claim).await?;
     }
     Ok(())
