@@ -133,6 +133,9 @@ impl KeyIndex {
 /// The first eight bytes of `b`, zero-padded, as a big-endian number: a
 /// non-decreasing function of `b` in byte order.
 fn word(b: &[u8]) -> u64 {
+    if let Some(&head) = b.first_chunk::<8>() {
+        return u64::from_be_bytes(head);
+    }
     let mut w = [0u8; 8];
     let take = b.len().min(8);
     if let (Some(dst), Some(src)) = (w.get_mut(..take), b.get(..take)) {
