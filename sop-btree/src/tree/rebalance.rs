@@ -51,7 +51,9 @@ impl<S: NodeSource> Tree<S> {
 
     /// Shares the entries of siblings `lid` and `rid` (separated by the
     /// parent's key `li`) evenly between them: called when they do not fit
-    /// in one node, so each ends with at least half a slot.
+    /// in one node, so each ends with at least `slot / 2` entries, less
+    /// one for the right half of two internal nodes (which gives a key to
+    /// the parent): always at least `min_fill(slot)`.
     fn share(&mut self, parent: LogicalId, li: usize, lid: LogicalId, rid: LogicalId) -> Result<()> {
         let left = self.nodes.node(lid)?.clone();
         let right = self.nodes.node(rid)?.clone();
