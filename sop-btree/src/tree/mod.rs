@@ -26,7 +26,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sop_core::{Item, KeyIndex, LogicalId, Node, Result};
+use sop_core::{Item, KeyIndex, Located, LogicalId, Node, Result};
 
 /// Where the tree's nodes come from and where its changes go.
 ///
@@ -111,20 +111,27 @@ pub(crate) fn fill(node: &Node) -> usize {
 
 fn child_index(keys: &[Bytes], target: Target<'_>, index: Option<&KeyIndex>) -> usize {
     match target {
-        Target::Key(k) => partition_in(keys, candidates(index, keys.len(), k), |s| s.as_ref() <= k),
-        Target::Below(k) => partition_in(keys, candidates(index, keys.len(), k), |s| s.as_ref() < k),
+        Target::Key(k) => match locate(index, keys.len(), k) {
+            Located::Found(i) => i + 1,
+            Located::Absent(i) => i,
+            Located::Compare(lo, hi) => partition_in(keys, (lo, hi), |s| s.as_ref() <= k),
+        },
+        Target::Below(k) => match locate(index, keys.len(), k) {
+            Located::Found(i) | Located::Absent(i) => i,
+            Located::Compare(lo, hi) => partition_in(keys, (lo, hi), |s| s.as_ref() < k),
+        },
         Target::First => 0,
         Target::Last => keys.len(),
     }
 }
 
-/// The entries `lo..hi` of a node's `len` a search for `key` must compare:
-/// what the node's index leaves (`KeyIndex::candidates`), or all of them
-/// for a node without one (a node this transaction changed).
-fn candidates(index: Option<&KeyIndex>, len: usize, key: &[u8]) -> (usize, usize) {
+/// Where `key` stands among a node's `len` entries: by the node's index
+/// (`KeyIndex::locate`), or, for a node without one (a node this
+/// transaction changed), to be found by comparing all of them.
+fn locate(index: Option<&KeyIndex>, len: usize, key: &[u8]) -> Located {
     match index {
-        Some(x) if x.len() == len => x.candidates(key),
-        _ => (0, len),
+        Some(x) if x.len() == len => x.locate(key),
+        _ => Located::Compare(0, len),
     }
 }
 
@@ -138,12 +145,16 @@ fn partition_in<T>(entries: &[T], (lo, hi): (usize, usize), pred: impl FnMut(&T)
 }
 
 /// The position of `key` among sorted `items` (as `binary_search_by`),
-/// comparing only the candidates `lo..hi`.
-fn search_items(items: &[Item], (lo, hi): (usize, usize), key: &[u8]) -> std::result::Result<usize, usize> {
+/// from where the index located it.
+fn search_items(items: &[Item], located: Located, key: &[u8]) -> std::result::Result<usize, usize> {
     let by = |i: &Item| i.key.as_ref().cmp(key);
-    match items.get(lo..hi) {
-        Some(part) => part.binary_search_by(by).map(|i| lo + i).map_err(|i| lo + i),
-        None => items.binary_search_by(by),
+    match located {
+        Located::Found(i) => Ok(i),
+        Located::Absent(i) => Err(i),
+        Located::Compare(lo, hi) => match items.get(lo..hi) {
+            Some(part) => part.binary_search_by(by).map(|i| lo + i).map_err(|i| lo + i),
+            None => items.binary_search_by(by),
+        },
     }
 }
 
@@ -194,8 +205,8 @@ impl<S: NodeSource> Tree<S> {
     pub(crate) async fn find(&mut self, key: &[u8]) -> Result<Option<Item>> {
         let leaf = self.leaf_for(key).await?;
         let Node::Leaf { items } = self.nodes.node(leaf)?.as_ref() else { return Err(bad_node(leaf)) };
-        let range = candidates(self.nodes.index(leaf), items.len(), key);
-        Ok(search_items(items, range, key).ok().and_then(|i| items.get(i).cloned()))
+        let located = locate(self.nodes.index(leaf), items.len(), key);
+        Ok(search_items(items, located, key).ok().and_then(|i| items.get(i).cloned()))
     }
 
     /// Puts `item`, replacing an item with the same key; returns the old one.
@@ -221,8 +232,8 @@ impl<S: NodeSource> Tree<S> {
         let path = self.descend(Target::Key(key)).await?;
         let leaf = leaf_of(&path)?;
         let Node::Leaf { items } = self.nodes.node(leaf)?.as_ref() else { return Err(bad_node(leaf)) };
-        let range = candidates(self.nodes.index(leaf), items.len(), key);
-        let Ok(i) = search_items(items, range, key) else { return Ok(None) };
+        let located = locate(self.nodes.index(leaf), items.len(), key);
+        let Ok(i) = search_items(items, located, key) else { return Ok(None) };
         let Node::Leaf { items } = self.nodes.node_mut(leaf)? else { return Err(bad_node(leaf)) };
         let old = items.remove(i);
         self.rebalance(&path).await?;
