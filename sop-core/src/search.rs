@@ -32,6 +32,11 @@ pub struct KeyIndex {
     shared: Shared,
     /// Per key, its word (the module documentation), big-endian.
     words: Box<[u128]>,
+    /// Set when every suffix has this one length, at most 16 bytes: the
+    /// words are then the suffixes themselves, zero-padded, with no length
+    /// byte, and decide equality for probes of that length (fixed-size
+    /// keys, whose 16-byte suffixes would not fit beside a length).
+    fixed: Option<usize>,
 }
 
 /// Where [`KeyIndex::locate`] places a key among a node's entries.
@@ -109,8 +114,11 @@ impl KeyIndex {
         let n = first.iter().zip(last.iter()).take_while(|(a, b)| a == b).count();
         // Sorted keys share whatever the first and the last share.
         let shared = Shared::new(&first.slice(..n));
-        let words = keys.map(|k| word(k.get(n..).unwrap_or_default())).collect();
-        Self { shared, words }
+        let suffix_len = first.len() - n;
+        let fixed = (suffix_len <= 16 && keys.clone().all(|k| k.len().checked_sub(n) == Some(suffix_len)))
+            .then_some(suffix_len);
+        let words = keys.map(|k| word(k.get(n..).unwrap_or_default(), fixed)).collect();
+        Self { shared, words, fixed }
     }
 
     /// The number of keys indexed.
@@ -140,10 +148,11 @@ impl KeyIndex {
             std::cmp::Ordering::Equal if key.len() < n => return Located::Absent(0),
             std::cmp::Ordering::Equal => {}
         }
-        let w = word(key.get(n..).unwrap_or_default());
+        let suffix = key.get(n..).unwrap_or_default();
+        let w = word(suffix, self.fixed);
         let lo = lower_bound(&self.words, w);
-        if is_exact(w) {
-            // Equal words of short suffixes are equal keys.
+        if self.decides(suffix.len(), w) {
+            // Equal words that hold whole suffixes are equal keys.
             return match self.words.get(lo) {
                 Some(&e) if e == w => Located::Found(lo),
                 _ => Located::Absent(lo),
@@ -153,9 +162,16 @@ impl KeyIndex {
     }
 }
 
-/// Whether a word holds its key's whole suffix (at most 15 bytes).
-fn is_exact(w: u128) -> bool {
-    (w & 0xff) as usize <= WORD_BYTES
+impl KeyIndex {
+    /// Whether the word `w` of a probe's suffix of `len` bytes decides
+    /// equality with an entry's word: it holds the whole suffix, and so
+    /// does every word equal to it.
+    fn decides(&self, len: usize, w: u128) -> bool {
+        match self.fixed {
+            Some(fixed) => len == fixed,
+            None => (w & 0xff) as usize <= WORD_BYTES,
+        }
+    }
 }
 
 /// The first index whose word is not below `w`, starting from an
@@ -217,15 +233,21 @@ fn gallop(words: &[u128], start: usize, pred: impl Fn(u128) -> bool) -> usize {
 }
 
 /// The word of a key's suffix `b`: its first 15 bytes, zero-padded, then
-/// its length (16 for any longer), as a big-endian number.
-fn word(b: &[u8]) -> u128 {
-    let len = u8::try_from(b.len().min(WORD_BYTES + 1)).unwrap_or(16);
+/// its length (16 for any longer), as a big-endian number; in a node of
+/// `fixed`-length suffixes, its first 16 bytes, zero-padded.
+fn word(b: &[u8], fixed: Option<usize>) -> u128 {
     let mut w = [0u8; 16];
+    if fixed.is_some() {
+        for (d, s) in w.iter_mut().zip(b) {
+            *d = *s;
+        }
+        return u128::from_be_bytes(w);
+    }
     for (d, s) in w.iter_mut().zip(b.iter().take(WORD_BYTES)) {
         *d = *s;
     }
     if let Some(last) = w.last_mut() {
-        *last = len;
+        *last = u8::try_from(b.len().min(WORD_BYTES + 1)).unwrap_or(16);
     }
     u128::from_be_bytes(w)
 }
@@ -260,8 +282,9 @@ mod tests {
                 // Only a suffix too long for its word leaves a choice, and
                 // then exactly the entries with the probe's word.
                 let shared = index.shared.as_slice();
-                let w = word(&probe[shared.len()..]);
-                assert!(!is_exact(w), "an exact word left a comparison: {probe:?}");
+                let suffix = &probe[shared.len()..];
+                let w = word(suffix, index.fixed);
+                assert!(!index.decides(suffix.len(), w), "a deciding word left a comparison: {probe:?}");
                 let want = (
                     index.words.iter().filter(|&&e| e < w).count(),
                     index.words.iter().filter(|&&e| e <= w).count(),
@@ -355,6 +378,25 @@ mod tests {
             let not_above = words.iter().filter(|&&e| e <= probe).count();
             prop_assert_eq!(lower_bound(&words, probe), below);
             prop_assert_eq!(gallop(&words, below, |e| e <= probe), not_above);
+        }
+
+        #[test]
+        fn fixed_length_keys_are_located_exactly(
+            len in 0usize..20,
+            seeds in proptest::collection::vec(any::<u64>(), 0..40),
+            probe_len in 0usize..22,
+            probe_seed in any::<u64>(),
+        ) {
+            // Keys of one length over a small alphabet: shared prefixes,
+            // equal 16-byte heads and probes of other lengths.
+            let key = |seed: u64, n: usize| (0..n).map(|i| ((seed >> (i % 32 * 2)) & 3) as u8).collect::<Vec<u8>>();
+            let mut keys: Vec<Vec<u8>> = seeds.iter().map(|&s| key(s, len)).collect();
+            keys.sort();
+            keys.dedup();
+            check(&keys, &key(probe_seed, probe_len));
+            if let Some(k) = keys.first() {
+                check(&keys, k);
+            }
         }
 
         #[test]
