@@ -51,6 +51,9 @@ pub(crate) trait NodeSource: Send {
     fn alloc(&mut self, node: Node) -> LogicalId;
     /// Drops node `id` from the tree.
     fn free(&mut self, id: LogicalId);
+    /// Notes that leaf `id` took an item from outside the tree (a put),
+    /// whose bytes the tree's other items do not share.
+    fn took_item(&mut self, _id: LogicalId) {}
 }
 
 impl<T: NodeSource> NodeSource for &mut T {
@@ -74,6 +77,9 @@ impl<T: NodeSource> NodeSource for &mut T {
     }
     fn free(&mut self, id: LogicalId) {
         (**self).free(id);
+    }
+    fn took_item(&mut self, id: LogicalId) {
+        (**self).took_item(id);
     }
 }
 
@@ -221,6 +227,7 @@ impl<S: NodeSource> Tree<S> {
                 None
             }
         };
+        self.nodes.took_item(leaf);
         if old.is_none() {
             self.split_path(&path)?;
         }

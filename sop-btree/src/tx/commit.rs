@@ -52,16 +52,20 @@ fn encode_dirty(n: &TxNode) -> (Bytes, CachedBlob, Vec<PhysicalId>) {
             let bytes = Bytes::from(LeafDelta { base: base.id, ops }.encode());
             // The delta replaces the previous delta, never the base.
             let obsolete = if base.under_delta { n.physical.into_iter().collect() } else { Vec::new() };
-            // Cached as a reader would build it: the base's items with the
-            // delta's decoded from its one buffer, not the transaction's
-            // copy, whose new keys and values are allocations of their own.
-            let node = LeafDelta::decode(&bytes)
-                .map_or_else(|_| n.node.clone(), |d| Arc::new(Node::Leaf { items: d.apply(base_items) }));
+            // Cached as a reader would build it when the transaction put
+            // items here (the base's items with the delta's, decoded from
+            // its one buffer), not as the transaction's copy, whose new
+            // keys and values are allocations of their own.
+            let node = match LeafDelta::decode(&bytes) {
+                Ok(d) if n.fresh => Arc::new(Node::Leaf { items: d.apply(base_items) }),
+                _ => n.node.clone(),
+            };
             return (bytes, CachedBlob::delta(node, base.id), obsolete);
         }
     }
     let obsolete = n.blobs().filter(|p| *p != EMPTY_ROOT).collect();
-    (Bytes::from(n.node.encode()), CachedBlob::node(compact(&n.node)), obsolete)
+    let cached = if n.fresh { compact(&n.node) } else { n.node.clone() };
+    (Bytes::from(n.node.encode()), CachedBlob::node(cached), obsolete)
 }
 
 /// `node` rebuilt over one buffer of its own, for the cache: a leaf a

@@ -32,6 +32,11 @@ pub(crate) struct TxNode {
     pub(crate) base: Option<Base>,
     /// The search index of `node` as read; dropped on its first change.
     pub(crate) index: Option<Arc<KeyIndex>>,
+    /// Whether `node` holds items this transaction brought in (puts, or
+    /// a node it built), whose keys and values are allocations of their
+    /// own: the commit then caches the node rebuilt over shared buffers
+    /// (`crate::tx::commit`).
+    pub(crate) fresh: bool,
 }
 
 /// The full leaf a leaf's next delta applies to: the leaf's own blob when
@@ -274,6 +279,7 @@ impl NodeSource for Loader<'_> {
         let entry = self.view.nodes.get_mut(&id).ok_or_else(|| not_loaded(id))?;
         entry.dirty = true;
         entry.index = None;
+        entry.fresh = true;
         entry.node = Arc::new(node);
         Ok(())
     }
@@ -290,9 +296,17 @@ impl NodeSource for Loader<'_> {
                 dirty: true,
                 base: None,
                 index: None,
+                fresh: true,
             },
         );
         id
+    }
+
+    /// Marks leaf `id` as holding items of this transaction's own.
+    fn took_item(&mut self, id: LogicalId) {
+        if let Some(entry) = self.view.nodes.get_mut(&id) {
+            entry.fresh = true;
+        }
     }
 
     /// Removes node `id` from the tree.
@@ -312,7 +326,15 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Resul
     let version = Some(handle.version);
     if id == EMPTY_ROOT {
         let node = Arc::new(Node::empty_leaf());
-        return Ok(TxNode { node, version, physical: None, dirty: false, base: None, index: None });
+        return Ok(TxNode {
+            node,
+            version,
+            physical: None,
+            dirty: false,
+            base: None,
+            index: None,
+            fresh: false,
+        });
     }
     let sop_cache::LoadedNode { node, index, base: under } = db.cache.node_and_base(id, &db.blobs).await?;
     let base = match under {
@@ -322,7 +344,7 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Resul
         None if node.is_leaf() => Some(Base { id, node: node.clone(), under_delta: false }),
         None => None,
     };
-    Ok(TxNode { node, version, physical: Some(id), dirty: false, base, index: Some(index) })
+    Ok(TxNode { node, version, physical: Some(id), dirty: false, base, index: Some(index), fresh: false })
 }
 
 /// A node vanished or moved under a transaction: retryable.
