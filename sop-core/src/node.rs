@@ -5,7 +5,7 @@
 //! compared with `memcmp`. Decoding borrows from the blob's [`Bytes`], so a
 //! decoded node costs one allocation per item vector, not one per key.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::codec::{Reader, begin_frame, open_frame, tag};
 use crate::{Error, LogicalId, PhysicalId, Result, TxId};
@@ -84,48 +84,6 @@ impl Node {
             Value::Blob { id, .. } => Some(id),
             Value::Inline(_) => None,
         })
-    }
-
-    /// This node with its keys and inline values copied into one buffer
-    /// of their own: what a cache should hold of a node built up from
-    /// many allocations (a decoded node already shares its blob's).
-    #[must_use]
-    pub fn repacked(&self) -> Self {
-        match self {
-            Self::Leaf { items } => {
-                let inline = |i: &Item| match &i.value {
-                    Value::Inline(v) => v.len(),
-                    Value::Blob { .. } => 0,
-                };
-                let mut buf = BytesMut::with_capacity(items.iter().map(|i| i.key.len() + inline(i)).sum());
-                for i in items {
-                    buf.extend_from_slice(&i.key);
-                    if let Value::Inline(v) = &i.value {
-                        buf.extend_from_slice(v);
-                    }
-                }
-                let mut rest = buf.freeze();
-                let items = items
-                    .iter()
-                    .map(|i| {
-                        let key = rest.split_to(i.key.len());
-                        let value = match &i.value {
-                            Value::Inline(v) => Value::Inline(rest.split_to(v.len())),
-                            blob @ Value::Blob { .. } => blob.clone(),
-                        };
-                        Item { key, version: i.version, value }
-                    })
-                    .collect();
-                Self::Leaf { items }
-            }
-            Self::Internal { keys, children } => {
-                let mut buf = BytesMut::with_capacity(keys.iter().map(Bytes::len).sum());
-                keys.iter().for_each(|k| buf.extend_from_slice(k));
-                let mut rest = buf.freeze();
-                let keys = keys.iter().map(|k| rest.split_to(k.len())).collect();
-                Self::Internal { keys, children: children.clone() }
-            }
-        }
     }
 
     /// The versioned, checksummed encoding.
@@ -281,35 +239,6 @@ mod tests {
             assert_eq!(Node::decode(&bytes).unwrap(), node);
         }
         assert_eq!(sample_leaf().value_blobs().count(), 1);
-    }
-
-    #[test]
-    fn a_repacked_node_equals_the_original_and_owns_one_buffer() {
-        for node in [sample_leaf(), sample_internal(), Node::empty_leaf()] {
-            let packed = node.repacked();
-            assert_eq!(packed, node);
-            assert_eq!(Node::decode(&Bytes::from(packed.encode())).unwrap(), node);
-        }
-        // Every key and inline value lies, in order, in one buffer.
-        let Node::Leaf { items } = sample_leaf().repacked() else { panic!("a leaf") };
-        let spans: Vec<(usize, usize)> = items
-            .iter()
-            .flat_map(|i| {
-                let v = match &i.value {
-                    Value::Inline(v) => Some(v.as_ptr() as usize),
-                    Value::Blob { .. } => None,
-                };
-                std::iter::once((i.key.as_ptr() as usize, i.key.len())).chain(v.map(|p| (p, value_len(i))))
-            })
-            .collect();
-        assert!(spans.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0), "not one contiguous buffer: {spans:?}");
-    }
-
-    fn value_len(i: &Item) -> usize {
-        match &i.value {
-            Value::Inline(v) => v.len(),
-            Value::Blob { .. } => 0,
-        }
     }
 
     #[test]
