@@ -80,15 +80,22 @@ pub(crate) fn park(db: &Arc<DbInner>, mark: u64, intent: Intent, claim: Claim) -
     }
 }
 
+/// Drops a committed intent's obsolete blobs from the node cache: at
+/// publish (the cache keeps live nodes), and again before they are deleted
+/// (a transaction still reading one may have loaded it back meanwhile).
+pub(crate) fn evict(db: &DbInner, intent: &Intent) {
+    for id in &intent.obsolete {
+        db.cache.remove(*id);
+    }
+}
+
 /// Deletes a committed intent's obsolete blobs, then the intent. The
 /// transaction is already committed, so a backend failure here is logged,
 /// never returned (the caller must not think the commit failed): the intent
 /// stays and recovery finishes the cleanup. Only a failpoint's simulated
 /// crash is returned.
 async fn cleanup(db: &DbInner, intent: &Intent) -> Result<()> {
-    for id in &intent.obsolete {
-        db.cache.remove(*id);
-    }
+    evict(db, intent);
     if let Err(e) = db.blobs.delete_many(&intent.obsolete).await {
         tracing::warn!(tx = %intent.tx_id, error = %e, "deleting obsolete blobs failed; recovery will finish it");
         return Ok(());
@@ -103,9 +110,7 @@ async fn cleanup(db: &DbInner, intent: &Intent) -> Result<()> {
 /// Deletes a committed intent's obsolete blobs, then the intent; errors
 /// are returned (recovery counts what it left).
 pub(crate) async fn purge(db: &DbInner, intent: &Intent) -> Result<()> {
-    for id in &intent.obsolete {
-        db.cache.remove(*id);
-    }
+    evict(db, intent);
     db.blobs.delete_many(&intent.obsolete).await?;
     db.registry.remove_intent(intent.tx_id).await
 }

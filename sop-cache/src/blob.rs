@@ -57,7 +57,8 @@ impl CachedBlob {
     }
 }
 
-/// The node's bytes in memory, its key index's 8 bytes per key included.
+/// The node's bytes in memory, its key index's 16-byte word per key
+/// included.
 fn node_weight(node: &Node) -> usize {
     match node {
         Node::Leaf { items } => {
@@ -68,12 +69,12 @@ fn node_weight(node: &Node) -> usize {
                         Value::Inline(v) => v.len(),
                         Value::Blob { .. } => 24,
                     };
-                    i.key.len() + value + 88
+                    i.key.len() + value + 96
                 })
                 .sum::<usize>()
         }
         Node::Internal { keys, children } => {
-            64 + keys.iter().map(|k| k.len() + 40).sum::<usize>() + children.len() * 16
+            64 + keys.iter().map(|k| k.len() + 48).sum::<usize>() + children.len() * 16
         }
     }
 }

@@ -160,9 +160,7 @@ impl KeyIndex {
         }
         Located::Compare(lo, gallop(&self.words, lo, |e| e <= w))
     }
-}
 
-impl KeyIndex {
     /// Whether the word `w` of a probe's suffix of `len` bytes decides
     /// equality with an entry's word: it holds the whole suffix, and so
     /// does every word equal to it.

@@ -7,9 +7,9 @@
 //! Leaves hold items sorted by key; internal nodes hold separator keys and
 //! child [`LogicalId`]s, child `i` holding keys in `[keys[i-1], keys[i])`.
 //! A node holds at most `slot` items (leaf) or keys (internal); every
-//! non-root node at least `slot / 4` (`min_fill`: merges are lazy). The root's logical id never changes:
-//! a root split moves its halves into two new children, and a root left
-//! with one child takes that child's contents.
+//! non-root node at least `slot / 4` (`min_fill`: merges are lazy). The
+//! root's logical id never changes: a root split moves its halves into two
+//! new children, and a root left with one child takes that child's contents.
 //!
 //! Nodes are loaded (async) while descending; changes are then applied to
 //! the source's private copies (synchronously).
@@ -150,11 +150,11 @@ fn partition_in<T>(entries: &[T], (lo, hi): (usize, usize), pred: impl FnMut(&T)
     }
 }
 
-/// The position of `key` among sorted `items` (as `binary_search_by`),
-/// from where the index located it.
-fn search_items(items: &[Item], located: Located, key: &[u8]) -> std::result::Result<usize, usize> {
+/// The position of `key` among a leaf's sorted `items` (as
+/// `binary_search_by`), located by the leaf's index where it has one.
+fn search_items(items: &[Item], index: Option<&KeyIndex>, key: &[u8]) -> std::result::Result<usize, usize> {
     let by = |i: &Item| i.key.as_ref().cmp(key);
-    match located {
+    match locate(index, items.len(), key) {
         Located::Found(i) => Ok(i),
         Located::Absent(i) => Err(i),
         Located::Compare(lo, hi) => match items.get(lo..hi) {
@@ -211,8 +211,7 @@ impl<S: NodeSource> Tree<S> {
     pub(crate) async fn find(&mut self, key: &[u8]) -> Result<Option<Item>> {
         let leaf = self.leaf_for(key).await?;
         let Node::Leaf { items } = self.nodes.node(leaf)?.as_ref() else { return Err(bad_node(leaf)) };
-        let located = locate(self.nodes.index(leaf), items.len(), key);
-        Ok(search_items(items, located, key).ok().and_then(|i| items.get(i).cloned()))
+        Ok(search_items(items, self.nodes.index(leaf), key).ok().and_then(|i| items.get(i).cloned()))
     }
 
     /// Puts `item`, replacing an item with the same key; returns the old one.
@@ -239,8 +238,7 @@ impl<S: NodeSource> Tree<S> {
         let path = self.descend(Target::Key(key)).await?;
         let leaf = leaf_of(&path)?;
         let Node::Leaf { items } = self.nodes.node(leaf)?.as_ref() else { return Err(bad_node(leaf)) };
-        let located = locate(self.nodes.index(leaf), items.len(), key);
-        let Ok(i) = search_items(items, located, key) else { return Ok(None) };
+        let Ok(i) = search_items(items, self.nodes.index(leaf), key) else { return Ok(None) };
         let Node::Leaf { items } = self.nodes.node_mut(leaf)? else { return Err(bad_node(leaf)) };
         let old = items.remove(i);
         self.rebalance(&path).await?;

@@ -25,7 +25,9 @@ impl<S: NodeSource> Tree<S> {
         let min = min_fill(self.slot);
         for level in (1..path.len()).rev() {
             let (id, _) = path[level];
-            if fill(self.nodes.node(id)?) >= min {
+            let node = self.nodes.node(id)?;
+            let (filled, is_leaf) = (fill(node), node.is_leaf());
+            if filled >= min {
                 break;
             }
             let (parent, idx) = path[level - 1];
@@ -39,8 +41,7 @@ impl<S: NodeSource> Tree<S> {
             let sibling = if lid == id { rid } else { lid };
             self.nodes.load(sibling).await?;
             // Merged, two internal nodes also take their separator.
-            let separator = usize::from(!self.nodes.node(id)?.is_leaf());
-            if fill(self.nodes.node(id)?) + fill(self.nodes.node(sibling)?) + separator > self.slot {
+            if filled + fill(self.nodes.node(sibling)?) + usize::from(!is_leaf) > self.slot {
                 self.share(parent, li, lid, rid)?;
                 break;
             }

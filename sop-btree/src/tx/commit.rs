@@ -201,9 +201,7 @@ async fn after_publish(db: &Arc<DbInner>, plan: &Plan, claim: Claim) -> Result<(
         // evicted: the cache holds the live nodes, not every version ever
         // written (a transaction still reading one reloads it from its
         // blob, which outlives it).
-        for id in &intent.obsolete {
-            db.cache.remove(*id);
-        }
+        crate::gc::evict(db, &intent);
         crate::gc::schedule_cleanup(db, intent, claim).await?;
     }
     Ok(())
