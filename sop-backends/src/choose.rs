@@ -83,19 +83,22 @@ pub fn memory() -> Backends {
 /// The registry and blob store that `registry` and `blobs` name, with
 /// `dir` for the defaults:
 /// - registry: `rocksdb://PATH` (an empty path means `<dir>/registry`),
-///   or `memory://`; `None` or `""` means `rocksdb://`;
+///   `memory://`, or (feature `etcd`) `etcd://HOST:PORT[,...]/PREFIX`
+///   (`EtcdConfig::from_url`); `None` or `""` means `rocksdb://`;
 /// - blobs: any URL of `ObjectBlobStore::from_url` (`file://`, `memory://`,
 ///   `s3://`, `gs://`, `az://`); `None` means the registry's own: the
 ///   RocksDB registry's `blobs` column family, or memory with `memory://`.
+///   An etcd registry holds no blobs: it needs a blob URL that every
+///   process sharing the database reaches.
 ///
 /// A RocksDB registry holds its directory's lock, so the result is
-/// exclusive; a second process sharing one registry is cluster mode,
-/// which these URLs do not offer yet.
+/// exclusive; an etcd registry is shared (cluster mode), so it is not.
 ///
 /// # Errors
-/// `InvalidInput` for an unknown scheme or a malformed URL; as
-/// `embedded` when opening the registry fails.
-pub fn from_urls(dir: &Path, registry: Option<&str>, blobs: Option<&str>) -> Result<Backends> {
+/// `InvalidInput` for an unknown scheme, a malformed URL, or an etcd
+/// registry without blobs; as `embedded` or `EtcdRegistry::connect`
+/// when opening the registry fails.
+pub async fn from_urls(dir: &Path, registry: Option<&str>, blobs: Option<&str>) -> Result<Backends> {
     let registry = registry.filter(|r| !r.is_empty()).unwrap_or("rocksdb://");
     // The blob URL first: a bad one must not leave a registry created.
     let named_blobs: Option<Arc<dyn BlobStore>> = match blobs {
@@ -107,10 +110,23 @@ pub fn from_urls(dir: &Path, registry: Option<&str>, blobs: Option<&str>) -> Res
         rocks_at(&path, true)?
     } else if registry == "memory://" {
         memory()
+    } else if registry.starts_with("etcd://") {
+        let Some(blobs) = named_blobs.clone() else {
+            return Err(Error::invalid(
+                "url",
+                format!(
+                    "registry {registry:?} holds no blobs: name a blob store every process reaches \
+                     (--blobs s3://BUCKET/PREFIX, or file://DIR on storage they all mount)"
+                ),
+            ));
+        };
+        etcd_at(registry, blobs).await?
     } else {
         return Err(Error::invalid(
             "url",
-            format!("registry {registry:?} is not supported yet (supported: rocksdb://PATH, memory://)"),
+            format!(
+                "registry {registry:?} is not supported (supported: rocksdb://PATH, memory://, etcd://HOST:PORT/PREFIX)"
+            ),
         ));
     };
     if let Some(b) = named_blobs {
@@ -126,6 +142,20 @@ fn rocks_at(path: &Path, sync: bool) -> Result<Backends> {
     let r = RocksRegistry::open(path, &RocksConfig { sync, ..RocksConfig::default() })?;
     let b = Arc::new(r.blob_store());
     Ok(Backends { registry: Arc::new(r), blobs: b, exclusive: true, blobs_in_registry: true })
+}
+
+/// An etcd registry (shared: not exclusive) with `blobs`.
+#[cfg(feature = "etcd")]
+async fn etcd_at(url: &str, blobs: Arc<dyn BlobStore>) -> Result<Backends> {
+    let registry = crate::etcd::EtcdRegistry::from_url(url).await?;
+    Ok(Backends { registry: Arc::new(registry), blobs, exclusive: false, blobs_in_registry: false })
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn etcd_at(url: &str, _blobs: Arc<dyn BlobStore>) -> Result<Backends> {
+    Err(Error::Unsupported(format!(
+        "registry {url}: this build has no etcd (feature `etcd` of sop-backends)"
+    )))
 }
 
 #[cfg(not(feature = "rocksdb"))]
@@ -146,11 +176,11 @@ mod tests {
     #[tokio::test]
     async fn the_default_registry_keeps_its_blobs_and_a_second_open_is_locked() {
         let dir = tempfile::tempdir().unwrap();
-        let parts = from_urls(dir.path(), Some(""), None).unwrap();
+        let parts = from_urls(dir.path(), Some(""), None).await.unwrap();
         let id = PhysicalId::new();
         parts.blobs.put_many(vec![(id, bytes::Bytes::from_static(b"x"))]).await.unwrap();
         assert!(dir.path().join("registry").is_dir());
-        let again = from_urls(dir.path(), Some("rocksdb://"), None).unwrap_err();
+        let again = from_urls(dir.path(), Some("rocksdb://"), None).await.unwrap_err();
         assert_eq!(again.kind(), ErrorKind::Locked);
         drop(parts);
         let reopened = embedded(dir.path(), true, EmbeddedBlobs::Registry).unwrap();
@@ -161,12 +191,18 @@ mod tests {
     async fn memory_and_file_urls_combine_and_unknown_schemes_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("file://{}", dir.path().join("b").display());
-        let parts = from_urls(dir.path(), Some("memory://"), Some(&url)).unwrap();
+        let parts = from_urls(dir.path(), Some("memory://"), Some(&url)).await.unwrap();
         let id = PhysicalId::new();
         parts.blobs.put_many(vec![(id, bytes::Bytes::from_static(b"y"))]).await.unwrap();
         assert!(dir.path().join("b").is_dir(), "the blob landed in the directory the URL names");
-        for (reg, blobs) in [(Some("etcd://x"), None), (None, Some("ftp://x"))] {
-            let e = from_urls(dir.path(), reg, blobs).unwrap_err();
+        let etcd_without_blobs = (Some("etcd://127.0.0.1:2379/db"), None);
+        for (reg, blobs) in [
+            (Some("etcd://x"), Some("memory://")),
+            etcd_without_blobs,
+            (Some("zk://h:1/p"), None),
+            (None, Some("ftp://x")),
+        ] {
+            let e = from_urls(dir.path(), reg, blobs).await.unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidInput, "{reg:?} {blobs:?}: {e}");
         }
         assert!(!dir.path().join("registry").exists(), "a refused URL opened nothing");

@@ -7,6 +7,9 @@
 //! - [`from_urls`]: a registry and a blob store named by URL
 //!   (`rocksdb://PATH`, `memory://`; `file://`, `memory://`, `s3://`,
 //!   `gs://`, `az://`), as `sop serve --registry/--blobs` takes them.
+//! - `EtcdRegistry` (feature `etcd`): the shared registry of cluster
+//!   mode, `etcd://HOST:PORT[,HOST:PORT...]/PREFIX`; `LocalEtcd` starts a
+//!   local cluster for tests.
 //!
 //! RocksDB is compiled only with feature `rocksdb` (on by default here;
 //! the engine `sop-btree` turns it on with its own `embedded` feature, so
@@ -24,11 +27,15 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod choose;
+#[cfg(feature = "etcd")]
+mod etcd;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 
 #[cfg(feature = "rocksdb")]
 pub use choose::embedded;
 pub use choose::{Backends, EmbeddedBlobs, from_urls, memory};
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdConfig, EtcdRegistry, LocalEtcd};
 #[cfg(feature = "rocksdb")]
 pub use rocks::{RocksBlobStore, RocksConfig, RocksRegistry};

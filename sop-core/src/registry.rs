@@ -214,6 +214,20 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
         Err(Error::Unsupported("this registry holds no blob store".into()))
     }
 
+    /// Refuses, before anything of the commit is written, a request this
+    /// registry could never apply in one atomic step (etcd: more
+    /// operations than one transaction may hold). The commit calls it
+    /// before its intent and blobs, so a refused commit leaves nothing
+    /// behind; [`Registry::publish`] refuses such a request too. The
+    /// default accepts every request.
+    ///
+    /// # Errors
+    /// `InvalidInput` saying which limit the request exceeds.
+    fn publish_limit(&self, request: &PublishRequest) -> Result<()> {
+        let _ = request;
+        Ok(())
+    }
+
     /// Creates a store and its root handle in one atomic step.
     async fn create_store(&self, info: &StoreInfo, root: &Handle) -> Result<()>;
 

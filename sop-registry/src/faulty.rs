@@ -107,6 +107,9 @@ impl Registry for FaultyRegistry {
     fn all_durable(&self) -> bool {
         self.inner.all_durable()
     }
+    fn publish_limit(&self, request: &PublishRequest) -> Result<()> {
+        self.inner.publish_limit(request)
+    }
 }
 
 #[cfg(all(test, not(sop_loom)))]

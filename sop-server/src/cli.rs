@@ -23,6 +23,15 @@ pub(crate) struct Cli {
     /// File holding the bearer token (the server's, or one to send to it).
     #[arg(long, global = true, env = "SOP_TOKEN_FILE", value_name = "FILE")]
     pub(crate) token_file: Option<PathBuf>,
+    /// Registry: `rocksdb://PATH`, `memory://`, or the shared registry of
+    /// cluster mode, `etcd://HOST:PORT[,HOST:PORT...]/PREFIX` (needs
+    /// --blobs) [default: DIR/registry].
+    #[arg(long, global = true, env = "SOP_REGISTRY", value_name = "URL")]
+    pub(crate) registry: Option<String>,
+    /// Blob store: `file://`, `memory://`, `s3://`, `gs://`, `az://`
+    /// [default: inside the RocksDB registry].
+    #[arg(long, global = true, env = "SOP_BLOBS", value_name = "URL")]
+    pub(crate) blobs: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -134,13 +143,6 @@ pub(crate) struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:7070; port 0 picks one].
     #[arg(long, env = "SOP_LISTEN", value_name = "ADDR")]
     pub(crate) listen: Option<SocketAddr>,
-    /// Registry: `rocksdb://PATH` or `memory://` [default: DIR/registry].
-    #[arg(long, env = "SOP_REGISTRY", value_name = "URL")]
-    pub(crate) registry: Option<String>,
-    /// Blob store: `file://`, `memory://`, `s3://`, `gs://`, `az://`
-    /// [default: inside the RocksDB registry].
-    #[arg(long, env = "SOP_BLOBS", value_name = "URL")]
-    pub(crate) blobs: Option<String>,
     /// Memory cache size in MiB [default: 256].
     #[arg(long, env = "SOP_CACHE_MB", value_name = "MIB")]
     pub(crate) cache_mb: Option<usize>,

@@ -33,6 +33,15 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
 }
 
+/// The options every subcommand takes (`sop --data ... --registry ...`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Global {
+    pub(crate) data: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
+    pub(crate) registry: Option<String>,
+    pub(crate) blobs: Option<String>,
+}
+
 /// Where the database lives and how it is cached.
 #[derive(Debug, Clone)]
 pub(crate) struct DbSettings {
@@ -68,18 +77,14 @@ pub(crate) struct ServeSettings {
 
 impl ServeSettings {
     /// Flags (and variables, which clap already merged) over the file.
-    pub(crate) fn resolve(
-        data: Option<PathBuf>,
-        token_file: Option<PathBuf>,
-        a: ServeArgs,
-    ) -> Result<Self, String> {
+    pub(crate) fn resolve(global: Global, a: ServeArgs) -> Result<Self, String> {
         let f = match &a.config {
             Some(path) => read_file_config(path)?,
             None => FileConfig::default(),
         };
-        let mut db = DbSettings::embedded(data.or(f.data));
-        db.registry = a.registry.or(f.registry);
-        db.blobs = a.blobs.or(f.blobs);
+        let mut db = DbSettings::embedded(global.data.or(f.data));
+        db.registry = global.registry.or(f.registry);
+        db.blobs = global.blobs.or(f.blobs);
         if let Some(mb) = a.cache_mb.or(f.cache_mb) {
             if mb == 0 {
                 return Err("cache_mb must be at least 1".into());
@@ -109,7 +114,7 @@ impl ServeSettings {
         if max_open_tx == 0 {
             return Err("max_open_tx must be at least 1".into());
         }
-        Ok(Self { db, listen, token_file: token_file.or(f.token_file), tls, max_open_tx })
+        Ok(Self { db, listen, token_file: global.token_file.or(f.token_file), tls, max_open_tx })
     }
 }
 
@@ -135,6 +140,7 @@ pub(crate) async fn open_database(s: &DbSettings) -> Result<Database, String> {
         (None, None) => Config::embedded(&s.data),
         (registry, blobs) => {
             let b = sop_backends::from_urls(&s.data, registry.as_deref(), blobs.as_deref())
+                .await
                 .map_err(|e| format!("cannot open the backends: {e}"))?;
             Config::from_parts(b.registry, b.blobs, b.exclusive)
         }

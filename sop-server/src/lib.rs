@@ -27,7 +27,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
-use crate::config::{DbSettings, ServeSettings, open_database, read_token};
+use crate::config::{DbSettings, Global, ServeSettings, open_database, read_token};
 use crate::target::Target;
 
 /// The `sop` binary: parses the command line and runs it.
@@ -59,14 +59,21 @@ pub fn main_entry() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let Cli { data, server, token_file, command } = cli;
+    let Cli { data, server, token_file, registry, blobs, command } = cli;
+    let global = Global { data, token_file, registry, blobs };
     if let Command::Serve(args) = command {
         if server.is_some() {
             return Err("`serve` takes --data or --registry/--blobs, not --server".into());
         }
-        return serve::serve(ServeSettings::resolve(data, token_file, *args)?).await;
+        return serve::serve(ServeSettings::resolve(global, *args)?).await;
     }
-    let settings = DbSettings::embedded(data);
+    if server.is_some() && (global.registry.is_some() || global.blobs.is_some()) {
+        return Err("--server works through a running server: it takes no --registry or --blobs".into());
+    }
+    let mut settings = DbSettings::embedded(global.data);
+    settings.registry = global.registry;
+    settings.blobs = global.blobs;
+    let token_file = global.token_file;
     let target = match &server {
         Some(url) => {
             let token = token_file.as_deref().map(read_token).transpose()?;

@@ -115,13 +115,19 @@ fn has_nextest() -> bool {
     cargo().args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success())
 }
 
-/// The engine's embedded backend, named so that the engine's tests on it
-/// run even should no other crate turn it on.
-const EMBEDDED: &str = "sop-btree/embedded";
+/// The engine's embedded backend and cluster mode's etcd registry, named
+/// so that the engine's tests on them run even should no other crate turn
+/// them on.
+const ENGINE_FEATURES: &str = "sop-btree/embedded,sop-btree/cluster";
+
+/// What the build needs from Debian: libclang for RocksDB's bindings,
+/// protoc for etcd's gRPC code.
+const BUILD_PACKAGES: [&str; 2] = ["libclang-dev", "protobuf-compiler"];
 
 fn ci() -> Result<(), String> {
     let start = Instant::now();
-    ensure_system_packages(&["libclang-dev", "curl"])?;
+    // etcd-server: the cluster-mode tests start local etcd members.
+    ensure_system_packages(&[&BUILD_PACKAGES[..], &["curl", "etcd-server"]].concat())?;
     rocksdb::prebuild()?;
     run(cargo_with(&["fmt", "--all", "--", "--check"]))?;
     run(cargo_with(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
@@ -143,9 +149,17 @@ fn ci() -> Result<(), String> {
     run(cargo_with(&[&lean[..], &["--", "-D", "warnings"]].concat()))?;
     tidy::run_all(&project_root())?;
     if has_nextest() {
-        run(cargo_with(&["nextest", "run", "--workspace", "--features", EMBEDDED, "--no-fail-fast"]))?;
+        run(cargo_with(&["nextest", "run", "--workspace", "--features", ENGINE_FEATURES, "--no-fail-fast"]))?;
     } else {
-        run(cargo_with(&["test", "--workspace", "--features", EMBEDDED, "--lib", "--bins", "--tests"]))?;
+        run(cargo_with(&[
+            "test",
+            "--workspace",
+            "--features",
+            ENGINE_FEATURES,
+            "--lib",
+            "--bins",
+            "--tests",
+        ]))?;
     }
     run(cargo_with(&["test", "--workspace", "--doc"]))?;
     let mut doc = cargo_with(&["doc", "--workspace", "--no-deps"]);
@@ -166,13 +180,12 @@ fn ci() -> Result<(), String> {
 }
 
 /// The main job on a fresh machine: installs the system packages the build
-/// needs (libclang for RocksDB's bindings), builds RocksDB's C++ once into
+/// needs (libclang for RocksDB's bindings, protoc for etcd's), builds RocksDB's C++ once into
 /// the shared archive (about 19 minutes on 2 cores the first time), then
 /// builds `sop` in release and becomes `sop serve ARGS` (same process, so
 /// signals reach the server directly).
 fn serve(args: &[String]) -> Result<(), String> {
-    ensure_system_packages(&["libclang-dev"])?;
-    rocksdb::prebuild()?;
+    prepare_build()?;
     let mut cmd = cargo_with(&["run", "--release", "-p", "sop-server", "--bin", "sop", "--", "serve"]);
     cmd.args(args);
     println!("\n$ {}", format!("{cmd:?}").replace('"', ""));
@@ -188,6 +201,13 @@ fn become_command(mut cmd: Command) -> Result<(), String> {
 #[cfg(not(unix))]
 fn become_command(cmd: Command) -> Result<(), String> {
     run(cmd)
+}
+
+/// What every build command needs first: the Debian packages of
+/// [`BUILD_PACKAGES`] and RocksDB's C++ built once.
+fn prepare_build() -> Result<(), String> {
+    ensure_system_packages(&BUILD_PACKAGES)?;
+    rocksdb::prebuild()
 }
 
 /// Installs missing Debian packages (as root, or through sudo).
@@ -221,7 +241,7 @@ fn ensure_system_packages(packages: &[&str]) -> Result<(), String> {
 /// arguments go to `sop-bench` (`--quick`, `--smoke`, `--no-sync`,
 /// `--json FILE`, `--runs N`, `--engines a,b`).
 fn bench(args: &[String]) -> Result<(), String> {
-    rocksdb::prebuild()?;
+    prepare_build()?;
     let dev = args.iter().any(|a| a == "--dev");
     let mut cmd = cargo_with(&["run", "-p", "sop-bench"]);
     if !dev {
@@ -235,7 +255,7 @@ fn bench(args: &[String]) -> Result<(), String> {
 /// killed at random moments and at commit steps, verified after each kill.
 /// The release check runs 500 kills; CI (`smoke`) 20 in the dev profile.
 fn crash(args: &[String], smoke: bool) -> Result<(), String> {
-    rocksdb::prebuild()?;
+    prepare_build()?;
     let mut cmd =
         cargo_with(&["run", "-p", "sop-btree", "--features", "embedded", "--example", "crash_campaign"]);
     if !smoke {
@@ -256,7 +276,7 @@ fn crash(args: &[String], smoke: bool) -> Result<(), String> {
 fn fuzz(args: &[String]) -> Result<(), String> {
     const TARGETS: [&str; 3] = ["decode", "store_ops", "http"];
     let secs = number_flag(args, "--secs", 300)?;
-    rocksdb::prebuild()?;
+    prepare_build()?;
     if !cargo().args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success()) {
         run(cargo_with(&["install", "cargo-fuzz", "--locked"]))?;
     }
@@ -281,7 +301,7 @@ fn fuzz(args: &[String]) -> Result<(), String> {
 /// (default 3000) and blob-fault seeds 1 to 5, in release.
 fn faults(args: &[String]) -> Result<(), String> {
     let rounds = number_flag(args, "--rounds", 3000)?.to_string();
-    rocksdb::prebuild()?;
+    prepare_build()?;
     for seed in 1..=5 {
         let mut cmd = btree_tests(&["blob_faults", "registry_faults"], None);
         cmd.env("SOP_FAULT_ROUNDS", &rounds).env("SOP_FAULT_SEED", seed.to_string());
@@ -303,7 +323,7 @@ fn number_flag(args: &[String], name: &str, default: u64) -> Result<u64, String>
 /// The serializability campaign: the history checker over many rounds.
 fn serial(args: &[String]) -> Result<(), String> {
     let rounds = number_flag(args, "--rounds", 300)?;
-    rocksdb::prebuild()?;
+    prepare_build()?;
     let mut cmd = btree_tests(&["serializability"], Some("histories_of_the_engine_are_serializable"));
     cmd.env("SOP_SERIAL_ROUNDS", rounds.to_string());
     run(cmd)

@@ -81,6 +81,9 @@ pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<Commit
         if !db.config.validate_reads {
             plan.request.checks.clear();
         }
+        // A commit the registry could never apply whole is refused before
+        // its intent or any blob is written.
+        db.registry.publish_limit(&plan.request)?;
         let unstaged = plan.staged.is_empty();
         let outcome = if unstaged && plan.request.is_validation_only() && db.unchanged_since(st.begun) {
             // Validation only, and nothing published since this

@@ -1,0 +1,43 @@
+//! Converts etcd client errors into `sop_core::Error`, once, at the boundary.
+
+use sop_core::{Error, ErrorKind};
+
+/// Maps an etcd error (with what was being done) to a `sop-core` error:
+/// a deadline is `Timeout`, an argument etcd refused (too many operations,
+/// a request too large) `InvalidInput`, anything else `Io`.
+pub(super) fn from_etcd(e: etcd_client::Error, context: &str) -> Error {
+    let kind = match &e {
+        etcd_client::Error::GRpcStatus(s) => match s.code() {
+            tonic::Code::DeadlineExceeded => ErrorKind::Timeout,
+            tonic::Code::InvalidArgument => ErrorKind::InvalidInput,
+            _ => ErrorKind::Io,
+        },
+        etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_) => ErrorKind::InvalidInput,
+        _ => ErrorKind::Io,
+    };
+    Error::backend("etcd", kind, Context { context: context.to_owned(), source: e })
+}
+
+/// Whether etcd certainly did not apply the request that failed with `e`:
+/// it refused its arguments (checked before anything is proposed).
+pub(super) fn surely_not_applied(e: &Error) -> bool {
+    e.kind() == ErrorKind::InvalidInput
+}
+
+#[derive(Debug)]
+struct Context {
+    context: String,
+    source: etcd_client::Error,
+}
+
+impl std::fmt::Display for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.context, self.source)
+    }
+}
+
+impl std::error::Error for Context {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
