@@ -111,14 +111,18 @@ pub(crate) async fn check(db: &DbInner) -> Result<CheckReport> {
 }
 
 async fn check_blobs(db: &DbInner, referenced: &HashSet<PhysicalId>, report: &mut CheckReport) -> Result<()> {
-    let stored: HashSet<PhysicalId> = db.blobs.list().await?.into_iter().collect();
-    report.blobs = stored.len();
+    // Intents first, blobs second: a clean-up running meanwhile deletes an
+    // intent's blobs before the intent, so a blob listed is either still
+    // named by an intent listed before it or already gone. (Blobs first
+    // reported blobs deleted between the two listings as orphans.)
     let mut in_flight: HashSet<PhysicalId> = HashSet::new();
     report.problems.extend(db.registry.damaged_intents().await?);
     for intent in db.registry.list_intents(u64::MAX).await? {
         in_flight.extend(intent.staged);
         in_flight.extend(intent.obsolete);
     }
+    let stored: HashSet<PhysicalId> = db.blobs.list().await?.into_iter().collect();
+    report.blobs = stored.len();
     for id in stored.iter().filter(|id| !referenced.contains(id) && !in_flight.contains(id)) {
         report.problems.push(format!("orphan blob {id}"));
     }

@@ -152,11 +152,14 @@ impl DbInner {
         request: &PublishRequest,
         call: impl Future<Output = Result<()>>,
     ) -> Result<()> {
+        // Marked before the publish is sent: a write-through must not refill
+        // an entry forgotten while it was in flight (`HandleCache::observe_since`).
+        let marks: Vec<u64> = request.writes.iter().map(|w| self.handles.mark(w.id())).collect();
         let bracket = self.clock.start(&self.handles, request.writes.iter().map(|w| w.id()).collect());
         call.await?;
-        for w in &request.writes {
+        for (w, mark) in request.writes.iter().zip(marks) {
             match w.result() {
-                Some(h) => self.handles.observe(h),
+                Some(h) => self.handles.observe_since(h, mark),
                 None => self.handles.forget(w.id()),
             }
         }
