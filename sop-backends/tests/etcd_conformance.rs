@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sop_backends::{EtcdConfig, EtcdRegistry, LocalEtcd};
 use sop_core::{
     ErrorKind, Handle, HandleWrite, Intent, IntentState, LogicalId, PhysicalId, PublishRequest, Registry,
-    StoreInfo, StoreOptions, TxId,
+    StoreInfo, StoreOptions, TxId, VersionCheck,
 };
 
 async fn cluster(members: usize, extra: &[&str]) -> (tempfile::TempDir, LocalEtcd) {
@@ -260,18 +260,18 @@ async fn foreign_formats_and_damaged_records_are_refused() {
     let (_dir, etcd) = cluster(1, &[]).await;
     let endpoints: Vec<String> = etcd.hosts().iter().map(|h| format!("http://{h}")).collect();
     let mut raw = etcd_client::Client::connect(&endpoints, None).await.unwrap();
-    raw.put("future/format", [9u8], None).await.unwrap();
+    raw.put("future#format", [9u8], None).await.unwrap();
     let e = EtcdRegistry::from_url(&etcd.url("future")).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
     assert!(e.to_string().contains("version 9"), "{e}");
-    raw.put("empty/format", b"", None).await.unwrap();
+    raw.put("empty#format", b"", None).await.unwrap();
     assert_eq!(EtcdRegistry::from_url(&etcd.url("empty")).await.unwrap_err().kind(), ErrorKind::Corruption);
 
     let reg = open(&etcd, "db").await;
     let good = Intent::pending(TxId::new(), Vec::new());
     reg.put_intent(&good).await.unwrap();
     let bad = TxId::new();
-    raw.put(format!("db/i/{:032x}", bad.as_u128()), b"not an intent".to_vec(), None).await.unwrap();
+    raw.put(format!("db#i/{:032x}", bad.as_u128()), b"not an intent".to_vec(), None).await.unwrap();
     let listed = reg.list_intents(u64::MAX).await.unwrap();
     assert_eq!(listed.iter().map(|i| i.tx_id).collect::<Vec<_>>(), vec![good.tx_id]);
     let damaged = reg.damaged_intents().await.unwrap();
@@ -282,10 +282,104 @@ async fn foreign_formats_and_damaged_records_are_refused() {
     // write that bypassed publish) is corruption, not a wrong version.
     let id = LogicalId::new();
     let h = Handle::new(id, PhysicalId::new());
-    raw.put(format!("db/h/{:032x}", id.as_u128()), h.encode(), None).await.unwrap();
-    raw.put(format!("db/h/{:032x}", id.as_u128()), h.encode(), None).await.unwrap();
+    raw.put(format!("db#h/{:032x}", id.as_u128()), h.encode(), None).await.unwrap();
+    raw.put(format!("db#h/{:032x}", id.as_u128()), h.encode(), None).await.unwrap();
     assert_eq!(reg.get_handles(&[id]).await.unwrap_err().kind(), ErrorKind::Corruption);
     assert_eq!(reg.list_handles().await.unwrap_err().kind(), ErrorKind::Corruption);
+}
+
+/// A read-only commit validates any number of nodes (read at one
+/// revision, in chunks), with the exact conflicts; a version-0
+/// expectation is never met by an absent handle (etcd reads a missing key
+/// as version 0); a count read many times is one check, and read as two
+/// different values cannot hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_of_any_size_and_edge_expectations() {
+    let (_dir, etcd) = cluster(1, &[]).await;
+    let reg = open(&etcd, "db").await;
+    let ids: Vec<LogicalId> = (0..300).map(|_| LogicalId::new()).collect();
+    for chunk in ids.chunks(100) {
+        let writes =
+            chunk.iter().map(|&id| HandleWrite::Insert { id, physical_id: PhysicalId::new() }).collect();
+        reg.publish(&PublishRequest { tx_id: TxId::new(), writes, ..Default::default() }).await.unwrap();
+    }
+    let mut read = PublishRequest {
+        tx_id: TxId::new(),
+        checks: ids.iter().map(|&id| VersionCheck { id, version: 1 }).collect(),
+        ..Default::default()
+    };
+    reg.publish_limit(&read).expect("validation has no size limit");
+    reg.publish(&read).await.expect("300 unchanged nodes validate");
+    let moved = ids[250];
+    let bump = HandleWrite::Update { id: moved, expected: 1, physical_id: PhysicalId::new() };
+    reg.publish(&PublishRequest { tx_id: TxId::new(), writes: vec![bump], ..Default::default() })
+        .await
+        .unwrap();
+    let sop_core::Error::Conflict { conflicts } = reg.publish(&read).await.unwrap_err() else { panic!() };
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!((conflicts[0].id, conflicts[0].actual), (moved, Some(2)));
+
+    let absent = LogicalId::new();
+    read.checks = vec![VersionCheck { id: absent, version: 0 }];
+    assert_eq!(reg.publish(&read).await.unwrap_err().kind(), ErrorKind::Conflict, "a check of version 0");
+    let update0 = HandleWrite::Update { id: absent, expected: 0, physical_id: PhysicalId::new() };
+    let e = reg
+        .publish(&PublishRequest { tx_id: TxId::new(), writes: vec![update0], ..Default::default() })
+        .await;
+    assert_eq!(e.unwrap_err().kind(), ErrorKind::Conflict, "an update of version 0");
+    assert_eq!(reg.get_handles(&[absent]).await.unwrap(), vec![None], "nothing created");
+
+    let root = Handle::new(LogicalId::new(), PhysicalId::new());
+    reg.create_store(&StoreInfo::new("s", StoreOptions::default(), root.logical_id).unwrap(), &root)
+        .await
+        .unwrap();
+    let mut counted = PublishRequest {
+        tx_id: TxId::new(),
+        count_checks: vec![("s".to_owned(), 0); 200],
+        writes: vec![HandleWrite::Insert { id: LogicalId::new(), physical_id: PhysicalId::new() }],
+        ..Default::default()
+    };
+    reg.publish(&counted).await.expect("one count read 200 times is one check");
+    counted.writes = vec![HandleWrite::Insert { id: LogicalId::new(), physical_id: PhysicalId::new() }];
+    counted.count_checks.push(("s".to_owned(), 7));
+    assert_eq!(reg.publish(&counted).await.unwrap_err().kind(), ErrorKind::Conflict);
+}
+
+/// Databases whose prefixes nest or extend each other never see or
+/// delete each other's keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_prefixes_stay_apart() {
+    let (_dir, etcd) = cluster(1, &[]).await;
+    let outer = open(&etcd, "db").await;
+    let root = Handle::new(LogicalId::new(), PhysicalId::new());
+    outer
+        .create_store(&StoreInfo::new("a", StoreOptions::default(), root.logical_id).unwrap(), &root)
+        .await
+        .unwrap();
+    outer
+        .publish(&PublishRequest {
+            tx_id: TxId::new(),
+            count_deltas: vec![("a".into(), 5)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for other in ["db/s", "db/c/61", "dbx", "db/h"] {
+        let inner = open(&etcd, other).await;
+        let r = Handle::new(LogicalId::new(), PhysicalId::new());
+        inner
+            .create_store(&StoreInfo::new("a", StoreOptions::default(), r.logical_id).unwrap(), &r)
+            .await
+            .unwrap();
+        inner.remove_store("a").await.unwrap();
+        assert!(
+            inner.list_handles().await.unwrap().iter().all(|h| h.logical_id != root.logical_id),
+            "{other}"
+        );
+    }
+    let stores = outer.list_stores().await.expect("the outer database still lists its stores");
+    assert_eq!(stores.iter().map(|s| (s.name.as_str(), s.count)).collect::<Vec<_>>(), vec![("a", 5)]);
+    assert_eq!(outer.list_handles().await.unwrap().len(), 1, "only its own root");
 }
 
 #[test]
@@ -388,7 +482,7 @@ async fn a_lost_reply_is_resolved_from_the_intent() {
         let staged = PhysicalId::new();
         let mut committed = Intent::pending(tx, vec![staged]);
         committed.state = IntentState::Committed;
-        *cut.marker.lock().unwrap() = Some(format!("db/h/{:032x}", id.as_u128()).into_bytes());
+        *cut.marker.lock().unwrap() = Some(format!("db#h/{:032x}", id.as_u128()).into_bytes());
         (tx, PublishRequest { tx_id: tx, writes: vec![write], intent: Some(committed), ..Default::default() })
     };
 

@@ -23,8 +23,8 @@ pub struct EtcdConfig {
     /// The members' client addresses, `http://HOST:PORT`.
     pub endpoints: Vec<String>,
     /// The key prefix under which this database lives (several databases
-    /// can share one etcd cluster under different prefixes). No trailing
-    /// slash; every key is `PREFIX/...`.
+    /// can share one etcd cluster under different prefixes, nested ones
+    /// included). No trailing slash, no `#`; every key is `PREFIX#...`.
     pub prefix: String,
     /// The cluster's `--max-txn-ops`: a commit needing more operations in
     /// one etcd transaction is refused before anything is applied.
@@ -111,6 +111,9 @@ impl EtcdConfig {
         if self.prefix.is_empty() {
             return bad("an empty key prefix");
         }
+        if self.prefix.chars().any(|c| c == '#' || c.is_control()) {
+            return bad("a key prefix may not contain '#' or control characters");
+        }
         if self.max_txn_ops < 8 {
             return bad("max_txn_ops below 8 leaves no room for a commit");
         }
@@ -172,6 +175,7 @@ mod tests {
             ("etcd://h:1/p?colour=4", "unknown option"),
             ("etcd://h:1/p?timeout_ms", "has no value"),
             ("etcd://h:1/p?count_shards=0", "at least 1"),
+            ("etcd://h:1/a#b", "may not contain '#'"),
         ] {
             let e = EtcdConfig::from_url(url).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidInput, "{url}: {e}");

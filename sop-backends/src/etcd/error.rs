@@ -24,6 +24,27 @@ pub(super) fn surely_not_applied(e: &Error) -> bool {
     e.kind() == ErrorKind::InvalidInput
 }
 
+/// Whether no member can have received the request that failed with `e`:
+/// the connection was refused (a dead member), so it is safe to send again.
+pub(super) fn never_sent(e: &etcd_client::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = match e {
+        etcd_client::Error::GRpcStatus(s) => Some(s),
+        etcd_client::Error::TransportError(t) => Some(t),
+        etcd_client::Error::IoError(io) => Some(io),
+        _ => None,
+    };
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 #[derive(Debug)]
 struct Context {
     context: String,

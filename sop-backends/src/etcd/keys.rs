@@ -2,27 +2,29 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `P/format` | one byte: the registry format version |
-//! | `P/h/<logical id, 32 hex digits>` | a `Handle` record; etcd's own key version equals the handle's version |
-//! | `P/s/<store name>` | a `StoreInfo` record (count 0: counts live apart) |
-//! | `P/c/<store name in hex>/<shard, 2 hex digits>` | an i64, little-endian: one shard of the store's count |
-//! | `P/i/<tx id, 32 hex digits>` | an `Intent` record |
+//! | `P#format` | one byte: the registry format version |
+//! | `P#h/<logical id, 32 hex digits>` | a `Handle` record; etcd's own key version equals the handle's version |
+//! | `P#s/<store name>` | a `StoreInfo` record (count 0: counts live apart) |
+//! | `P#c/<store name in hex>/<shard, 2 hex digits>` | an i64, little-endian: one shard of the store's count |
+//! | `P#i/<tx id, 32 hex digits>` | an `Intent` record |
 //!
-//! Store names are hex-encoded in counter keys so that no name's counter
-//! prefix is a prefix of another's.
+//! A prefix may not contain `#`, so no database's keys lie under another's
+//! (`db` and `db/s`, `db` and `dbx` are apart). Store names are
+//! hex-encoded in counter keys so that no name's counter prefix is a
+//! prefix of another's.
 
 use sop_core::{LogicalId, TxId};
 
 /// The keys of one database.
 #[derive(Debug, Clone)]
 pub(super) struct Keys {
-    /// `P/`.
+    /// `P#`.
     root: String,
 }
 
 impl Keys {
     pub(super) fn new(prefix: &str) -> Self {
-        Self { root: format!("{prefix}/") }
+        Self { root: format!("{prefix}#") }
     }
 
     pub(super) fn format(&self) -> Vec<u8> {
@@ -89,10 +91,18 @@ mod tests {
         assert!(!k.counts("ab").starts_with(&k.counts("a")));
         assert!(!k.count("ab", 0).starts_with(&k.counts("a")));
         assert!(!k.counts("a/").starts_with(&k.counts("a")));
-        assert_eq!(k.count("a", 3), b"db/c/61/03");
+        assert_eq!(k.count("a", 3), b"db#c/61/03");
+        // Nested and extended prefixes stay apart.
+        for other in ["db/s", "db/c/61", "dbx", "db/"] {
+            let o = Keys::new(other);
+            for mine in [k.handles(), k.stores(), k.counts("a"), k.intents(), k.format()] {
+                assert!(!o.format().starts_with(&mine) && !mine.starts_with(&o.format()), "{other}");
+                assert!(!o.counts("a").starts_with(&mine) && !o.handles().starts_with(&mine), "{other}");
+            }
+        }
         let tx = TxId::new();
         assert_eq!(k.intent_id(&k.intent(tx)), Some(tx));
-        assert_eq!(k.intent_id(b"db/i/zz"), None);
+        assert_eq!(k.intent_id(b"db#i/zz"), None);
         assert!(k.handle(LogicalId::new()).starts_with(&k.handles()));
     }
 }

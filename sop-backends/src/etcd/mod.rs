@@ -103,8 +103,65 @@ impl EtcdRegistry {
         &self.inner.keys
     }
 
+    /// A transaction that writes: retried only when no member received it
+    /// (a refused connection); any other failure may hide an applied
+    /// write, which the caller must resolve.
     async fn txn(&self, txn: Txn, what: &str) -> Result<etcd_client::TxnResponse> {
-        self.kv().txn(txn).await.map_err(|e| from_etcd(e, what))
+        self.retry(what, false, |mut kv| {
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .await
+    }
+
+    /// A transaction that only reads (or writes idempotently): retried
+    /// while members fail, so that the client moves on to a live member.
+    async fn read_txn(&self, txn: Txn, what: &str) -> Result<etcd_client::TxnResponse> {
+        self.retry(what, true, |mut kv| {
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .await
+    }
+
+    /// A get, retried as [`EtcdRegistry::read_txn`].
+    async fn get(
+        &self,
+        key: Vec<u8>,
+        opts: Option<GetOptions>,
+        what: &str,
+    ) -> Result<etcd_client::GetResponse> {
+        self.retry(what, true, |mut kv| {
+            let (key, opts) = (key.clone(), opts.clone());
+            async move { kv.get(key, opts).await }
+        })
+        .await
+    }
+
+    /// Runs `call` until it succeeds, fails for good, or has failed twice
+    /// per member. A failure is retried when no member received the
+    /// request, or, for an `idempotent` call, on any I/O error (a dead or
+    /// unreachable member): the client then moves on to a live member.
+    async fn retry<T, F, Fut>(&self, what: &str, idempotent: bool, mut call: F) -> Result<T>
+    where
+        F: FnMut(KvClient) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let tries = 2 * self.inner.config.endpoints.len() as u64 + 1;
+        let mut attempt = 0u64;
+        loop {
+            let failed = match call(self.kv()).await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let again = error::never_sent(&failed);
+            let e = from_etcd(failed, what);
+            attempt += 1;
+            if attempt >= tries || !(again || (idempotent && e.kind() == sop_core::ErrorKind::Io)) {
+                return Err(e);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+        }
     }
 
     async fn check_format(&self) -> Result<()> {
@@ -113,7 +170,7 @@ impl EtcdRegistry {
             .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key.clone(), [FORMAT_VERSION], None)])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self.txn(txn, "checking the registry format").await?;
+        let resp = self.read_txn(txn, "checking the registry format").await?;
         if resp.succeeded() {
             return Ok(());
         }
@@ -125,19 +182,25 @@ impl EtcdRegistry {
         }
     }
 
-    /// The values of `keys` (each `None` when absent) and the revision
-    /// they were read at, in transactions of at most `max_txn_ops` gets (a
-    /// snapshot when they fit in one).
-    async fn get_many(&self, keys: Vec<Vec<u8>>) -> Result<(Vec<Option<KeyValue>>, i64)> {
+    /// The values of `keys` (each `None` when absent), all read at one
+    /// revision (`revision`, or with 0 the current one), which is returned:
+    /// a consistent snapshot however many transactions of at most
+    /// `max_txn_ops` gets it takes.
+    async fn get_many(&self, keys: Vec<Vec<u8>>, revision: i64) -> Result<(Vec<Option<KeyValue>>, i64)> {
         let mut out = Vec::with_capacity(keys.len());
-        let mut revision = 0;
+        let mut revision = revision;
         for chunk in keys.chunks(self.inner.config.max_txn_ops) {
-            let ops: Vec<TxnOp> = chunk.iter().map(|k| TxnOp::get(k.clone(), None)).collect();
-            let resp = self.txn(Txn::new().and_then(ops), "reading keys").await?;
+            let opts = (revision != 0).then(|| GetOptions::new().with_revision(revision));
+            let ops: Vec<TxnOp> = chunk.iter().map(|k| TxnOp::get(k.clone(), opts.clone())).collect();
+            let resp = self.read_txn(Txn::new().and_then(ops), "reading keys").await?;
             if revision == 0 {
                 revision = resp.header().map_or(0, |h| h.revision());
             }
-            out.extend(gets(&resp));
+            let got = gets(&resp);
+            if got.len() != chunk.len() {
+                return Err(Error::corruption("etcd response", "a read lost some of its answers"));
+            }
+            out.extend(got);
         }
         Ok((out, revision))
     }
@@ -148,7 +211,7 @@ impl EtcdRegistry {
         let (mut from, mut revision, mut out) = (prefix, 0, Vec::new());
         loop {
             let opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE).with_revision(revision);
-            let mut resp = self.kv().get(from.clone(), Some(opts)).await.map_err(|e| from_etcd(e, what))?;
+            let mut resp = self.get(from.clone(), Some(opts), what).await?;
             if revision == 0 {
                 revision = resp.header().map_or(0, |h| h.revision());
             }
@@ -164,7 +227,7 @@ impl EtcdRegistry {
     }
 
     async fn get_one(&self, key: Vec<u8>, what: &str) -> Result<Option<KeyValue>> {
-        let mut resp = self.kv().get(key, None).await.map_err(|e| from_etcd(e, what))?;
+        let mut resp = self.get(key, None, what).await?;
         Ok(resp.take_kvs().into_iter().next())
     }
 
@@ -176,7 +239,7 @@ impl EtcdRegistry {
             TxnOp::get(k.store(name), None),
             TxnOp::get(k.counts(name), Some(GetOptions::new().with_prefix())),
         ]);
-        let resp = self.txn(txn, "reading a store").await?;
+        let resp = self.read_txn(txn, "reading a store").await?;
         let mut ranges = ranges(&resp).into_iter();
         let (Some(info), Some(shards)) = (ranges.next(), ranges.next()) else {
             return Err(Error::corruption("etcd response", "a store read lost its answers"));
@@ -231,7 +294,7 @@ fn sum_counts(shards: &[KeyValue]) -> Result<i64> {
 
 /// A handle record, checked against its key's id and etcd's version of
 /// the key (which every publish keeps equal to the handle's version).
-fn decode_handle(id: LogicalId, kv: &KeyValue) -> Result<Handle> {
+pub(super) fn decode_handle(id: LogicalId, kv: &KeyValue) -> Result<Handle> {
     let h = Handle::decode(kv.value())?;
     if h.logical_id != id {
         return Err(Error::corruption("handle", format!("stored under {id} but names {}", h.logical_id)));
@@ -249,7 +312,7 @@ fn decode_handle(id: LogicalId, kv: &KeyValue) -> Result<Handle> {
 impl Registry for EtcdRegistry {
     async fn get_handles(&self, ids: &[LogicalId]) -> Result<Vec<Option<Handle>>> {
         let keys = ids.iter().map(|id| self.keys().handle(*id)).collect();
-        let (found, _) = self.get_many(keys).await?;
+        let (found, _) = self.get_many(keys, 0).await?;
         ids.iter().zip(found).map(|(id, kv)| kv.map(|kv| decode_handle(*id, &kv)).transpose()).collect()
     }
 
@@ -326,8 +389,13 @@ impl Registry for EtcdRegistry {
     }
 
     async fn put_intent(&self, intent: &Intent) -> Result<()> {
-        let key = self.keys().intent(intent.tx_id);
-        self.kv().put(key, intent.encode(), None).await.map_err(|e| from_etcd(e, "writing an intent"))?;
+        let (key, value) = (self.keys().intent(intent.tx_id), intent.encode());
+        // Idempotent: putting the same record twice is putting it once.
+        self.retry("writing an intent", true, |mut kv| {
+            let (key, value) = (key.clone(), value.clone());
+            async move { kv.put(key, value, None).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -362,7 +430,11 @@ impl Registry for EtcdRegistry {
 
     async fn remove_intent(&self, tx_id: TxId) -> Result<()> {
         let key = self.keys().intent(tx_id);
-        self.kv().delete(key, None).await.map_err(|e| from_etcd(e, "removing an intent"))?;
+        self.retry("removing an intent", true, |mut kv| {
+            let key = key.clone();
+            async move { kv.delete(key, None).await }
+        })
+        .await?;
         Ok(())
     }
 

@@ -25,9 +25,9 @@
 use std::collections::BTreeMap;
 
 use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp};
-use sop_core::{Error, ErrorKind, IntentState, PublishRequest, Registry, Result, Subject, VersionConflict};
+use sop_core::{Error, IntentState, PublishRequest, Registry, Result, Subject, VersionConflict};
 
-use super::error::{from_etcd, surely_not_applied};
+use super::error::surely_not_applied;
 use super::{EtcdRegistry, decode_count, ranges, sum_counts};
 
 /// Attempts before a publish whose shards keep moving gives up (with a
@@ -50,30 +50,46 @@ struct Snapshot {
     shards: BTreeMap<String, (Vec<u8>, i64, i64)>,
 }
 
-/// The stores the request's counts name, each once, with its net delta
-/// (`None`: only checked).
-fn stores_named(req: &PublishRequest) -> BTreeMap<&str, Option<i64>> {
-    let mut named: BTreeMap<&str, Option<i64>> = BTreeMap::new();
-    for (name, _) in &req.count_checks {
-        named.entry(name).or_insert(None);
-    }
-    for (name, delta) in &req.count_deltas {
-        let d = named.entry(name).or_insert(None);
-        *d = Some(d.unwrap_or(0).saturating_add(*delta));
-    }
-    named
+/// What the request asks of one store's count.
+#[derive(Debug, Clone, Copy, Default)]
+struct CountUse {
+    /// The net delta to add, if any.
+    delta: Option<i64>,
+    /// The count the transaction read, if it read it.
+    seen: Option<u64>,
 }
 
-/// Refuses a request that one etcd transaction cannot hold.
+/// The stores the request's counts name, each once. Two different counts
+/// read for one store cannot both hold: `Conflict`.
+fn stores_named(req: &PublishRequest) -> Result<BTreeMap<&str, CountUse>> {
+    let mut named: BTreeMap<&str, CountUse> = BTreeMap::new();
+    for (name, seen) in &req.count_checks {
+        let u = named.entry(name).or_default();
+        if u.seen.is_some_and(|s| s != *seen) {
+            return Err(Error::changed(Subject::Count(name.clone()), "was read as two different counts"));
+        }
+        u.seen = Some(*seen);
+    }
+    for (name, delta) in &req.count_deltas {
+        let u = named.entry(name).or_default();
+        u.delta = Some(u.delta.unwrap_or(0).saturating_add(*delta));
+    }
+    Ok(named)
+}
+
+/// Refuses a request that one etcd transaction cannot hold. A request
+/// that only validates has no limit: it is checked in chunks read at one
+/// revision ([`validate`]).
 pub(super) fn limit(reg: &EtcdRegistry, req: &PublishRequest) -> Result<()> {
-    let named = stores_named(req);
-    let deltas = named.values().filter(|d| d.is_some()).count();
+    if req.is_validation_only() {
+        return Ok(());
+    }
+    let named = stores_named(req)?;
+    let deltas = named.values().filter(|u| u.delta.is_some()).count();
+    let checked = named.values().filter(|u| u.seen.is_some()).count();
     let intent = usize::from(req.intent.is_some());
-    let compares =
-        req.checks.len() + req.writes.len() + intent + named.len() + req.count_checks.len() + deltas;
+    let compares = req.checks.len() + req.writes.len() + intent + named.len() + checked + deltas;
     let puts = req.writes.len() + deltas + intent;
-    let checked =
-        req.count_checks.iter().map(|(n, _)| n.as_str()).collect::<std::collections::BTreeSet<_>>().len();
     let reads = intent + named.len() + checked + deltas;
     let ops = compares.max(puts).max(reads);
     let max = reg.config().max_txn_ops;
@@ -92,10 +108,13 @@ pub(super) fn limit(reg: &EtcdRegistry, req: &PublishRequest) -> Result<()> {
     let key = reg.keys().handle(sop_core::LogicalId::default()).len();
     let handle_bytes = 2 * key + 46 + 2 * OP_OVERHEAD;
     let intent_bytes = req.intent.as_ref().map_or(0, |i| i.encode().len() + 2 * (key + OP_OVERHEAD));
+    // Per store: its key (read, compared), the counter prefix and its range
+    // end (read, compared) and a shard key (read, compared, put).
+    let per_store = |n: &str| 8 * (key + n.len() * 2 + OP_OVERHEAD);
     let bytes = (req.checks.len() * (key + OP_OVERHEAD))
         + req.writes.len() * handle_bytes
         + intent_bytes
-        + named.keys().map(|n| 4 * (key + n.len() * 2 + OP_OVERHEAD)).sum::<usize>();
+        + named.keys().map(|n| per_store(n)).sum::<usize>();
     let max = reg.config().max_request_bytes;
     if bytes > max {
         return Err(Error::invalid(
@@ -112,6 +131,16 @@ pub(super) fn limit(reg: &EtcdRegistry, req: &PublishRequest) -> Result<()> {
 pub(super) async fn publish(reg: &EtcdRegistry, req: &PublishRequest) -> Result<()> {
     req.check_shape()?;
     limit(reg, req)?;
+    // etcd reads a missing key as version 0: an expectation of version 0
+    // (never a real handle's) must not be met by an absent id.
+    let zero =
+        req.checks.iter().any(|c| c.version == 0) || req.writes.iter().any(|w| w.expected() == Some(0));
+    if zero {
+        conflicts(reg, req).await?;
+    }
+    if req.is_validation_only() {
+        return validate(reg, req).await;
+    }
     for attempt in 0..ATTEMPTS {
         let snap = snapshot(reg, req, attempt).await?;
         if let Err(e) = decide(req, &snap.1) {
@@ -119,15 +148,51 @@ pub(super) async fn publish(reg: &EtcdRegistry, req: &PublishRequest) -> Result<
             conflicts(reg, req).await?;
             return Err(e);
         }
-        let txn = transaction(reg, req, &snap.0);
-        match reg.kv().txn(txn).await {
+        let txn = transaction(reg, req, &snap.0)?;
+        match reg.txn(txn, "publishing").await {
             Ok(resp) if resp.succeeded() => return Ok(()),
             Ok(_) => conflicts(reg, req).await?,
-            Err(e) => return resolve(reg, req, from_etcd(e, "publishing")).await,
+            Err(e) => return resolve(reg, req, e).await,
         }
     }
-    let name = req.count_deltas.first().map_or_else(String::new, |(n, _)| n.clone());
-    Err(Error::changed(Subject::Count(name), format!("kept moving during {ATTEMPTS} publish attempts")))
+    let subject =
+        req.count_deltas.first().map_or(Subject::Intent(req.tx_id), |(n, _)| Subject::Count(n.clone()));
+    Err(Error::changed(subject, format!("kept moving during {ATTEMPTS} publish attempts")))
+}
+
+/// A request that only validates: every handle version and count it
+/// checks, read at one revision (a consistent snapshot, however many
+/// transactions of gets it takes), compared with what it expects.
+async fn validate(reg: &EtcdRegistry, req: &PublishRequest) -> Result<()> {
+    let named = stores_named(req)?;
+    let k = reg.keys();
+    let ids = req.touched_ids();
+    let mut keys: Vec<Vec<u8>> = ids.iter().map(|id| k.handle(*id)).collect();
+    keys.extend(named.keys().map(|n| k.store(n)));
+    let (found, revision) = reg.get_many(keys, 0).await?;
+    let (handles, stores) = found.split_at(ids.len());
+    let current: Vec<Option<u64>> = ids
+        .iter()
+        .zip(handles)
+        .map(|(id, kv)| kv.as_ref().map(|kv| super::decode_handle(*id, kv).map(|h| h.version)).transpose())
+        .collect::<Result<_>>()?;
+    let version_of = |id| ids.binary_search(&id).ok().and_then(|i| current.get(i).copied().flatten());
+    let conflicts = req.conflicts(version_of);
+    if !conflicts.is_empty() {
+        return Err(Error::Conflict { conflicts });
+    }
+    for ((name, u), store) in named.iter().zip(stores) {
+        if store.is_none() {
+            return Err(Error::NotFound(Subject::Store((*name).to_owned())));
+        }
+        let Some(seen) = u.seen else { continue };
+        let opts = GetOptions::new().with_prefix().with_revision(revision);
+        let mut resp = reg.get(k.counts(name), Some(opts), "reading a count").await?;
+        if u64::try_from(sum_counts(&resp.take_kvs())?).unwrap_or(0) != seen {
+            return Err(Error::changed(Subject::Count((*name).to_owned()), format!("is no longer {seen}")));
+        }
+    }
+    Ok(())
 }
 
 /// What the snapshot says about the request, beyond handle versions.
@@ -164,24 +229,23 @@ async fn conflicts(reg: &EtcdRegistry, req: &PublishRequest) -> Result<()> {
 /// Reads everything the transaction compares beyond handle versions.
 async fn snapshot(reg: &EtcdRegistry, req: &PublishRequest, attempt: u32) -> Result<(Snapshot, Facts)> {
     let k = reg.keys();
-    let named = stores_named(req);
+    let named = stores_named(req)?;
     let shards = reg.config().count_shards;
     let shard = |name: &str| k.count(name, shard_for(req, attempt, shards));
     let mut ops = Vec::new();
     if req.intent.is_some() {
         ops.push(TxnOp::get(k.intent(req.tx_id), None));
     }
-    let checked = |name: &str| req.count_checks.iter().find(|(n, _)| n == name).map(|(_, seen)| *seen);
-    for (name, delta) in &named {
+    for (name, u) in &named {
         ops.push(TxnOp::get(k.store(name), None));
-        if checked(name).is_some() {
+        if u.seen.is_some() {
             ops.push(TxnOp::get(k.counts(name), Some(GetOptions::new().with_prefix())));
         }
-        if delta.is_some() {
+        if u.delta.is_some() {
             ops.push(TxnOp::get(shard(name), None));
         }
     }
-    let resp = reg.txn(Txn::new().and_then(ops), "reading a publish's state").await?;
+    let resp = reg.read_txn(Txn::new().and_then(ops), "reading a publish's state").await?;
     let revision = resp.header().map_or(0, |h| h.revision());
     let mut got = ranges(&resp).into_iter();
     let mut next = || got.next().ok_or_else(|| Error::corruption("etcd response", "a read lost its answers"));
@@ -193,7 +257,7 @@ async fn snapshot(reg: &EtcdRegistry, req: &PublishRequest, attempt: u32) -> Res
         snap.intent_mod = kv.mod_revision();
         facts.intent = Some(sop_core::Intent::decode(kv.value())?.state);
     }
-    for (name, delta) in &named {
+    for (name, u) in &named {
         match next()?.first() {
             Some(kv) => snap.stores.insert((*name).to_owned(), kv.create_revision()),
             None => {
@@ -201,13 +265,13 @@ async fn snapshot(reg: &EtcdRegistry, req: &PublishRequest, attempt: u32) -> Res
                 None
             }
         };
-        if let Some(seen) = checked(name) {
+        if let Some(seen) = u.seen {
             let now = u64::try_from(sum_counts(&next()?)?).unwrap_or(0);
             if now != seen && facts.moved_count.is_none() {
                 facts.moved_count = Some(((*name).to_owned(), seen));
             }
         }
-        if delta.is_some() {
+        if u.delta.is_some() {
             let kv: Option<KeyValue> = next()?.into_iter().next();
             let value = kv.as_ref().map(decode_count).transpose()?.unwrap_or(0);
             let modified = kv.map_or(0, |kv| kv.mod_revision());
@@ -224,7 +288,7 @@ fn shard_for(req: &PublishRequest, attempt: u32, shards: u32) -> u32 {
 }
 
 /// The one transaction: every compare, then every write.
-fn transaction(reg: &EtcdRegistry, req: &PublishRequest, snap: &Snapshot) -> Txn {
+fn transaction(reg: &EtcdRegistry, req: &PublishRequest, snap: &Snapshot) -> Result<Txn> {
     let k = reg.keys();
     let version = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let mut when: Vec<Compare> =
@@ -246,12 +310,13 @@ fn transaction(reg: &EtcdRegistry, req: &PublishRequest, snap: &Snapshot) -> Txn
     for (name, created) in &snap.stores {
         when.push(Compare::create_revision(k.store(name), CompareOp::Equal, *created));
     }
-    for (name, _) in &req.count_checks {
+    let named = stores_named(req)?;
+    for name in named.iter().filter(|(_, u)| u.seen.is_some()).map(|(n, _)| n) {
         // No shard of a checked count changed (or appeared) since the read.
         when.push(Compare::mod_revision(k.counts(name), CompareOp::Less, snap.revision + 1).with_prefix());
     }
-    for (name, delta) in stores_named(req) {
-        let (Some(delta), Some((key, value, modified))) = (delta, snap.shards.get(name)) else { continue };
+    for (name, u) in &named {
+        let (Some(delta), Some((key, value, modified))) = (u.delta, snap.shards.get(*name)) else { continue };
         when.push(Compare::mod_revision(key.clone(), CompareOp::Equal, *modified));
         then.push(TxnOp::put(key.clone(), value.saturating_add(delta).to_le_bytes(), None));
     }
@@ -260,7 +325,7 @@ fn transaction(reg: &EtcdRegistry, req: &PublishRequest, snap: &Snapshot) -> Txn
         when.push(Compare::mod_revision(key.clone(), CompareOp::Equal, snap.intent_mod));
         then.push(TxnOp::put(key, intent.encode(), None));
     }
-    Txn::new().when(when).and_then(then)
+    Ok(Txn::new().when(when).and_then(then))
 }
 
 /// A publish whose reply was lost: its outcome, read back.
@@ -282,7 +347,6 @@ async fn resolve(reg: &EtcdRegistry, req: &PublishRequest, e: Error) -> Result<(
                 ));
             }
             Ok(None) => break,
-            Err(e) if e.kind() == ErrorKind::Corruption => return Err(e),
             Err(e) => last = e,
         }
         tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;

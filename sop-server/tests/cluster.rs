@@ -1,0 +1,377 @@
+//! Cluster mode end to end: three `sop serve` processes on one database,
+//! sharing a 3-member etcd cluster (started here on loopback ports) and one
+//! blob directory. Clients spread over the servers move money: the total
+//! stays exact and every acknowledged transfer is in the ledger, while an
+//! etcd member dies; a write through one server is read through another at
+//! once; a server SIGKILLed mid-commit has its intents finished by the
+//! survivors and `sop check` on the shared database is clean; the swarm
+//! scenario spread over the three processes counts exactly 12 000.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Server, run_sop};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sop_backends::LocalEtcd;
+use sop_core::Registry;
+
+const ACCOUNTS: u64 = 12;
+const INITIAL: i64 = 1_000;
+/// The servers' transaction timeout: shared recovery finishes a dead
+/// process's intents once they are this old.
+const TX_TIMEOUT_SECS: &str = "2";
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    etcd: LocalEtcd,
+    registry: String,
+    blobs: String,
+    servers: Vec<Server>,
+}
+
+impl Cluster {
+    async fn start(servers: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let etcd = LocalEtcd::start(&dir.path().join("etcd"), 3, &[]).await.expect("etcd-server installed?");
+        let registry = etcd.url("bank");
+        let blobs = format!("file://{}", dir.path().join("blobs").display());
+        let mut c = Self { dir, etcd, registry, blobs, servers: Vec::new() };
+        for i in 0..servers {
+            let s = c.server(i);
+            c.servers.push(s);
+        }
+        c
+    }
+
+    fn data(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("data{i}"))
+    }
+
+    fn server(&self, i: usize) -> Server {
+        Server::start(&self.data(i), &self.shared_args(&["--max-tx-timeout-secs", TX_TIMEOUT_SECS]))
+    }
+
+    fn shared_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        [&["--registry", self.registry.as_str(), "--blobs", self.blobs.as_str()][..], extra].concat()
+    }
+
+    fn bases(&self) -> Vec<String> {
+        self.servers.iter().map(|s| s.base.clone()).collect()
+    }
+
+    /// `sop check` on the shared database, from a process of its own.
+    fn check(&self, scratch: &Path) {
+        let data = scratch.to_str().unwrap();
+        let args = [&["--data", data][..], &self.shared_args(&["check"])].concat();
+        let (ok, stdout, stderr) = run_sop(&args);
+        assert!(ok, "sop check failed:\n{stdout}\n{stderr}");
+        assert!(stdout.contains(" 0 problem(s)"), "{stdout}");
+    }
+}
+
+fn account(i: u64) -> String {
+    format!("acct-{i:02}")
+}
+
+async fn setup(srv: &Server) {
+    srv.create_store("accounts", json!({ "slot_length": 8 })).await;
+    srv.create_store("ledger", json!({ "slot_length": 8 })).await;
+    let ops: Vec<Value> = (0..ACCOUNTS)
+        .map(|i| json!({ "op": "put", "store": "accounts", "key": account(i), "value": INITIAL }))
+        .collect();
+    let (s, b) = srv.post("/v1/batch", json!({ "ops": ops })).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}
+
+/// What one client saw.
+#[derive(Debug, Default)]
+struct Outcome {
+    acked: Vec<String>,
+    conflicts: u64,
+    /// Transfers whose outcome the client cannot know (an error answer
+    /// during a member's death, or no answer): they may or may not be in
+    /// the ledger, never half.
+    unknown: u64,
+}
+
+/// One client: `n` transfer attempts through `base`.
+/// Transfer ids are `t-ROUND-CLIENT-N`: unique across rounds, as a ledger
+/// key must be.
+async fn client(base: String, round: usize, id: usize, n: usize) -> Outcome {
+    let http = reqwest::Client::new();
+    let mut out = Outcome::default();
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64 ^ (id as u64 + 1);
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..n {
+        let (a, b) = (next() % ACCOUNTS, next() % ACCOUNTS);
+        if a == b {
+            continue;
+        }
+        let tid = format!("t-{round}-{id:02}-{i:05}");
+        match transfer(&http, &base, &tid, &account(a), &account(b), (next() % 50) as i64 + 1).await {
+            Some(true) => out.acked.push(tid),
+            Some(false) => out.conflicts += 1,
+            None => out.unknown += 1,
+        }
+    }
+    out
+}
+
+/// `Some(true)` committed, `Some(false)` conflict, `None` unknown.
+async fn transfer(
+    http: &reqwest::Client,
+    base: &str,
+    tid: &str,
+    from: &str,
+    to: &str,
+    amount: i64,
+) -> Option<bool> {
+    let call = |m: Method, path: String, body: Option<Value>| {
+        let mut r = http.request(m, format!("{base}{path}"));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let resp = r.send().await.ok()?;
+            let status = resp.status();
+            Some((status, resp.json::<Value>().await.unwrap_or(Value::Null)))
+        }
+    };
+    let (s, b) = call(Method::POST, "/v1/tx".into(), Some(json!({ "mode": "write" }))).await?;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let tx = b["tx"].as_str().expect("tx").to_owned();
+    let item = |store: &str, key: &str| format!("/v1/tx/{tx}/stores/{store}/items/{key}");
+    let mut balances = Vec::new();
+    for k in [from, to] {
+        let (s, b) = call(Method::GET, item("accounts", k), None).await?;
+        if s.is_server_error() {
+            return None; // a read failed while a member died: nothing written
+        }
+        assert_eq!(s, StatusCode::OK, "{b}");
+        balances.push(b["value"].as_i64().expect("balance"));
+    }
+    for (k, v) in [(from, balances[0] - amount), (to, balances[1] + amount)] {
+        let (s, b) = call(Method::PUT, item("accounts", k), Some(json!(v))).await?;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    }
+    let entry = json!({ "from": from, "to": to, "amount": amount });
+    let (s, b) = call(Method::PUT, item("ledger", tid), Some(entry)).await?;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let (s, b) = call(Method::POST, format!("/v1/tx/{tx}/commit"), None).await?;
+    match s {
+        StatusCode::OK => Some(true),
+        // 410: it outlived the transaction timeout and was rolled back.
+        StatusCode::CONFLICT | StatusCode::GONE => Some(false),
+        s if s.is_server_error() => {
+            eprintln!("commit through {base}: {s} {b}");
+            None
+        }
+        other => panic!("commit answered {other}: {b}"),
+    }
+}
+
+async fn run_clients(
+    bases: &[String],
+    round: usize,
+    clients: usize,
+    per_client: usize,
+) -> Vec<tokio::task::JoinHandle<Outcome>> {
+    (0..clients)
+        .map(|id| tokio::spawn(client(bases[id % bases.len()].clone(), round, id, per_client)))
+        .collect()
+}
+
+async fn gather(tasks: Vec<tokio::task::JoinHandle<Outcome>>) -> Outcome {
+    let mut all = Outcome::default();
+    for t in tasks {
+        let o = t.await.expect("client task");
+        all.acked.extend(o.acked);
+        all.conflicts += o.conflicts;
+        all.unknown += o.unknown;
+    }
+    all
+}
+
+/// Reads every account and ledger entry through `srv` in one read
+/// transaction: the total is exact, every acknowledged transfer is in
+/// the ledger, each balance is what the ledger says. Returns the ledger's
+/// size.
+async fn verify(srv: &Server, acked: &[String]) -> usize {
+    let [accounts, ledger] = read_all(srv, ["accounts", "ledger"]).await;
+    let balances: BTreeMap<String, i64> = accounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["key"].as_str().unwrap().to_owned(), i["value"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(balances.values().sum::<i64>(), INITIAL * ACCOUNTS as i64, "total balance changed");
+    let entries = ledger.as_array().unwrap();
+    let ids: HashSet<&str> = entries.iter().map(|i| i["key"].as_str().unwrap()).collect();
+    for a in acked {
+        assert!(ids.contains(a.as_str()), "acknowledged transfer {a} is missing");
+    }
+    let mut expected: BTreeMap<String, i64> = (0..ACCOUNTS).map(|i| (account(i), INITIAL)).collect();
+    for e in entries {
+        let v = &e["value"];
+        let amount = v["amount"].as_i64().unwrap();
+        *expected.get_mut(v["from"].as_str().unwrap()).unwrap() -= amount;
+        *expected.get_mut(v["to"].as_str().unwrap()).unwrap() += amount;
+    }
+    assert_eq!(balances, expected, "balances disagree with the ledger: a transfer is partly visible");
+    entries.len()
+}
+
+/// Every item of `stores`, read in one read transaction that commits:
+/// what an uncommitted transaction reads through a server whose caches
+/// are stale may be old (optimistic reads), and its commit answers 409;
+/// then it reads again.
+async fn read_all<const N: usize>(srv: &Server, stores: [&str; N]) -> [Value; N] {
+    for _ in 0..20 {
+        let tx = srv.begin("read").await;
+        let mut out = Vec::new();
+        for store in stores {
+            let (s, page) = srv.get(&format!("/v1/tx/{tx}/stores/{store}/items?limit=100000")).await;
+            assert_eq!(s, StatusCode::OK, "{page}");
+            assert_eq!(page["next"], Value::Null, "one page holds everything");
+            out.push(page["items"].clone());
+        }
+        match srv.post(&format!("/v1/tx/{tx}/commit"), json!(null)).await {
+            (StatusCode::OK, _) => return out.try_into().unwrap(),
+            (StatusCode::CONFLICT, _) => continue,
+            (s, b) => panic!("read commit answered {s}: {b}"),
+        }
+    }
+    panic!("a read transaction conflicted 20 times in a row");
+}
+
+async fn batch_get(srv: &Server, store: &str, key: &str) -> Value {
+    let (s, b) = srv.post("/v1/batch", json!({ "ops": [{ "op": "get", "store": store, "key": key }] })).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b["results"][0]["value"].clone()
+}
+
+/// Transfers through three servers while an etcd member dies: the quorum
+/// keeps committing, nothing acknowledged is lost, no transfer is half
+/// applied; and each write through one server is what the next read
+/// through another returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_servers_keep_the_bank_exact_while_an_etcd_member_dies() {
+    let mut c = Cluster::start(3).await;
+    setup(&c.servers[0]).await;
+    c.servers[1].create_store("probes", json!({})).await;
+    for round in 0..5 {
+        let (writer, reader) = (&c.servers[round % 3], &c.servers[(round + 1) % 3]);
+        let body = json!({ "ops": [{ "op": "put", "store": "probes", "key": "p", "value": round }] });
+        assert_eq!(writer.post("/v1/batch", body).await.0, StatusCode::OK);
+        assert_eq!(
+            batch_get(reader, "probes", "p").await,
+            json!(round),
+            "a stale read through another server"
+        );
+    }
+    let tasks = run_clients(&c.bases(), 0, 9, 12).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    c.etcd.kill(0);
+    let first = gather(tasks).await;
+    let second = gather(run_clients(&c.bases(), 1, 9, 6).await).await;
+    let acked: Vec<String> = first.acked.into_iter().chain(second.acked.iter().cloned()).collect();
+    // 9 clients on 12 accounts conflict often (a client does not retry);
+    // what matters is that commits go on and every outcome is known.
+    assert!(second.acked.len() >= 5, "commits stalled on the remaining quorum: {second:?}");
+    assert_eq!(second.unknown, 0, "after the member's death every outcome is known: {second:?}");
+    let ledger = verify(&c.servers[2], &acked).await;
+    eprintln!(
+        "3 servers: {} acknowledged, {} conflicts retried, {} unknown at the member's death, {ledger} in the ledger",
+        acked.len(),
+        first.conflicts + second.conflicts,
+        first.unknown
+    );
+    for s in &c.servers {
+        assert_eq!(verify(s, &acked).await, ledger, "the servers disagree");
+    }
+}
+
+/// A server killed mid-commit leaves intents; a survivor finishes them
+/// once they are older than the transaction timeout, and `sop check` on
+/// the shared database finds nothing wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_servers_intents_are_finished_by_a_survivor() {
+    let c = Cluster::start(3).await;
+    setup(&c.servers[0]).await;
+    let bases = c.bases();
+    let tasks = run_clients(&bases, 0, 9, usize::MAX / 2).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.servers[1].signal("-KILL");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for t in &tasks {
+        t.abort();
+    }
+    let registry = sop_backends::EtcdRegistry::from_url(&c.registry).await.unwrap();
+    let mut waited = 0;
+    loop {
+        let old = sop_core::now_millis().saturating_sub(2_500);
+        let left = registry.list_intents(old).await.unwrap();
+        if left.is_empty() {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 100, "{} intents older than the timeout were never finished", left.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    verify(&c.servers[0], &[]).await;
+    c.check(&c.dir.path().join("check"));
+}
+
+/// The swarm scenario spread over three processes: 40 clients, each one
+/// transaction of 300 inserts into one new store, through the three
+/// servers in turn: exactly 12 000 items by scan and by count, read
+/// through every server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_swarm_over_three_processes_counts_exactly() {
+    const TASKS: u64 = 40;
+    const KEYS: u64 = 300;
+    let c = Cluster::start(3).await;
+    c.servers[0].create_store("swarm", json!({})).await;
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let base = c.servers[(t % 3) as usize].base.clone();
+        tasks.push(tokio::spawn(async move {
+            let ops: Vec<Value> = (0..KEYS)
+                .map(|i| json!({ "op": "put", "store": "swarm", "key": format!("{:06}", i * TASKS + t), "value": t }))
+                .collect();
+            let http = reqwest::Client::new();
+            for attempt in 1.. {
+                let resp = http.post(format!("{base}/v1/batch")).json(&json!({ "ops": ops })).send().await.unwrap();
+                match resp.status() {
+                    StatusCode::OK => return,
+                    StatusCode::CONFLICT if attempt < 20 => continue,
+                    s => panic!("task {t}: {s} {}", resp.text().await.unwrap_or_default()),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for s in &c.servers {
+        let (st, stores) = s.get("/v1/stores").await;
+        assert_eq!(st, StatusCode::OK);
+        let count =
+            stores["stores"].as_array().unwrap().iter().find(|s| s["name"] == "swarm").unwrap()["count"]
+                .clone();
+        assert_eq!(count, json!(12_000));
+        let [items] = read_all(s, ["swarm"]).await;
+        let keys: Vec<&str> = items.as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap()).collect();
+        assert_eq!(keys.len(), 12_000);
+        assert!(keys.iter().enumerate().all(|(i, k)| *k == format!("{i:06}")), "every key once, in order");
+    }
+}
