@@ -8,7 +8,7 @@ use sop_core::{LogicalId, Node, PhysicalId, Result, StoreInfo};
 
 use crate::inner::DbInner;
 use crate::tree::fill;
-use crate::walk::{WalkedNode, walk};
+use crate::walk::{WalkedNode, walk, walk_from};
 
 /// What [`crate::Database::check`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,6 +75,19 @@ pub(crate) async fn check(db: &DbInner) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let mut reached: HashSet<LogicalId> = HashSet::new();
     let mut referenced: HashSet<PhysicalId> = HashSet::new();
+    // Intents first (see `check_blobs`). A removed store's tree that a
+    // committed intent still has to sweep is neither a leak nor damage.
+    report.problems.extend(db.registry.damaged_intents().await?);
+    let intents = db.registry.list_intents(u64::MAX).await?;
+    let mut in_flight: HashSet<PhysicalId> = HashSet::new();
+    for intent in &intents {
+        in_flight.extend(intent.staged.iter().chain(&intent.obsolete).copied());
+        for root in &intent.detached {
+            let walked = walk_from(db, *root, "(removed store)").await?;
+            reached.extend(walked.nodes.iter().map(|n| n.id).chain(walked.unreadable.iter().map(|u| u.0)));
+            in_flight.extend(walked.blobs);
+        }
+    }
     for info in db.registry.list_stores().await? {
         let walked = walk(db, &info).await?;
         report.problems.extend(walked.problems);
@@ -106,21 +119,21 @@ pub(crate) async fn check(db: &DbInner) -> Result<CheckReport> {
             report.problems.push(format!("unreferenced node handle {}", h.logical_id));
         }
     }
-    check_blobs(db, &referenced, &mut report).await?;
+    check_blobs(db, &referenced, &in_flight, &mut report).await?;
     Ok(report)
 }
 
-async fn check_blobs(db: &DbInner, referenced: &HashSet<PhysicalId>, report: &mut CheckReport) -> Result<()> {
-    // Intents first, blobs second: a clean-up running meanwhile deletes an
-    // intent's blobs before the intent, so a blob listed is either still
-    // named by an intent listed before it or already gone. (Blobs first
-    // reported blobs deleted between the two listings as orphans.)
-    let mut in_flight: HashSet<PhysicalId> = HashSet::new();
-    report.problems.extend(db.registry.damaged_intents().await?);
-    for intent in db.registry.list_intents(u64::MAX).await? {
-        in_flight.extend(intent.staged);
-        in_flight.extend(intent.obsolete);
-    }
+/// Blobs against what references them. The intents (`in_flight`) were
+/// listed before the blobs: a clean-up running meanwhile deletes an
+/// intent's blobs before the intent, so a blob listed is either still
+/// named by an intent listed before it or already gone. (Blobs first
+/// reported blobs deleted between the two listings as orphans.)
+async fn check_blobs(
+    db: &DbInner,
+    referenced: &HashSet<PhysicalId>,
+    in_flight: &HashSet<PhysicalId>,
+    report: &mut CheckReport,
+) -> Result<()> {
     let stored: HashSet<PhysicalId> = db.blobs.list().await?.into_iter().collect();
     report.blobs = stored.len();
     for id in stored.iter().filter(|id| !referenced.contains(id) && !in_flight.contains(id)) {

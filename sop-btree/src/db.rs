@@ -121,7 +121,7 @@ impl Database {
         let (inner, name) = (self.inner.clone(), name.to_owned());
         to_completion(async move {
             inner.forget_store(&name);
-            crate::recovery::remove_store_contents(&inner, &info).await?;
+            crate::removal::remove_store_contents(&inner, &info).await?;
             inner.bracketed(inner.registry.remove_store(&name)).await.map(|_| ())
         })
         .await

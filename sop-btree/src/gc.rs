@@ -96,6 +96,10 @@ pub(crate) fn evict(db: &DbInner, intent: &Intent) {
 /// crash is returned.
 async fn cleanup(db: &DbInner, intent: &Intent) -> Result<()> {
     evict(db, intent);
+    if let Err(e) = crate::removal::sweep(db, &intent.detached).await {
+        tracing::warn!(tx = %intent.tx_id, error = %e, "sweeping a removed store failed; recovery will finish it");
+        return Ok(());
+    }
     if let Err(e) = db.blobs.delete_many(&intent.obsolete).await {
         tracing::warn!(tx = %intent.tx_id, error = %e, "deleting obsolete blobs failed; recovery will finish it");
         return Ok(());
@@ -111,6 +115,7 @@ async fn cleanup(db: &DbInner, intent: &Intent) -> Result<()> {
 /// are returned (recovery counts what it left).
 pub(crate) async fn purge(db: &DbInner, intent: &Intent) -> Result<()> {
     evict(db, intent);
+    crate::removal::sweep(db, &intent.detached).await?;
     db.blobs.delete_many(&intent.obsolete).await?;
     db.registry.remove_intent(intent.tx_id).await
 }

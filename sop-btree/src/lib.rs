@@ -45,6 +45,7 @@ mod handles;
 mod inner;
 mod key;
 mod recovery;
+mod removal;
 mod store;
 mod tree;
 mod tx;

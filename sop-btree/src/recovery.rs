@@ -1,13 +1,12 @@
-//! Recovery of crashed commits (at open and periodically), and store
-//! removal with the recovery of a half-done one.
+//! Recovery of crashed commits (at open and periodically), and of a
+//! half-done store removal (`crate::removal`).
 
 use std::sync::Arc;
 
-use sop_core::{Error, HandleWrite, Intent, IntentState, PublishRequest, Result, StoreInfo, Subject, TxId};
+use sop_core::{Intent, IntentState, Result, StoreInfo};
 
-use crate::gc::{park, purge, schedule_cleanup};
+use crate::gc::{park, purge};
 use crate::inner::DbInner;
-use crate::walk::walk;
 
 /// Finishes or undoes every abandoned intent, and finishes removing
 /// half-removed stores. With `exclusive` (no other process shares the
@@ -117,35 +116,4 @@ async fn finish_intent(db: &Arc<DbInner>, listed: &Intent) -> Result<()> {
     tracing::info!(tx = %intent.tx_id, state = ?intent.state, blobs = intent.staged.len(), "recovering intent");
     db.blobs.delete_many(&intent.staged).await?;
     db.registry.remove_intent(intent.tx_id).await
-}
-
-/// Removes every node handle of a store and its blobs, through a committed
-/// intent so that a crash midway is finished by recovery.
-pub(crate) async fn remove_store_contents(db: &Arc<DbInner>, info: &StoreInfo) -> Result<()> {
-    let walked = walk(db, info).await?;
-    let tx_id = TxId::new();
-    let claim = db.claim(tx_id);
-    let mut intent = Intent::pending(tx_id, Vec::new());
-    db.registry.put_intent(&intent).await?;
-    intent.state = IntentState::Committed;
-    intent.obsolete = walked.blobs.clone();
-    let writes = walked.nodes.iter().map(|n| HandleWrite::Remove { id: n.id, expected: n.version }).collect();
-    let request = PublishRequest { tx_id, writes, intent: Some(intent.clone()), ..PublishRequest::default() };
-    if let Err(e) = db.publish(&request).await {
-        if e.is_conflict() {
-            // Nothing was published: the intent is ours to drop.
-            db.registry.remove_intent(tx_id).await?;
-        }
-        return Err(match e {
-            Error::Conflict { .. } => {
-                Error::changed(Subject::Store(info.name.clone()), "changed while being removed")
-            }
-            other => other,
-        });
-    }
-    for n in &walked.nodes {
-        db.handles.forget(n.id);
-    }
-    // A transaction that read the store before may still read its blobs.
-    schedule_cleanup(db, intent, claim).await
 }

@@ -19,6 +19,9 @@ pub(crate) struct WalkedNode {
     /// Keys in this node must lie in `[lo, hi)`.
     pub(crate) lo: Option<Bytes>,
     pub(crate) hi: Option<Bytes>,
+    /// The blobs this node references: its own, a delta's base, its
+    /// values' (none for an empty root).
+    pub(crate) blobs: Vec<PhysicalId>,
 }
 
 /// Every node of a store (read straight from the registry) and every blob
@@ -28,32 +31,43 @@ pub(crate) struct Walk {
     pub(crate) nodes: Vec<WalkedNode>,
     pub(crate) blobs: Vec<PhysicalId>,
     pub(crate) problems: Vec<String>,
+    /// Nodes whose handle exists but whose blob could not be read: id,
+    /// version and blob (a sweep interrupted after deleting them).
+    pub(crate) unreadable: Vec<(LogicalId, u64, PhysicalId)>,
 }
 
 pub(crate) async fn walk(db: &DbInner, info: &StoreInfo) -> Result<Walk> {
+    walk_from(db, info.root, &info.name).await
+}
+
+/// Every node under `root` (of the store called `name`, for messages).
+pub(crate) async fn walk_from(db: &DbInner, root: LogicalId, name: &str) -> Result<Walk> {
     let mut out = Walk::default();
-    let mut stack = vec![(info.root, 0usize, None::<Bytes>, None::<Bytes>)];
+    let mut stack = vec![(root, 0usize, None::<Bytes>, None::<Bytes>)];
     while let Some((id, depth, lo, hi)) = stack.pop() {
         let Some(h) = db.registry.get_handles(&[id]).await?.into_iter().next().flatten() else {
-            out.problems.push(format!("store {:?}: dangling reference to node {id}", info.name));
+            out.problems.push(format!("store {name:?}: dangling reference to node {id}"));
             continue;
         };
+        let mut blobs = Vec::new();
         let node = if h.physical_id == EMPTY_ROOT {
             Arc::new(Node::empty_leaf())
         } else {
             match db.cache.node_and_base(h.physical_id, &db.blobs).await {
                 Ok(loaded) => {
-                    out.blobs.push(h.physical_id);
-                    out.blobs.extend(loaded.base); // a delta's base leaf
+                    blobs.push(h.physical_id);
+                    blobs.extend(loaded.base); // a delta's base leaf
                     loaded.node
                 }
                 Err(e) => {
-                    out.problems.push(format!("store {:?}: node {id}: {e}", info.name));
+                    out.problems.push(format!("store {name:?}: node {id}: {e}"));
+                    out.unreadable.push((id, h.version, h.physical_id));
                     continue;
                 }
             }
         };
-        out.blobs.extend(node.value_blobs());
+        blobs.extend(node.value_blobs());
+        out.blobs.extend(blobs.iter().copied());
         if let Node::Internal { keys, children } = node.as_ref() {
             for (i, child) in children.iter().enumerate() {
                 let clo = if i == 0 { lo.clone() } else { keys.get(i - 1).cloned() };
@@ -61,7 +75,7 @@ pub(crate) async fn walk(db: &DbInner, info: &StoreInfo) -> Result<Walk> {
                 stack.push((*child, depth + 1, clo, chi));
             }
         }
-        out.nodes.push(WalkedNode { id, version: h.version, node, depth, lo, hi });
+        out.nodes.push(WalkedNode { id, version: h.version, node, depth, lo, hi, blobs });
     }
     Ok(out)
 }

@@ -14,7 +14,7 @@ use sop_btree::{Config, Database, ErrorKind, StoreOptions};
 
 struct Cluster {
     _dir: tempfile::TempDir,
-    _etcd: LocalEtcd,
+    etcd: LocalEtcd,
     dbs: Vec<Database>,
 }
 
@@ -33,7 +33,7 @@ async fn cluster(n: usize) -> Cluster {
         config.tx_timeout = Duration::from_secs(5);
         dbs.push(Database::open(config).await.expect("open"));
     }
-    Cluster { _dir: dir, _etcd: etcd, dbs }
+    Cluster { _dir: dir, etcd, dbs }
 }
 
 async fn get(db: &Database, key: u32) -> Option<i64> {
@@ -93,15 +93,25 @@ async fn transfers_through_two_databases_keep_the_total() {
                 if from == to {
                     continue;
                 }
-                db.run_write(move |tx| async move {
-                    let s = tx.store::<u32, i64>("s").await?;
-                    let (f, g) = (s.get(&from).await?.unwrap_or(0), s.get(&to).await?.unwrap_or(0));
-                    s.update(&from, &(f - 3)).await?;
-                    s.update(&to, &(g + 3)).await?;
-                    Ok(())
-                })
-                .await
-                .unwrap();
+                // `run_write` retries a conflict 10 times; six writers on
+                // twenty accounts through two caches can exhaust that, and
+                // then the caller retries, as a user would.
+                for attempt in 1.. {
+                    let done = db
+                        .run_write(move |tx| async move {
+                            let s = tx.store::<u32, i64>("s").await?;
+                            let (f, g) = (s.get(&from).await?.unwrap_or(0), s.get(&to).await?.unwrap_or(0));
+                            s.update(&from, &(f - 3)).await?;
+                            s.update(&to, &(g + 3)).await?;
+                            Ok(())
+                        })
+                        .await;
+                    match done {
+                        Ok(()) => break,
+                        Err(e) if e.kind() == ErrorKind::Conflict && attempt < 20 => continue,
+                        Err(e) => panic!("transfer {t}/{i} failed after {attempt} attempts: {e}"),
+                    }
+                }
             }
         }));
     }
@@ -164,4 +174,50 @@ async fn the_swarm_spread_over_three_databases_counts_exactly() {
         assert!(all.iter().enumerate().all(|(i, (k, _))| *k as usize == i), "every key once, in order");
     }
     common::assert_healthy(&c.dbs[2]).await;
+}
+
+/// A store of 100 000 items (a few hundred nodes: far more than one etcd
+/// transaction may hold) is removed: detached in one small publish, then
+/// swept a chunk at a time; afterwards no handle, blob or intent of it is
+/// left, and `check` is clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_of_100_000_items_is_removed_on_etcd() {
+    let c = cluster(1).await;
+    let db = &c.dbs[0];
+    db.create_store("big", StoreOptions { slot_length: 64, ..StoreOptions::default() }).await.unwrap();
+    db.create_store("kept", StoreOptions::default()).await.unwrap();
+    db.run_write(|tx| async move { tx.store::<u32, u32>("kept").await?.insert(&1, &1).await }).await.unwrap();
+    for batch in 0..50u32 {
+        db.run_write(move |tx| async move {
+            let s = tx.store::<u32, u32>("big").await?;
+            for k in batch * 2000..(batch + 1) * 2000 {
+                s.insert(&k, &k).await?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+    let before = db.check().await.unwrap();
+    assert!(before.is_ok(), "{:?}", before.problems);
+    assert!(before.nodes > 1_000, "a store of {} nodes proves little", before.nodes);
+    db.remove_store("big").await.expect("removed despite etcd's 128 operations per transaction");
+    assert!(db.list_stores().await.unwrap().iter().all(|s| s.name != "big"));
+    // The sweep runs once no transaction may still read the tree (on a
+    // shared registry: `tx_timeout`, 5 s here).
+    let registry = sop_backends::EtcdRegistry::from_url(&c.etcd.url("db")).await.unwrap();
+    let mut waited = 0;
+    loop {
+        let handles = sop_core::Registry::list_handles(&registry).await.unwrap().len();
+        let intents = sop_core::Registry::list_intents(&registry, u64::MAX).await.unwrap().len();
+        if handles == 1 && intents == 0 {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 120, "{handles} handles and {intents} intents left after the sweep");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let after = db.check().await.unwrap();
+    assert!(after.is_ok(), "{:?}", after.problems);
+    assert_eq!((after.stores, after.items), (1, 1));
 }

@@ -1,7 +1,7 @@
 //! [`Intent`]: the registry record that makes every commit recoverable.
 
 use crate::codec::{Reader, Writer, begin_frame, open_frame, tag};
-use crate::{Error, PhysicalId, Result, TxId};
+use crate::{Error, LogicalId, PhysicalId, Result, TxId};
 
 /// Where a transaction's commit stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,9 +31,15 @@ pub struct Intent {
     pub staged: Vec<PhysicalId>,
     /// Blobs the commit makes unreachable, to delete after publish.
     pub obsolete: Vec<PhysicalId>,
+    /// Roots of subtrees the commit detached (a removed store's tree,
+    /// moved under a fresh id): after publish, clean-up removes every
+    /// node handle under them and deletes their blobs, a few at a time.
+    pub detached: Vec<LogicalId>,
 }
 
-const FORMAT_VERSION: u8 = 1;
+/// Version 2 adds `detached`; an intent without detached roots is still
+/// written as version 1, which older builds read.
+const FORMAT_VERSION: u8 = 2;
 const WHAT: &str = "intent";
 
 impl Intent {
@@ -46,6 +52,7 @@ impl Intent {
             state: IntentState::Pending,
             staged,
             obsolete: Vec::new(),
+            detached: Vec::new(),
         }
     }
 
@@ -53,7 +60,8 @@ impl Intent {
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
         let n = self.staged.len() + self.obsolete.len();
-        let mut w = begin_frame(tag::INTENT, FORMAT_VERSION, 32 + 16 * n);
+        let version = if self.detached.is_empty() { 1 } else { FORMAT_VERSION };
+        let mut w = begin_frame(tag::INTENT, version, 32 + 16 * (n + self.detached.len()));
         w.u128(self.tx_id.as_u128());
         w.u64(self.created_at_ms);
         w.u8(match self.state {
@@ -63,6 +71,10 @@ impl Intent {
         });
         write_ids(&mut w, &self.staged);
         write_ids(&mut w, &self.obsolete);
+        if version >= 2 {
+            w.varint(self.detached.len() as u64);
+            self.detached.iter().for_each(|id| w.u128(id.as_u128()));
+        }
         w.finish_frame()
     }
 
@@ -71,7 +83,7 @@ impl Intent {
     /// # Errors
     /// `Corruption` for malformed bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let (_, mut r) = open_frame(bytes, tag::INTENT, FORMAT_VERSION, WHAT)?;
+        let (version, mut r) = open_frame(bytes, tag::INTENT, FORMAT_VERSION, WHAT)?;
         let tx_id = TxId::from_u128(r.u128()?);
         let created_at_ms = r.u64()?;
         let state = match r.u8()? {
@@ -82,8 +94,14 @@ impl Intent {
         };
         let staged = read_ids(&mut r)?;
         let obsolete = read_ids(&mut r)?;
+        let detached = if version >= 2 {
+            let n = r.count(16)?;
+            (0..n).map(|_| r.u128().map(LogicalId::from_u128)).collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
         r.finish()?;
-        Ok(Self { tx_id, created_at_ms, state, staged, obsolete })
+        Ok(Self { tx_id, created_at_ms, state, staged, obsolete, detached })
     }
 }
 
@@ -108,6 +126,14 @@ mod tests {
         i.state = IntentState::Committed;
         i.obsolete.push(PhysicalId::new());
         let bytes = i.encode();
+        assert_eq!(bytes[1], 1, "no detached roots: version 1, which older builds read");
+        assert_eq!(Intent::decode(&bytes).unwrap(), i);
+        for n in 0..bytes.len() {
+            assert_eq!(Intent::decode(&bytes[..n]).unwrap_err().kind(), ErrorKind::Corruption);
+        }
+        i.detached = vec![LogicalId::new(), LogicalId::new()];
+        let bytes = i.encode();
+        assert_eq!(bytes[1], 2);
         assert_eq!(Intent::decode(&bytes).unwrap(), i);
         for n in 0..bytes.len() {
             assert_eq!(Intent::decode(&bytes[..n]).unwrap_err().kind(), ErrorKind::Corruption);
