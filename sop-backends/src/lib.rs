@@ -9,7 +9,8 @@
 //!   `gs://`, `az://`), as `sop serve --registry/--blobs` takes them.
 //! - `EtcdRegistry` (feature `etcd`): the shared registry of cluster
 //!   mode, `etcd://HOST:PORT[,HOST:PORT...]/PREFIX`; `LocalEtcd` starts a
-//!   local cluster for tests.
+//!   local cluster for tests; `LocalS3` (feature `cloud`) a local S3
+//!   server (moto) for tests.
 //!
 //! RocksDB is compiled only with feature `rocksdb` (on by default here;
 //! the engine `sop-btree` turns it on with its own `embedded` feature, so
@@ -29,6 +30,8 @@
 mod choose;
 #[cfg(feature = "etcd")]
 mod etcd;
+#[cfg(feature = "cloud")]
+mod local_s3;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 
@@ -37,5 +40,7 @@ pub use choose::embedded;
 pub use choose::{Backends, EmbeddedBlobs, from_urls, memory};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdConfig, EtcdRegistry, LocalEtcd};
+#[cfg(feature = "cloud")]
+pub use local_s3::LocalS3;
 #[cfg(feature = "rocksdb")]
 pub use rocks::{RocksBlobStore, RocksConfig, RocksRegistry};

@@ -7,6 +7,7 @@
 //! `--no-sync`. Prints one Markdown table per workload (median of
 //! `--runs`, default 3) and, with `--json FILE`, writes every figure.
 
+mod cluster;
 mod engines;
 mod probe;
 mod report;
@@ -22,7 +23,8 @@ use crate::report::Recorder;
 use crate::workloads::Sizes;
 
 const USAGE: &str = "usage: sop-bench [--quick] [--smoke] [--no-sync] [--runs N] [--json FILE] \
-[--engines sop,redb,rocksdb,lmdb,sqlite,btreemap] [--dir DIR] [--n ITEMS] [--contention-ms MS]";
+[--engines sop,redb,rocksdb,lmdb,sqlite,btreemap] [--dir DIR] [--n ITEMS] [--contention-ms MS]\n\
+       sop-bench --cluster [--secs N] [--json FILE]";
 
 #[derive(Debug)]
 struct Args {
@@ -94,6 +96,20 @@ fn parse() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(mode) = raw.first().filter(|a| a.starts_with("--cluster")) {
+        let outcome = match mode.as_str() {
+            "--cluster-child" => cluster::child(&raw[1..]),
+            _ => cluster_main(&raw[1..]),
+        };
+        return match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sop-bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {
@@ -108,6 +124,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--cluster [--secs N] [--json FILE]`: cluster mode with 1, 2 and 3
+/// processes (`cluster.rs`).
+fn cluster_main(args: &[String]) -> Result<(), String> {
+    let (mut secs, mut json_path) = (10u64, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--secs" => secs = it.next().and_then(|v| v.parse().ok()).ok_or("--secs needs a number")?,
+            "--json" => json_path = Some(PathBuf::from(it.next().ok_or("--json needs a file")?)),
+            other => return Err(format!("--cluster takes --secs N and --json FILE, not {other:?}")),
+        }
+    }
+    let doc = cluster::run(secs)?;
+    if let Some(path) = json_path {
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn run(a: &Args) -> Result<(), String> {

@@ -26,6 +26,11 @@ pub(crate) fn install() -> Result<PrometheusHandle, String> {
     metrics::describe_histogram!("sop_commit_seconds", "Latency of POST /v1/tx/{tx}/commit");
     metrics::describe_histogram!("sop_batch_seconds", "Latency of POST /v1/batch, retries included");
     metrics::describe_counter!("sop_cache_hits_total", "Node cache hits");
+    metrics::describe_counter!(
+        "sop_blob_requests_total",
+        "Requests to an object-store blob store (--blobs file://, s3://, ...), by op"
+    );
+    metrics::describe_counter!("sop_blob_put_bytes_total", "Bytes put to an object-store blob store");
     metrics::describe_counter!("sop_cache_misses_total", "Node cache misses (loads)");
     // The cache counts these itself; register them so that they show
     // before the first hit.

@@ -135,9 +135,18 @@ fn from_os(e: object_store::Error, context: &str) -> Error {
     }
 }
 
+/// Counts one request to the object store (`metrics` counters, exported
+/// by the server at `/metrics`: on object storage each request is billed,
+/// and a commit's count is a cost to watch).
+fn count(op: &'static str) {
+    metrics::counter!("sop_blob_requests_total", "op" => op).increment(1);
+}
+
 #[async_trait]
 impl BlobStore for ObjectBlobStore {
     async fn put(&self, id: PhysicalId, data: Bytes) -> Result<()> {
+        count("put");
+        metrics::counter!("sop_blob_put_bytes_total").increment(data.len() as u64);
         let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
         self.store
             .put_opts(&self.path(id), PutPayload::from_bytes(data), opts)
@@ -147,11 +156,13 @@ impl BlobStore for ObjectBlobStore {
     }
 
     async fn get(&self, id: PhysicalId) -> Result<Bytes> {
+        count("get");
         let got = self.store.get(&self.path(id)).await.map_err(|e| from_os(e, &format!("blob {id}")))?;
         got.bytes().await.map_err(|e| from_os(e, &format!("reading blob {id}")))
     }
 
     async fn delete(&self, id: PhysicalId) -> Result<()> {
+        count("delete");
         match self.store.delete(&self.path(id)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(from_os(e, &format!("deleting blob {id}"))),
@@ -159,6 +170,7 @@ impl BlobStore for ObjectBlobStore {
     }
 
     async fn list(&self) -> Result<Vec<PhysicalId>> {
+        count("list");
         let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
         let metas: Vec<_> =
             self.store.list(prefix).try_collect().await.map_err(|e| from_os(e, "listing blobs"))?;

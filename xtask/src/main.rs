@@ -15,6 +15,7 @@
 //!
 //! Each step echoes its command and the first failure stops the run.
 
+mod moto;
 mod rocksdb;
 mod schemathesis;
 mod tidy;
@@ -148,19 +149,15 @@ fn ci() -> Result<(), String> {
     ];
     run(cargo_with(&[&lean[..], &["--", "-D", "warnings"]].concat()))?;
     tidy::run_all(&project_root())?;
-    if has_nextest() {
-        run(cargo_with(&["nextest", "run", "--workspace", "--features", ENGINE_FEATURES, "--no-fail-fast"]))?;
+    // The S3 tests start moto's server themselves (on 127.0.0.1).
+    let moto = moto::install()?;
+    let mut tests = if has_nextest() {
+        cargo_with(&["nextest", "run", "--workspace", "--features", ENGINE_FEATURES, "--no-fail-fast"])
     } else {
-        run(cargo_with(&[
-            "test",
-            "--workspace",
-            "--features",
-            ENGINE_FEATURES,
-            "--lib",
-            "--bins",
-            "--tests",
-        ]))?;
-    }
+        cargo_with(&["test", "--workspace", "--features", ENGINE_FEATURES, "--lib", "--bins", "--tests"])
+    };
+    tests.env("SOP_MOTO_SERVER", &moto);
+    run(tests)?;
     run(cargo_with(&["test", "--workspace", "--doc"]))?;
     let mut doc = cargo_with(&["doc", "--workspace", "--no-deps"]);
     doc.env("RUSTDOCFLAGS", "-D warnings");
@@ -174,6 +171,7 @@ fn ci() -> Result<(), String> {
     crash(&[], true)?;
     fuzz(&["--secs".to_owned(), "20".to_owned()])?;
     bench(&["--quick".to_owned(), "--smoke".to_owned(), "--dev".to_owned()])?;
+    bench(&["--cluster".to_owned(), "--secs".to_owned(), "2".to_owned(), "--dev".to_owned()])?;
     run(cargo_with(&["run", "-p", "sop-btree", "--features", "embedded", "--example", "bank"]))?;
     println!("\nxtask ci: all green in {:.0}s", start.elapsed().as_secs_f64());
     Ok(())
@@ -239,7 +237,8 @@ fn ensure_system_packages(packages: &[&str]) -> Result<(), String> {
 /// `BTreeMap` on the same workloads. `--dev` builds it in the dev profile
 /// (CI's smoke run reuses the test build); otherwise release. The other
 /// arguments go to `sop-bench` (`--quick`, `--smoke`, `--no-sync`,
-/// `--json FILE`, `--runs N`, `--engines a,b`).
+/// `--json FILE`, `--runs N`, `--engines a,b`; `--cluster [--secs N]`:
+/// cluster mode with 1, 2 and 3 processes on a local etcd and moto S3).
 fn bench(args: &[String]) -> Result<(), String> {
     prepare_build()?;
     let dev = args.iter().any(|a| a == "--dev");
@@ -248,6 +247,11 @@ fn bench(args: &[String]) -> Result<(), String> {
         cmd.arg("--release");
     }
     cmd.arg("--").args(args.iter().filter(|a| *a != "--dev"));
+    if args.iter().any(|a| a == "--cluster") {
+        // Cluster mode starts etcd members and moto's S3 server itself.
+        ensure_system_packages(&["etcd-server"])?;
+        cmd.env("SOP_MOTO_SERVER", moto::install()?);
+    }
     run(cmd)
 }
 
