@@ -122,7 +122,9 @@ impl Database {
         to_completion(async move {
             inner.forget_store(&name);
             crate::removal::remove_store_contents(&inner, &info).await?;
-            inner.bracketed(inner.registry.remove_store(&name)).await.map(|_| ())
+            // Only this store's record: recovery may have removed it already
+            // and a new store of the same name may exist by now.
+            inner.bracketed(inner.registry.remove_store_if_root(&name, info.root)).await.map(|_| ())
         })
         .await
     }

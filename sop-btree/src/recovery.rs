@@ -51,7 +51,7 @@ pub(crate) async fn recover(db: &Arc<DbInner>, exclusive: bool) -> Result<usize>
 async fn finish_removal(db: &DbInner, store: &StoreInfo) -> Result<()> {
     if db.registry.get_handles(&[store.root]).await?.first().copied().flatten().is_none() {
         tracing::warn!(store = %store.name, "finishing the removal of a half-removed store");
-        db.bracketed(db.registry.remove_store(&store.name)).await?;
+        db.bracketed(db.registry.remove_store_if_root(&store.name, store.root)).await?;
     }
     Ok(())
 }

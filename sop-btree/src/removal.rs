@@ -10,11 +10,16 @@
 //!    is gone is finished off by recovery).
 //! 2. **Sweep** (`sweep`, run by the intent's clean-up once no
 //!    transaction that may still read the tree is live, or by recovery):
-//!    the detached tree is walked and removed children before parents,
-//!    [`SWEEP_CHUNK`] nodes per publish, each chunk's blobs deleted before
-//!    its handles. A crash between the two leaves handles whose blobs are
-//!    gone, but whose children are already removed; the next sweep (the
-//!    intent is still there) removes them. Then the intent goes.
+//!    the detached tree is walked and removed one depth at a time, deepest
+//!    first, [`SWEEP_CHUNK`] nodes per publish (a chunk never mixes
+//!    depths), each chunk's blobs deleted before its handles (values and
+//!    delta bases before the node's own blob, so a node still readable
+//!    still names them). A crash between the two leaves handles whose
+//!    blobs are gone, but whose children are all removed already (their
+//!    depth went first); the next sweep (the intent is still there)
+//!    removes those first. A walk that cannot read a blob for another
+//!    reason than its being gone stops the sweep (retried later): it must
+//!    not lose a subtree. Then the intent goes.
 //!
 //! The old single publish removed every handle at once: on etcd a store of
 //! more than ~100 nodes could not be removed at all (128 operations per
@@ -78,30 +83,47 @@ pub(crate) async fn remove_store_contents(db: &Arc<DbInner>, info: &StoreInfo) -
 /// one tree at once (the next sweep finishes it).
 pub(crate) async fn sweep(db: &DbInner, roots: &[LogicalId]) -> Result<()> {
     for &root in roots {
-        let mut walked = walk_from(db, root, "(removed store)").await?;
-        // Deepest first: a node goes only after all its children went.
-        walked.nodes.sort_by_key(|n| std::cmp::Reverse(n.depth));
-        let mut doomed: Vec<(LogicalId, u64, Vec<PhysicalId>)> =
-            walked.nodes.into_iter().map(|n| (n.id, n.version, n.blobs)).collect();
-        // Nodes whose blob an interrupted sweep already deleted (their
-        // children went before them) go last.
-        doomed.extend(walked.unreadable.into_iter().map(|(id, version, blob)| (id, version, vec![blob])));
-        for chunk in doomed.chunks(SWEEP_CHUNK) {
-            let blobs: Vec<PhysicalId> = chunk
-                .iter()
-                .flat_map(|(_, _, b)| b.iter().copied())
-                .filter(|b| *b != crate::handles::EMPTY_ROOT)
-                .collect();
-            for b in &blobs {
-                db.cache.remove(*b);
-            }
-            db.blobs.delete_many(&blobs).await?;
-            let writes =
-                chunk.iter().map(|(id, version, _)| HandleWrite::Remove { id: *id, expected: *version });
-            let request =
-                PublishRequest { tx_id: TxId::new(), writes: writes.collect(), ..Default::default() };
-            db.publish(&request).await?;
+        let walked = walk_from(db, root, "(removed store)").await?;
+        if walked.incomplete {
+            return Err(Error::io(
+                "sweeping a removed store",
+                std::io::Error::other(format!(
+                    "part of the tree under {root} could not be read; retried later"
+                )),
+            ));
         }
+        // Nodes whose blob an interrupted sweep deleted have no children
+        // left: they go first. Then depth by depth, deepest first, so that
+        // a node goes only after all its children went.
+        let gone = walked.unreadable.iter().map(|&(id, version, blob)| (id, version, blob, Vec::new()));
+        remove_chunks(db, gone.collect()).await?;
+        let mut nodes = walked.nodes;
+        nodes.sort_by_key(|n| std::cmp::Reverse(n.depth));
+        for level in nodes.chunk_by(|a, b| a.depth == b.depth) {
+            let level = level.iter().map(|n| (n.id, n.version, n.physical, n.others.clone())).collect();
+            remove_chunks(db, level).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes `nodes` (id, version, own blob, other blobs), [`SWEEP_CHUNK`] at
+/// a time: the other blobs, then the own blobs, then the handles.
+async fn remove_chunks(
+    db: &DbInner,
+    nodes: Vec<(LogicalId, u64, PhysicalId, Vec<PhysicalId>)>,
+) -> Result<()> {
+    for chunk in nodes.chunks(SWEEP_CHUNK) {
+        let others: Vec<PhysicalId> = chunk.iter().flat_map(|n| n.3.iter().copied()).collect();
+        let own: Vec<PhysicalId> =
+            chunk.iter().map(|n| n.2).filter(|b| *b != crate::handles::EMPTY_ROOT).collect();
+        for b in others.iter().chain(&own) {
+            db.cache.remove(*b);
+        }
+        db.blobs.delete_many(&others).await?;
+        db.blobs.delete_many(&own).await?;
+        let writes = chunk.iter().map(|n| HandleWrite::Remove { id: n.0, expected: n.1 }).collect();
+        db.publish(&PublishRequest { tx_id: TxId::new(), writes, ..Default::default() }).await?;
     }
     Ok(())
 }

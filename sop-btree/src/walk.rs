@@ -19,9 +19,10 @@ pub(crate) struct WalkedNode {
     /// Keys in this node must lie in `[lo, hi)`.
     pub(crate) lo: Option<Bytes>,
     pub(crate) hi: Option<Bytes>,
-    /// The blobs this node references: its own, a delta's base, its
-    /// values' (none for an empty root).
-    pub(crate) blobs: Vec<PhysicalId>,
+    /// The node's own blob (`EMPTY_ROOT` for an empty root).
+    pub(crate) physical: PhysicalId,
+    /// The other blobs it references: a delta's base, its values'.
+    pub(crate) others: Vec<PhysicalId>,
 }
 
 /// Every node of a store (read straight from the registry) and every blob
@@ -31,9 +32,12 @@ pub(crate) struct Walk {
     pub(crate) nodes: Vec<WalkedNode>,
     pub(crate) blobs: Vec<PhysicalId>,
     pub(crate) problems: Vec<String>,
-    /// Nodes whose handle exists but whose blob could not be read: id,
-    /// version and blob (a sweep interrupted after deleting them).
+    /// Nodes whose handle exists but whose blob is gone: id, version, blob
+    /// (a sweep interrupted after deleting them).
     pub(crate) unreadable: Vec<(LogicalId, u64, PhysicalId)>,
+    /// Whether a blob could not be read for another reason than being
+    /// gone (the walk is incomplete: a sweep must not act on it).
+    pub(crate) incomplete: bool,
 }
 
 pub(crate) async fn walk(db: &DbInner, info: &StoreInfo) -> Result<Walk> {
@@ -49,25 +53,29 @@ pub(crate) async fn walk_from(db: &DbInner, root: LogicalId, name: &str) -> Resu
             out.problems.push(format!("store {name:?}: dangling reference to node {id}"));
             continue;
         };
-        let mut blobs = Vec::new();
+        let mut others = Vec::new();
         let node = if h.physical_id == EMPTY_ROOT {
             Arc::new(Node::empty_leaf())
         } else {
             match db.cache.node_and_base(h.physical_id, &db.blobs).await {
                 Ok(loaded) => {
-                    blobs.push(h.physical_id);
-                    blobs.extend(loaded.base); // a delta's base leaf
+                    out.blobs.push(h.physical_id);
+                    others.extend(loaded.base); // a delta's base leaf
                     loaded.node
                 }
                 Err(e) => {
                     out.problems.push(format!("store {name:?}: node {id}: {e}"));
-                    out.unreadable.push((id, h.version, h.physical_id));
+                    if e.kind() == sop_core::ErrorKind::NotFound {
+                        out.unreadable.push((id, h.version, h.physical_id));
+                    } else {
+                        out.incomplete = true;
+                    }
                     continue;
                 }
             }
         };
-        blobs.extend(node.value_blobs());
-        out.blobs.extend(blobs.iter().copied());
+        others.extend(node.value_blobs());
+        out.blobs.extend(others.iter().copied());
         if let Node::Internal { keys, children } = node.as_ref() {
             for (i, child) in children.iter().enumerate() {
                 let clo = if i == 0 { lo.clone() } else { keys.get(i - 1).cloned() };
@@ -75,7 +83,16 @@ pub(crate) async fn walk_from(db: &DbInner, root: LogicalId, name: &str) -> Resu
                 stack.push((*child, depth + 1, clo, chi));
             }
         }
-        out.nodes.push(WalkedNode { id, version: h.version, node, depth, lo, hi, blobs });
+        out.nodes.push(WalkedNode {
+            id,
+            version: h.version,
+            node,
+            depth,
+            lo,
+            hi,
+            physical: h.physical_id,
+            others,
+        });
     }
     Ok(out)
 }

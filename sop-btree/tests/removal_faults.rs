@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,4 +92,50 @@ async fn an_interrupted_removal_is_finished_by_recovery() {
         failed > 0 && finished_by_recovery > 0,
         "failed {failed}, swept by recovery {finished_by_recovery}"
     );
+}
+
+/// A sweep cut after a chunk's blobs were deleted and before its handles
+/// were removed (the registry failing at that publish), at each of its
+/// first chunks in turn: the removal still returns (the store is gone),
+/// and recovery at the next open removes what is left, first the nodes
+/// whose blobs are gone (their children went before them), then the rest:
+/// only the kept store's root handle and blob remain, and `check` is
+/// clean. Cutting the same chunk a second time in recovery is survived
+/// too (the third open finishes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_cut_between_blobs_and_handles_is_finished_by_recovery() {
+    for cut in 1..=4u64 {
+        let reg = Arc::new(common::attack::LostReply::default());
+        let blobs: Arc<dyn BlobStore> = Arc::new(ObjectBlobStore::memory());
+        let db = open(reg.clone(), blobs.clone()).await.unwrap();
+        db.create_store("big", small(4)).await.unwrap();
+        db.create_store("kept", small(4)).await.unwrap();
+        db.run_write(|tx| async move {
+            let big = tx.store::<u32, u32>("big").await?;
+            for k in 0..300 {
+                big.insert(&k, &k).await?;
+            }
+            tx.store::<u32, u32>("kept").await?.insert(&7, &7).await
+        })
+        .await
+        .unwrap();
+        reg.fail_sweep.store(cut, Ordering::SeqCst);
+        db.remove_store("big").await.expect("the store goes; its sweep is left to recovery");
+        assert!(reg.sweeps.load(Ordering::SeqCst) >= cut, "cut {cut}: the sweep never reached that chunk");
+        assert!(db.list_stores().await.unwrap().iter().all(|s| s.name != "big"));
+        let left = reg.inner.list_handles().await.unwrap().len();
+        assert!(left > 1, "cut {cut}: the cut left nothing to finish");
+        db.close().await.unwrap();
+
+        // The same chunk number fails once more, in recovery's sweep.
+        reg.sweeps.store(0, Ordering::SeqCst);
+        let db = open(reg.clone(), blobs.clone()).await.unwrap();
+        db.close().await.unwrap();
+        reg.fail_sweep.store(0, Ordering::SeqCst);
+        let db = open(reg.clone(), blobs.clone()).await.unwrap();
+        assert!(reg.inner.list_intents(u64::MAX).await.unwrap().is_empty(), "cut {cut}: an intent is left");
+        assert_eq!(reg.inner.list_handles().await.unwrap().len(), 1, "cut {cut}: only kept's root");
+        assert_eq!(blobs.list().await.unwrap().len(), 1, "cut {cut}: only kept's root leaf");
+        assert_healthy(&db).await;
+    }
 }

@@ -282,6 +282,36 @@ impl Error {
     ) -> Self {
         Self::Backend { backend, kind, source: Arc::new(source) }
     }
+
+    /// An [`Error::Backend`] wrapping a backend's own error with what was
+    /// being done when it failed.
+    pub fn backend_while(
+        backend: &'static str,
+        kind: ErrorKind,
+        context: &str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::backend(backend, kind, WithContext { context: context.to_owned(), source })
+    }
+}
+
+/// A backend's error and what was being done (`Error::backend_while`).
+#[derive(Debug)]
+struct WithContext<E> {
+    context: String,
+    source: E,
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for WithContext<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.context, self.source)
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for WithContext<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
 }
 
 #[cfg(test)]

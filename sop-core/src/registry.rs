@@ -241,6 +241,18 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     /// removed separately, through [`Registry::publish`].
     async fn remove_store(&self, name: &str) -> Result<StoreInfo>;
 
+    /// Removes store `name`'s metadata only if its root is still `root`
+    /// (not a store of the same name created since), atomically, and
+    /// returns it; `None` when there is no such store or it has another
+    /// root. The default reads and then removes, which is not atomic:
+    /// every registry of this workspace overrides it.
+    async fn remove_store_if_root(&self, name: &str, root: LogicalId) -> Result<Option<StoreInfo>> {
+        match self.get_store(name).await? {
+            Some(info) if info.root == root => self.remove_store(name).await.map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Stores (or replaces) an intent.
     async fn put_intent(&self, intent: &Intent) -> Result<()>;
 

@@ -80,6 +80,9 @@ impl Registry for FaultyRegistry {
     async fn remove_store(&self, name: &str) -> Result<StoreInfo> {
         self.write("remove_store", self.inner.remove_store(name)).await
     }
+    async fn remove_store_if_root(&self, name: &str, root: LogicalId) -> Result<Option<StoreInfo>> {
+        self.write("remove_store", self.inner.remove_store_if_root(name, root)).await
+    }
     async fn put_intent(&self, intent: &Intent) -> Result<()> {
         self.write("put_intent", self.inner.put_intent(intent)).await
     }

@@ -9,10 +9,10 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::bank::{self, account};
 use common::{Server, run_sop};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -20,7 +20,6 @@ use sop_backends::LocalEtcd;
 use sop_core::Registry;
 
 const ACCOUNTS: u64 = 12;
-const INITIAL: i64 = 1_000;
 /// The servers' transaction timeout: shared recovery finishes a dead
 /// process's intents once they are this old.
 const TX_TIMEOUT_SECS: &str = "2";
@@ -71,20 +70,6 @@ impl Cluster {
         assert!(ok, "sop check failed:\n{stdout}\n{stderr}");
         assert!(stdout.contains(" 0 problem(s)"), "{stdout}");
     }
-}
-
-fn account(i: u64) -> String {
-    format!("acct-{i:02}")
-}
-
-async fn setup(srv: &Server) {
-    srv.create_store("accounts", json!({ "slot_length": 8 })).await;
-    srv.create_store("ledger", json!({ "slot_length": 8 })).await;
-    let ops: Vec<Value> = (0..ACCOUNTS)
-        .map(|i| json!({ "op": "put", "store": "accounts", "key": account(i), "value": INITIAL }))
-        .collect();
-    let (s, b) = srv.post("/v1/batch", json!({ "ops": ops })).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
 }
 
 /// What one client saw.
@@ -207,27 +192,7 @@ async fn gather(tasks: Vec<tokio::task::JoinHandle<Outcome>>) -> Outcome {
 /// size.
 async fn verify(srv: &Server, acked: &[String]) -> usize {
     let [accounts, ledger] = read_all(srv, ["accounts", "ledger"]).await;
-    let balances: BTreeMap<String, i64> = accounts
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| (i["key"].as_str().unwrap().to_owned(), i["value"].as_i64().unwrap()))
-        .collect();
-    assert_eq!(balances.values().sum::<i64>(), INITIAL * ACCOUNTS as i64, "total balance changed");
-    let entries = ledger.as_array().unwrap();
-    let ids: HashSet<&str> = entries.iter().map(|i| i["key"].as_str().unwrap()).collect();
-    for a in acked {
-        assert!(ids.contains(a.as_str()), "acknowledged transfer {a} is missing");
-    }
-    let mut expected: BTreeMap<String, i64> = (0..ACCOUNTS).map(|i| (account(i), INITIAL)).collect();
-    for e in entries {
-        let v = &e["value"];
-        let amount = v["amount"].as_i64().unwrap();
-        *expected.get_mut(v["from"].as_str().unwrap()).unwrap() -= amount;
-        *expected.get_mut(v["to"].as_str().unwrap()).unwrap() += amount;
-    }
-    assert_eq!(balances, expected, "balances disagree with the ledger: a transfer is partly visible");
-    entries.len()
+    bank::check_books(&accounts, &ledger, ACCOUNTS, acked)
 }
 
 /// Every item of `stores`, read in one read transaction that commits:
@@ -266,7 +231,7 @@ async fn batch_get(srv: &Server, store: &str, key: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_servers_keep_the_bank_exact_while_an_etcd_member_dies() {
     let mut c = Cluster::start(3).await;
-    setup(&c.servers[0]).await;
+    bank::setup(&c.servers[0], ACCOUNTS).await;
     c.servers[1].create_store("probes", json!({})).await;
     for round in 0..5 {
         let (writer, reader) = (&c.servers[round % 3], &c.servers[(round + 1) % 3]);
@@ -306,7 +271,7 @@ async fn three_servers_keep_the_bank_exact_while_an_etcd_member_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_servers_intents_are_finished_by_a_survivor() {
     let c = Cluster::start(3).await;
-    setup(&c.servers[0]).await;
+    bank::setup(&c.servers[0], ACCOUNTS).await;
     let bases = c.bases();
     let tasks = run_clients(&bases, 0, 9, usize::MAX / 2).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -423,7 +388,7 @@ async fn the_bank_on_s3_blobs_counts_its_requests() {
             Server::spawn(cmd)
         })
         .collect();
-    setup(&servers[0]).await;
+    bank::setup(&servers[0], ACCOUNTS).await;
     let puts_before = counter(&servers, "sop_blob_requests_total{op=\"put\"}").await;
     let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
     let out = gather(run_clients(&bases, 0, 6, 10).await).await;

@@ -4,17 +4,16 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::bank::{self, account};
 use common::{Server, data_dir, run_sop};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const ACCOUNTS: u64 = 20;
-const INITIAL: i64 = 1_000;
 
 /// What the clients saw.
 #[derive(Debug, Default)]
@@ -25,20 +24,6 @@ struct Outcome {
     conflicts: u64,
     /// Requests that failed without an HTTP answer (server gone).
     unreachable: u64,
-}
-
-fn account(i: u64) -> String {
-    format!("acct-{i:02}")
-}
-
-async fn setup(srv: &Server) {
-    srv.create_store("accounts", json!({ "slot_length": 8 })).await;
-    srv.create_store("ledger", json!({ "slot_length": 8 })).await;
-    let ops: Vec<Value> = (0..ACCOUNTS)
-        .map(|i| json!({ "op": "put", "store": "accounts", "key": account(i), "value": INITIAL }))
-        .collect();
-    let (s, b) = srv.post("/v1/batch", json!({ "ops": ops })).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
 }
 
 /// One client: transfers until `per_client` are acknowledged or `stop`;
@@ -151,37 +136,14 @@ async fn verify(srv: &Server, acked: &[String]) -> usize {
     let (s, ledger) = srv.get(&format!("/v1/tx/{tx}/stores/ledger/items?limit=100000")).await;
     assert_eq!(s, StatusCode::OK, "{ledger}");
     assert_eq!(srv.post(&format!("/v1/tx/{tx}/commit"), json!(null)).await.0, StatusCode::OK);
-
-    let balances: BTreeMap<String, i64> = accounts["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| (i["key"].as_str().unwrap().to_owned(), i["value"].as_i64().unwrap()))
-        .collect();
-    assert_eq!(balances.len() as u64, ACCOUNTS);
-    assert_eq!(balances.values().sum::<i64>(), INITIAL * ACCOUNTS as i64, "total balance changed");
-
-    let entries = ledger["items"].as_array().unwrap();
-    let ids: HashSet<&str> = entries.iter().map(|i| i["key"].as_str().unwrap()).collect();
-    for a in acked {
-        assert!(ids.contains(a.as_str()), "acknowledged transfer {a} is missing");
-    }
-    let mut expected: BTreeMap<String, i64> = (0..ACCOUNTS).map(|i| (account(i), INITIAL)).collect();
-    for e in entries {
-        let v = &e["value"];
-        let amount = v["amount"].as_i64().unwrap();
-        *expected.get_mut(v["from"].as_str().unwrap()).unwrap() -= amount;
-        *expected.get_mut(v["to"].as_str().unwrap()).unwrap() += amount;
-    }
-    assert_eq!(balances, expected, "balances disagree with the ledger: a transfer is partly visible");
-    entries.len()
+    bank::check_books(&accounts["items"], &ledger["items"], ACCOUNTS, acked)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_clients_keep_the_total_exact() {
     let (_d, data) = data_dir();
     let srv = Server::start(&data, &[]);
-    setup(&srv).await;
+    bank::setup(&srv, ACCOUNTS).await;
     let stop = Arc::new(AtomicBool::new(false));
     let out = gather(run_clients(&srv, 16, 15, &stop).await).await;
     assert_eq!(out.unreachable, 0);
@@ -195,7 +157,7 @@ async fn sixteen_clients_keep_the_total_exact() {
 async fn sigterm_drains_then_exits_zero() {
     let (_d, data) = data_dir();
     let mut srv = Server::start(&data, &[]);
-    setup(&srv).await;
+    bank::setup(&srv, ACCOUNTS).await;
     // An open transaction at shutdown is rolled back, not published.
     let open = srv.begin("write").await;
     srv.put(&format!("/v1/tx/{open}/stores/ledger/items/never"), json!(1)).await;
@@ -222,7 +184,7 @@ async fn sigterm_drains_then_exits_zero() {
 async fn sigkill_mid_load_then_restart_and_check() {
     let (_d, data) = data_dir();
     let mut srv = Server::start(&data, &[]);
-    setup(&srv).await;
+    bank::setup(&srv, ACCOUNTS).await;
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = run_clients(&srv, 16, usize::MAX, &stop).await;
     tokio::time::sleep(Duration::from_millis(2000)).await;

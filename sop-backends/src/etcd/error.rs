@@ -15,7 +15,7 @@ pub(super) fn from_etcd(e: etcd_client::Error, context: &str) -> Error {
         etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_) => ErrorKind::InvalidInput,
         _ => ErrorKind::Io,
     };
-    Error::backend("etcd", kind, Context { context: context.to_owned(), source: e })
+    Error::backend_while("etcd", kind, context, e)
 }
 
 /// Whether etcd certainly did not apply the request that failed with `e`:
@@ -43,22 +43,4 @@ pub(super) fn never_sent(e: &etcd_client::Error) -> bool {
         cur = err.source();
     }
     false
-}
-
-#[derive(Debug)]
-struct Context {
-    context: String,
-    source: etcd_client::Error,
-}
-
-impl std::fmt::Display for Context {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.context, self.source)
-    }
-}
-
-impl std::error::Error for Context {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
 }

@@ -231,6 +231,28 @@ impl EtcdRegistry {
         Ok(resp.take_kvs().into_iter().next())
     }
 
+    /// Removes store `name` (only while its root is `root`, if given), in
+    /// one transaction that compares the record read; `None` when absent
+    /// or refused.
+    async fn remove_store_where(&self, name: &str, root: Option<LogicalId>) -> Result<Option<StoreInfo>> {
+        loop {
+            let Some((info, created)) = self.store_at(name).await? else { return Ok(None) };
+            if root.is_some_and(|r| r != info.root) {
+                return Ok(None);
+            }
+            let k = self.keys();
+            let txn = Txn::new()
+                .when([Compare::create_revision(k.store(name), CompareOp::Equal, created)])
+                .and_then([
+                    TxnOp::delete(k.store(name), None),
+                    TxnOp::delete(k.counts(name), Some(DeleteOptions::new().with_prefix())),
+                ]);
+            if self.txn(txn, "removing a store").await?.succeeded() {
+                return Ok(Some(info));
+            }
+        }
+    }
+
     /// The store `name` with its summed count, and its key's create
     /// revision (which a removal compares).
     async fn store_at(&self, name: &str) -> Result<Option<(StoreInfo, i64)>> {
@@ -372,20 +394,13 @@ impl Registry for EtcdRegistry {
     }
 
     async fn remove_store(&self, name: &str) -> Result<StoreInfo> {
-        loop {
-            let (info, created) =
-                self.store_at(name).await?.ok_or_else(|| Error::NotFound(Subject::Store(name.to_owned())))?;
-            let k = self.keys();
-            let txn = Txn::new()
-                .when([Compare::create_revision(k.store(name), CompareOp::Equal, created)])
-                .and_then([
-                    TxnOp::delete(k.store(name), None),
-                    TxnOp::delete(k.counts(name), Some(DeleteOptions::new().with_prefix())),
-                ]);
-            if self.txn(txn, "removing a store").await?.succeeded() {
-                return Ok(info);
-            }
-        }
+        self.remove_store_where(name, None)
+            .await?
+            .ok_or_else(|| Error::NotFound(Subject::Store(name.to_owned())))
+    }
+
+    async fn remove_store_if_root(&self, name: &str, root: LogicalId) -> Result<Option<StoreInfo>> {
+        self.remove_store_where(name, Some(root)).await
     }
 
     async fn put_intent(&self, intent: &Intent) -> Result<()> {

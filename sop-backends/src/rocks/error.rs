@@ -15,23 +15,5 @@ pub(super) fn from_rocks(e: rocksdb::Error, context: &str) -> Error {
         RocksKind::ShutdownInProgress | RocksKind::ColumnFamilyDropped => ErrorKind::Closed,
         _ => ErrorKind::Backend,
     };
-    Error::backend("rocksdb", kind, Context { context: context.to_owned(), source: e })
-}
-
-#[derive(Debug)]
-struct Context {
-    context: String,
-    source: rocksdb::Error,
-}
-
-impl std::fmt::Display for Context {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.context, self.source)
-    }
-}
-
-impl std::error::Error for Context {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
+    Error::backend_while("rocksdb", kind, context, e)
 }

@@ -426,13 +426,24 @@ impl Inner {
     }
 
     fn remove_store(&self, name: &str) -> Result<StoreInfo> {
+        self.remove_store_where(name, |_| true)?
+            .ok_or_else(|| Error::NotFound(Subject::Store(name.to_owned())))
+    }
+
+    /// Removes store `name` if `keep_going` says so of its metadata, under
+    /// the store table's lock; `None` when absent or refused.
+    fn remove_store_where(
+        &self,
+        name: &str,
+        keep_going: impl Fn(&StoreInfo) -> bool,
+    ) -> Result<Option<StoreInfo>> {
         let _stores = self.stores_lock.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let info = self.get_store(name)?.ok_or_else(|| Error::NotFound(Subject::Store(name.to_owned())))?;
+        let Some(info) = self.get_store(name)?.filter(|i| keep_going(i)) else { return Ok(None) };
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_STORES)?, name);
         batch.delete_cf(self.cf(CF_COUNTS)?, name);
         self.write(batch)?;
-        Ok(info)
+        Ok(Some(info))
     }
 
     fn put_intent(&self, intent: &Intent) -> Result<()> {
@@ -608,6 +619,11 @@ impl Registry for RocksRegistry {
     async fn remove_store(&self, name: &str) -> Result<StoreInfo> {
         let name = name.to_owned();
         self.blocking(move |i| i.remove_store(&name)).await
+    }
+
+    async fn remove_store_if_root(&self, name: &str, root: LogicalId) -> Result<Option<StoreInfo>> {
+        let name = name.to_owned();
+        self.blocking(move |i| i.remove_store_where(&name, |s| s.root == root)).await
     }
 
     async fn put_intent(&self, intent: &Intent) -> Result<()> {

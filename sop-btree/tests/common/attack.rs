@@ -98,6 +98,12 @@ pub(crate) struct LostReply {
     pub(crate) publishes: AtomicU64,
     pub(crate) slow: AtomicBool,
     pub(crate) undurable: AtomicBool,
+    /// Publishes of a store removal's sweep (handle removals only, with
+    /// no intent) seen so far.
+    pub(crate) sweeps: AtomicU64,
+    /// The sweep publish (by number, from 1) that fails, applied nothing,
+    /// as a registry gone at that moment (0: none).
+    pub(crate) fail_sweep: AtomicU64,
 }
 
 /// How long a `slow` call waits before it applies.
@@ -128,6 +134,12 @@ impl Registry for LostReply {
     }
     async fn publish(&self, request: &PublishRequest) -> Result<()> {
         self.publishes.fetch_add(1, Ordering::SeqCst);
+        let sweep = request.intent.is_none()
+            && !request.writes.is_empty()
+            && request.writes.iter().all(|w| matches!(w, sop_core::HandleWrite::Remove { .. }));
+        if sweep && self.sweeps.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_sweep.load(Ordering::SeqCst) {
+            return Err(Error::io("a sweep's publish", std::io::Error::other("injected")));
+        }
         let req = request.clone();
         self.maybe_slow(|r| async move { r.publish(&req).await }).await?;
         if request.intent.is_some() && self.armed.swap(false, Ordering::SeqCst) {

@@ -17,7 +17,25 @@ pub async fn run_registry_suite(reg: Arc<dyn Registry>) {
     intents_lifecycle(&*reg).await;
     exactly_non_conflicting_publishes_win(reg.clone()).await;
     cas_counter_is_exact(reg.clone(), 8, 25).await;
-    concurrent_count_deltas_are_exact(reg).await;
+    concurrent_count_deltas_are_exact(reg.clone()).await;
+    removal_by_root_spares_a_recreated_store(&*reg).await;
+}
+
+/// `remove_store_if_root` removes a store only while its root is the one
+/// given: a store of the same name created since is left alone.
+pub async fn removal_by_root_spares_a_recreated_store(reg: &dyn Registry) {
+    let (old_root, new_root) =
+        (Handle::new(LogicalId::new(), PhysicalId::new()), Handle::new(LogicalId::new(), PhysicalId::new()));
+    let name = format!("recreated-{}", TxId::new());
+    let info = StoreInfo::new(&name, StoreOptions::default(), new_root.logical_id).expect("info");
+    reg.create_store(&info, &new_root).await.expect("create");
+    let spared = reg.remove_store_if_root(&name, old_root.logical_id).await.expect("remove if root");
+    assert_eq!(spared, None, "a store with another root was removed");
+    assert!(reg.get_store(&name).await.expect("get").is_some());
+    let removed = reg.remove_store_if_root(&name, new_root.logical_id).await.expect("remove if root");
+    assert_eq!(removed.map(|s| s.root), Some(new_root.logical_id));
+    assert!(reg.get_store(&name).await.expect("get").is_none());
+    assert_eq!(reg.remove_store_if_root(&name, new_root.logical_id).await.expect("absent"), None);
 }
 
 fn insert(id: LogicalId, physical_id: PhysicalId) -> HandleWrite {

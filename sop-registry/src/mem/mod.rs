@@ -161,6 +161,11 @@ impl Registry for MemRegistry {
         lock(&self.stores).remove(name).ok_or_else(|| Error::NotFound(Subject::Store(name.to_owned())))
     }
 
+    async fn remove_store_if_root(&self, name: &str, root: LogicalId) -> Result<Option<StoreInfo>> {
+        let mut stores = lock(&self.stores);
+        if stores.get(name).is_some_and(|s| s.root == root) { Ok(stores.remove(name)) } else { Ok(None) }
+    }
+
     async fn put_intent(&self, intent: &Intent) -> Result<()> {
         lock(&self.intents).insert(intent.tx_id, intent.clone());
         Ok(())

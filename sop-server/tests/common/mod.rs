@@ -2,6 +2,8 @@
 //! and talk to it over HTTP.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod bank;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
