@@ -213,8 +213,15 @@ fn ensure_system_packages(packages: &[&str]) -> Result<(), String> {
     if Command::new("dpkg").arg("--version").output().is_err() {
         return Ok(()); // not Debian: the README names the packages to install
     }
-    let installed =
-        |p: &&str| Command::new("dpkg").args(["-s", p]).output().is_ok_and(|o| o.status.success());
+    // Installed means the status "install ok installed": a package removed
+    // with its configuration files left (`apt-get remove etcd-server`)
+    // still answers `dpkg -s` successfully.
+    let installed = |p: &&str| {
+        Command::new("dpkg-query")
+            .args(["-W", "-f=${Status}", p])
+            .output()
+            .is_ok_and(|o| o.status.success() && o.stdout == b"install ok installed")
+    };
     let missing: Vec<&str> = packages.iter().filter(|p| !installed(p)).copied().collect();
     if missing.is_empty() {
         return Ok(());
