@@ -30,7 +30,7 @@ pub(crate) fn run(secs: u64) -> std::result::Result<Value, String> {
         let etcd =
             sop_backends::LocalEtcd::start(&dir.join("etcd"), 3, &[]).await.map_err(|e| e.to_string())?;
         let s3 = std::env::var_os("SOP_MOTO_SERVER").map(|_| sop_backends::LocalS3::start(&dir.join("s3")));
-        let (blobs, env, kind) = match s3 {
+        let (blobs, env, _s3) = match s3 {
             Some(Ok(s3)) => {
                 s3.create_bucket("bench").map_err(|e| e.to_string())?;
                 let env = s3.env();
@@ -65,7 +65,6 @@ pub(crate) fn run(secs: u64) -> std::result::Result<Value, String> {
             }
             rows.push(summarize(procs, secs, &reports));
         }
-        drop(kind);
         let _ = std::fs::remove_dir_all(&dir);
         print_table(&rows, &blobs);
         Ok(json!({ "cluster": rows, "blobs": blobs, "etcd_members": 3, "tasks_per_process": TASKS }))

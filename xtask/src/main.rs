@@ -201,6 +201,23 @@ fn become_command(cmd: Command) -> Result<(), String> {
     run(cmd)
 }
 
+/// Command `bin` of the virtualenv `dir` in the target directory, made
+/// and given `package` from PyPI on first use.
+fn venv_tool(dir: &str, package: &str, bin: &str) -> Result<PathBuf, String> {
+    let venv = target_dir().join(dir);
+    let tool = venv.join("bin").join(bin);
+    if tool.exists() {
+        return Ok(tool);
+    }
+    let mut make = Command::new("python3");
+    make.args(["-m", "venv"]).arg(&venv);
+    run(make).map_err(|e| format!("{e} (is python3-venv installed?)"))?;
+    let mut pip = Command::new(venv.join("bin").join("pip"));
+    pip.args(["install", "--quiet", package]);
+    run(pip)?;
+    Ok(tool)
+}
+
 /// What every build command needs first: the Debian packages of
 /// [`BUILD_PACKAGES`] and RocksDB's C++ built once.
 fn prepare_build() -> Result<(), String> {

@@ -59,18 +59,7 @@ pub(crate) fn run() -> Result<(), String> {
 
 /// The `st` of the virtualenv, installing Schemathesis when missing.
 fn install() -> Result<PathBuf, String> {
-    let venv = target_dir().join("venv-schemathesis");
-    let st = venv.join("bin").join("st");
-    if st.exists() {
-        return Ok(st);
-    }
-    let mut make = Command::new("python3");
-    make.args(["-m", "venv"]).arg(&venv);
-    crate::run(make).map_err(|e| format!("{e} (is python3-venv installed?)"))?;
-    let mut pip = Command::new(venv.join("bin").join("pip"));
-    pip.args(["install", "--quiet", "schemathesis==4.*"]);
-    crate::run(pip)?;
-    Ok(st)
+    crate::venv_tool("venv-schemathesis", "schemathesis==4.*", "st")
 }
 
 /// What a run uses.

@@ -141,14 +141,15 @@ pub(super) async fn publish(reg: &EtcdRegistry, req: &PublishRequest) -> Result<
     if req.is_validation_only() {
         return validate(reg, req).await;
     }
+    let named = stores_named(req)?;
     for attempt in 0..ATTEMPTS {
-        let snap = snapshot(reg, req, attempt).await?;
+        let snap = snapshot(reg, req, &named, attempt).await?;
         if let Err(e) = decide(req, &snap.1) {
             // As every backend: moved handles are reported first.
             conflicts(reg, req).await?;
             return Err(e);
         }
-        let txn = transaction(reg, req, &snap.0)?;
+        let txn = transaction(reg, req, &named, &snap.0);
         match reg.txn(txn, "publishing").await {
             Ok(resp) if resp.succeeded() => return Ok(()),
             Ok(_) => conflicts(reg, req).await?,
@@ -227,16 +228,20 @@ async fn conflicts(reg: &EtcdRegistry, req: &PublishRequest) -> Result<()> {
 }
 
 /// Reads everything the transaction compares beyond handle versions.
-async fn snapshot(reg: &EtcdRegistry, req: &PublishRequest, attempt: u32) -> Result<(Snapshot, Facts)> {
+async fn snapshot(
+    reg: &EtcdRegistry,
+    req: &PublishRequest,
+    named: &BTreeMap<&str, CountUse>,
+    attempt: u32,
+) -> Result<(Snapshot, Facts)> {
     let k = reg.keys();
-    let named = stores_named(req)?;
     let shards = reg.config().count_shards;
     let shard = |name: &str| k.count(name, shard_for(req, attempt, shards));
     let mut ops = Vec::new();
     if req.intent.is_some() {
         ops.push(TxnOp::get(k.intent(req.tx_id), None));
     }
-    for (name, u) in &named {
+    for (name, u) in named {
         ops.push(TxnOp::get(k.store(name), None));
         if u.seen.is_some() {
             ops.push(TxnOp::get(k.counts(name), Some(GetOptions::new().with_prefix())));
@@ -257,7 +262,7 @@ async fn snapshot(reg: &EtcdRegistry, req: &PublishRequest, attempt: u32) -> Res
         snap.intent_mod = kv.mod_revision();
         facts.intent = Some(sop_core::Intent::decode(kv.value())?.state);
     }
-    for (name, u) in &named {
+    for (name, u) in named {
         match next()?.first() {
             Some(kv) => snap.stores.insert((*name).to_owned(), kv.create_revision()),
             None => {
@@ -288,7 +293,12 @@ fn shard_for(req: &PublishRequest, attempt: u32, shards: u32) -> u32 {
 }
 
 /// The one transaction: every compare, then every write.
-fn transaction(reg: &EtcdRegistry, req: &PublishRequest, snap: &Snapshot) -> Result<Txn> {
+fn transaction(
+    reg: &EtcdRegistry,
+    req: &PublishRequest,
+    named: &BTreeMap<&str, CountUse>,
+    snap: &Snapshot,
+) -> Txn {
     let k = reg.keys();
     let version = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let mut when: Vec<Compare> =
@@ -310,12 +320,11 @@ fn transaction(reg: &EtcdRegistry, req: &PublishRequest, snap: &Snapshot) -> Res
     for (name, created) in &snap.stores {
         when.push(Compare::create_revision(k.store(name), CompareOp::Equal, *created));
     }
-    let named = stores_named(req)?;
     for name in named.iter().filter(|(_, u)| u.seen.is_some()).map(|(n, _)| n) {
         // No shard of a checked count changed (or appeared) since the read.
         when.push(Compare::mod_revision(k.counts(name), CompareOp::Less, snap.revision + 1).with_prefix());
     }
-    for (name, u) in &named {
+    for (name, u) in named {
         let (Some(delta), Some((key, value, modified))) = (u.delta, snap.shards.get(*name)) else { continue };
         when.push(Compare::mod_revision(key.clone(), CompareOp::Equal, *modified));
         then.push(TxnOp::put(key.clone(), value.saturating_add(delta).to_le_bytes(), None));
@@ -325,7 +334,7 @@ fn transaction(reg: &EtcdRegistry, req: &PublishRequest, snap: &Snapshot) -> Res
         when.push(Compare::mod_revision(key.clone(), CompareOp::Equal, snap.intent_mod));
         then.push(TxnOp::put(key, intent.encode(), None));
     }
-    Ok(Txn::new().when(when).and_then(then))
+    Txn::new().when(when).and_then(then)
 }
 
 /// A publish whose reply was lost: its outcome, read back.
