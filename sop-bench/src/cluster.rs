@@ -349,15 +349,23 @@ impl BlobStore for CountingBlobs {
         self.inner.delete(id).await
     }
     async fn put_many(&self, blobs: Vec<(PhysicalId, Bytes)>) -> Result<()> {
-        bump(&self.c.puts, blobs.len() as u64);
+        bump(&self.c.puts, sop_core::record::objects(blobs.iter().map(|b| b.0)) as u64);
         bump(&self.c.put_bytes, blobs.iter().map(|(_, b)| b.len() as u64).sum());
         self.inner.put_many(blobs).await
     }
     async fn delete_many(&self, ids: &[PhysicalId]) -> Result<()> {
-        bump(&self.c.deletes, ids.len() as u64);
+        // Parts are deleted by one dead list (a PUT, counted as a delete).
+        let parts = ids.iter().filter(|id| id.part().is_some()).count();
+        bump(&self.c.deletes, (ids.len() - parts + usize::from(parts > 0)) as u64);
         self.inner.delete_many(ids).await
     }
     async fn list(&self) -> Result<Vec<PhysicalId>> {
         self.inner.list().await
+    }
+    fn allocate(&self, lens: &[usize]) -> Vec<PhysicalId> {
+        self.inner.allocate(lens)
+    }
+    async fn reclaim(&self) -> Result<()> {
+        self.inner.reclaim().await
     }
 }

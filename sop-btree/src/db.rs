@@ -275,14 +275,16 @@ impl Database {
     /// pending deletions of obsolete blobs (as [`Database::flush_gc`]),
     /// then compacts the registry's storage (for the embedded default, a
     /// full RocksDB compaction with blob garbage collection over every
-    /// blob file). Contents are unchanged, and transactions may run while
-    /// it works. Object stores keep no dead space and need none.
+    /// blob file), and reclaims the blob store's dead space (on object
+    /// storage, records whose every part was deleted). Contents are
+    /// unchanged, and transactions may run while it works.
     ///
     /// # Errors
-    /// The backend's (`Io`).
+    /// The backend's (`Io`); `Corruption` for an unreadable dead list.
     pub async fn compact(&self) -> Result<()> {
         self.flush_gc().await?;
-        self.inner.registry.compact().await
+        self.inner.registry.compact().await?;
+        self.inner.blobs.reclaim().await
     }
 
     /// Finishes background work and closes the cache.

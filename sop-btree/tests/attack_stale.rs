@@ -40,6 +40,8 @@ async fn attack_missing_blob_of_a_current_handle_is_corruption() {
                 blobs.delete(id).await.unwrap();
             }
         }
+        // A record holding node blobs is reclaimed once they are all gone.
+        blobs.reclaim().await.unwrap();
         let db = Database::open(config).await.unwrap();
         let got = db.begin_read().await.unwrap().bytes_store("s").await.unwrap().get(b"k0").await;
         let e = got.expect_err("a read through a missing blob succeeded");

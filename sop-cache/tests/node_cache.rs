@@ -34,6 +34,12 @@ impl BlobStore for CountingStore {
     async fn list(&self) -> Result<Vec<PhysicalId>> {
         self.inner.list().await
     }
+    fn allocate(&self, lens: &[usize]) -> Vec<PhysicalId> {
+        self.inner.allocate(lens)
+    }
+    async fn reclaim(&self) -> Result<()> {
+        self.inner.reclaim().await
+    }
 }
 
 fn leaf(n: usize) -> Node {

@@ -63,4 +63,20 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
 
     /// Every blob id in the store (for leak checks; may be slow).
     async fn list(&self) -> Result<Vec<PhysicalId>>;
+
+    /// Ids for new blobs of these lengths that one [`BlobStore::put_many`]
+    /// will store together. By default a fresh id each; a store that packs
+    /// them into records ([`crate::record`]) returns part ids, and its
+    /// `put_many` must then get all the parts of a record at once.
+    fn allocate(&self, lens: &[usize]) -> Vec<PhysicalId> {
+        lens.iter().map(|_| PhysicalId::new()).collect()
+    }
+
+    /// Frees the space of deleted blobs that deletion itself leaves in
+    /// place (a record whose parts are all deleted). By default nothing to
+    /// do. After a delete, `get` of a part may still return its bytes until
+    /// its record is reclaimed; it never returns other bytes.
+    async fn reclaim(&self) -> Result<()> {
+        Ok(())
+    }
 }

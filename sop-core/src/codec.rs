@@ -23,6 +23,11 @@ pub mod tag {
     pub const INTENT: u8 = 0x49;
     /// A [`crate::LeafDelta`]: a leaf's changes since its base node.
     pub const DELTA: u8 = 0x44;
+    /// A record's header: the lengths of the parts it holds
+    /// ([`crate::record`]).
+    pub const RECORD: u8 = 0x52;
+    /// A dead list: record parts deleted, awaiting reclamation.
+    pub const DEAD: u8 = 0x58;
 }
 
 /// Bytes a frame adds around its body: tag, version and checksum.

@@ -36,6 +36,7 @@ mod handle;
 mod id;
 mod intent;
 mod node;
+pub mod record;
 pub mod registry;
 mod search;
 mod store;

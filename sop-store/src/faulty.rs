@@ -1,12 +1,14 @@
 //! [`FaultyStore`]: a blob store wrapper that injects failures, timeouts
 //! and delays (feature `testkit`).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
+use sop_core::record::RecordId;
 use sop_core::testkit::fault::{FaultConfig, FaultPlan, FaultStats, OnTimeout};
 use sop_core::{BlobStore, PhysicalId, Result};
 
@@ -66,16 +68,52 @@ impl BlobStore for FaultyStore {
         self.step("delete", id, self.inner.delete(id)).await
     }
 
+    /// Each plain blob, and each record (all its parts), is one step that
+    /// may fail on its own.
     async fn put_many(&self, blobs: Vec<(PhysicalId, Bytes)>) -> Result<()> {
-        stream::iter(blobs).map(|(id, b)| self.put(id, b)).buffer_unordered(8).try_collect().await
+        let mut groups: Vec<Vec<(PhysicalId, Bytes)>> = Vec::new();
+        let mut records: HashMap<RecordId, usize> = HashMap::new();
+        for (id, b) in blobs {
+            match id.part().map(|p| *records.entry(p.record).or_insert(groups.len())) {
+                Some(i) if i < groups.len() => groups[i].push((id, b)),
+                _ => groups.push(vec![(id, b)]),
+            }
+        }
+        stream::iter(groups)
+            .map(|g| {
+                let first = g[0].0;
+                self.step("put", first, self.inner.put_many(g))
+            })
+            .buffer_unordered(8)
+            .try_collect()
+            .await
     }
 
+    /// Each plain blob is one step; the parts, one (one dead list).
     async fn delete_many(&self, ids: &[PhysicalId]) -> Result<()> {
-        stream::iter(ids.iter().copied()).map(|id| self.delete(id)).buffer_unordered(8).try_collect().await
+        let (parts, plain): (Vec<PhysicalId>, Vec<PhysicalId>) =
+            ids.iter().partition(|id| id.part().is_some());
+        let parts = async {
+            match parts.first() {
+                Some(&first) => self.step("delete", first, self.inner.delete_many(&parts)).await,
+                None => Ok(()),
+            }
+        };
+        let plain = stream::iter(plain).map(|id| self.delete(id)).buffer_unordered(8).try_collect::<()>();
+        let (a, b) = futures::join!(parts, plain);
+        a.and(b)
     }
 
     async fn list(&self) -> Result<Vec<PhysicalId>> {
         self.step("list", PhysicalId::default(), self.inner.list()).await
+    }
+
+    fn allocate(&self, lens: &[usize]) -> Vec<PhysicalId> {
+        self.inner.allocate(lens)
+    }
+
+    async fn reclaim(&self) -> Result<()> {
+        self.step("reclaim", PhysicalId::default(), self.inner.reclaim()).await
     }
 }
 

@@ -10,8 +10,9 @@
 //! - `FaultyStore` (feature `testkit`): a wrapper that fails, times out or
 //!   delays a seeded fraction of calls, for reliability tests.
 //!
-//! Limits: one blob is read and written whole (no ranges); it is not a
-//! cache (see `sop-cache`).
+//! A commit's node blobs are packed into one record ([`sop_core::record`]):
+//! one PUT per commit, a ranged GET per node. It is not a cache (see
+//! `sop-cache`).
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -29,7 +30,9 @@
 #[cfg(feature = "testkit")]
 mod faulty;
 mod object;
+mod records;
 
 #[cfg(feature = "testkit")]
 pub use faulty::FaultyStore;
 pub use object::ObjectBlobStore;
+pub use records::Swept;

@@ -1,28 +1,40 @@
 //! [`ObjectBlobStore`]: blobs in any `object_store` backend.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt, stream};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use sop_core::blob::DEFAULT_PARALLELISM;
+use sop_core::record::{PartRef, RecordId};
 use sop_core::{BlobStore, Error, ErrorKind, PhysicalId, Result, Subject};
 use url::Url;
+
+use crate::records::RecordState;
 
 /// A [`BlobStore`] over any [`ObjectStore`].
 ///
 /// A blob lives at `<prefix>/<xx>/<physical id>`, where `xx` is the id's
 /// last byte in hex: random bits, so that blobs spread over 256 folders.
 /// Puts use `PutMode::Create`, so an existing blob is never overwritten.
+///
+/// [`BlobStore::allocate`] packs a commit's blobs into one record (one
+/// PUT; see [`sop_core::record`] and `records.rs`): a part is read with
+/// one ranged GET, deleted by a dead list, and its record reclaimed by
+/// [`ObjectBlobStore::sweep`] once every part of it is dead.
 #[derive(Clone)]
 pub struct ObjectBlobStore {
-    store: Arc<dyn ObjectStore>,
-    prefix: Path,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) prefix: Path,
     name: &'static str,
+    pub(crate) records: Arc<RecordState>,
 }
 
 impl fmt::Debug for ObjectBlobStore {
@@ -35,7 +47,7 @@ impl ObjectBlobStore {
     /// Blobs in `store` under `prefix`.
     #[must_use]
     pub fn new(store: Arc<dyn ObjectStore>, prefix: Path) -> Self {
-        Self { store, prefix, name: "object_store" }
+        Self { store, prefix, name: "object_store", records: Arc::default() }
     }
 
     /// Blobs in a local directory (created if missing). With `fsync`, every
@@ -47,13 +59,23 @@ impl ObjectBlobStore {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let fs = LocalFileSystem::new_with_prefix(dir).map_err(|e| from_os(e, "opening directory"))?;
-        Ok(Self { store: Arc::new(fs.with_fsync(fsync)), prefix: Path::default(), name: "local" })
+        Ok(Self {
+            store: Arc::new(fs.with_fsync(fsync)),
+            prefix: Path::default(),
+            name: "local",
+            records: Arc::default(),
+        })
     }
 
     /// Blobs in memory (lost on drop).
     #[must_use]
     pub fn memory() -> Self {
-        Self { store: Arc::new(InMemory::new()), prefix: Path::default(), name: "memory" }
+        Self {
+            store: Arc::new(InMemory::new()),
+            prefix: Path::default(),
+            name: "memory",
+            records: Arc::default(),
+        }
     }
 
     /// A store from a URL: `file:///abs/path` (fsync on), `memory://`,
@@ -105,7 +127,7 @@ fn cloud(url: &Url) -> Result<ObjectBlobStore> {
         _ => (Arc::new(MicrosoftAzureBuilder::from_env().with_url(s).build().map_err(config_err)?), "azure"),
     };
     let prefix = Path::from_url_path(url.path()).map_err(|e| Error::invalid("url", format!("{s:?}: {e}")))?;
-    Ok(ObjectBlobStore { store, prefix, name })
+    Ok(ObjectBlobStore { store, prefix, name, records: Arc::default() })
 }
 
 #[cfg(not(feature = "cloud"))]
@@ -118,7 +140,7 @@ fn config_err(e: object_store::Error) -> Error {
     Error::invalid("blob store configuration", e.to_string())
 }
 
-fn from_os(e: object_store::Error, context: &str) -> Error {
+pub(crate) fn from_os(e: object_store::Error, context: &str) -> Error {
     use object_store::Error as E;
     let kind = match &e {
         E::NotFound { .. } => ErrorKind::NotFound,
@@ -138,13 +160,12 @@ fn from_os(e: object_store::Error, context: &str) -> Error {
 /// Counts one request to the object store (`metrics` counters, exported
 /// by the server at `/metrics`: on object storage each request is billed,
 /// and a commit's count is a cost to watch).
-fn count(op: &'static str) {
+pub(crate) fn count(op: &'static str) {
     metrics::counter!("sop_blob_requests_total", "op" => op).increment(1);
 }
 
-#[async_trait]
-impl BlobStore for ObjectBlobStore {
-    async fn put(&self, id: PhysicalId, data: Bytes) -> Result<()> {
+impl ObjectBlobStore {
+    async fn put_plain(&self, id: PhysicalId, data: Bytes) -> Result<()> {
         count("put");
         metrics::counter!("sop_blob_put_bytes_total").increment(data.len() as u64);
         let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
@@ -155,18 +176,66 @@ impl BlobStore for ObjectBlobStore {
             .map_err(|e| from_os(e, &format!("blob {id}")))
     }
 
+    async fn delete_plain(&self, id: PhysicalId) -> Result<()> {
+        count("delete");
+        match self.store.delete(&self.path(id)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(from_os(e, &format!("deleting blob {id}"))),
+        }
+    }
+}
+
+#[async_trait]
+impl BlobStore for ObjectBlobStore {
+    async fn put(&self, id: PhysicalId, data: Bytes) -> Result<()> {
+        match id.part() {
+            Some(part) => self.put_record(part.record, vec![(part, data)]).await,
+            None => self.put_plain(id, data).await,
+        }
+    }
+
     async fn get(&self, id: PhysicalId) -> Result<Bytes> {
+        if let Some(part) = id.part() {
+            return self.get_part(id, part).await;
+        }
         count("get");
         let got = self.store.get(&self.path(id)).await.map_err(|e| from_os(e, &format!("blob {id}")))?;
         got.bytes().await.map_err(|e| from_os(e, &format!("reading blob {id}")))
     }
 
     async fn delete(&self, id: PhysicalId) -> Result<()> {
-        count("delete");
-        match self.store.delete(&self.path(id)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(from_os(e, &format!("deleting blob {id}"))),
+        match id.part() {
+            Some(_) => self.delete_parts(&[id]).await,
+            None => self.delete_plain(id).await,
         }
+    }
+
+    /// One PUT per record (all its parts at once), one per plain blob.
+    async fn put_many(&self, blobs: Vec<(PhysicalId, Bytes)>) -> Result<()> {
+        let mut records: HashMap<RecordId, Vec<(PartRef, Bytes)>> = HashMap::new();
+        let mut puts: Vec<BoxFuture<'_, Result<()>>> = Vec::new();
+        for (id, data) in blobs {
+            match id.part() {
+                Some(part) => records.entry(part.record).or_default().push((part, data)),
+                None => puts.push(self.put_plain(id, data).boxed()),
+            }
+        }
+        puts.extend(records.into_iter().map(|(record, parts)| self.put_record(record, parts).boxed()));
+        let results: Vec<Result<()>> =
+            stream::iter(puts).buffer_unordered(DEFAULT_PARALLELISM).collect().await;
+        results.into_iter().collect()
+    }
+
+    /// Plain blobs deleted one request each; parts listed in one dead list.
+    async fn delete_many(&self, ids: &[PhysicalId]) -> Result<()> {
+        let (parts, plain): (Vec<PhysicalId>, Vec<PhysicalId>) =
+            ids.iter().partition(|id| id.part().is_some());
+        let mut deletes: Vec<BoxFuture<'_, Result<()>>> =
+            plain.into_iter().map(|id| self.delete_plain(id).boxed()).collect();
+        deletes.push(self.delete_parts(&parts).boxed());
+        let results: Vec<Result<()>> =
+            stream::iter(deletes).buffer_unordered(DEFAULT_PARALLELISM).collect().await;
+        results.into_iter().collect()
     }
 
     async fn list(&self) -> Result<Vec<PhysicalId>> {
@@ -174,7 +243,25 @@ impl BlobStore for ObjectBlobStore {
         let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
         let metas: Vec<_> =
             self.store.list(prefix).try_collect().await.map_err(|e| from_os(e, "listing blobs"))?;
-        Ok(metas.iter().filter_map(|m| m.location.filename()?.parse().ok()).collect())
+        let mut ids = Vec::new();
+        let mut records = Vec::new();
+        for name in metas.iter().filter_map(|m| m.location.filename()) {
+            if let Some(hex) = name.strip_suffix(".rec") {
+                records.extend(RecordId::from_hex(hex));
+            } else if let Ok(id) = name.parse() {
+                ids.push(id);
+            }
+        }
+        ids.extend(self.live_parts(records).await?);
+        Ok(ids)
+    }
+
+    fn allocate(&self, lens: &[usize]) -> Vec<PhysicalId> {
+        sop_core::record::layout(lens)
+    }
+
+    async fn reclaim(&self) -> Result<()> {
+        self.sweep().await.map(|_| ())
     }
 }
 

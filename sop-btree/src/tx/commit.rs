@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sop_cache::CachedBlob;
 use sop_core::{
-    Error, HandleWrite, Intent, IntentState, LeafDelta, Node, PhysicalId, PublishRequest, Result,
+    BlobStore, Error, HandleWrite, Intent, IntentState, LeafDelta, Node, PhysicalId, PublishRequest, Result,
     VersionCheck,
 };
 
@@ -76,7 +76,7 @@ pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<Commit
     let claim = db.claim(st.id);
     let mut merges = 0;
     loop {
-        let mut plan = plan(st, db.blobs_in_registry && st.leftover.is_empty());
+        let mut plan = plan(st, db.blobs.as_ref(), db.blobs_in_registry && st.leftover.is_empty());
         #[cfg(feature = "testkit")]
         if !db.config.validate_reads {
             plan.request.checks.clear();
@@ -121,26 +121,32 @@ pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<Commit
     }
 }
 
-/// The publish of `st`'s view; `one_write` as [`Plan::one_write`].
-fn plan(st: &TxState, one_write: bool) -> Plan {
+/// The publish of `st`'s view; `one_write` as [`Plan::one_write`]. The
+/// node blobs' ids come from the blob store, which may pack them into one
+/// record ([`BlobStore::allocate`]).
+fn plan(st: &TxState, blobs: &dyn BlobStore, one_write: bool) -> Plan {
     let mut request = PublishRequest { tx_id: st.id, ..PublishRequest::default() };
-    let mut staged = Vec::new();
     let mut obsolete: Vec<PhysicalId> = st.obsolete_values.clone();
+    let mut dirty = Vec::new();
     for (&id, n) in &st.view.nodes {
         match (n.dirty, n.version) {
             (false, Some(version)) => request.checks.push(VersionCheck { id, version }),
             (false, None) => {}
             (true, version) => {
-                let physical_id = PhysicalId::new();
                 let (bytes, cached, freed) = encode_dirty(n);
-                staged.push((physical_id, bytes, Some(cached)));
-                request.writes.push(match version {
-                    Some(expected) => HandleWrite::Update { id, expected, physical_id },
-                    None => HandleWrite::Insert { id, physical_id },
-                });
                 obsolete.extend(freed);
+                dirty.push((id, version, bytes, cached));
             }
         }
+    }
+    let lens: Vec<usize> = dirty.iter().map(|d| d.2.len()).collect();
+    let mut staged = Vec::with_capacity(dirty.len() + st.pending_values.len());
+    for ((id, version, bytes, cached), physical_id) in dirty.into_iter().zip(blobs.allocate(&lens)) {
+        staged.push((physical_id, bytes, Some(cached)));
+        request.writes.push(match version {
+            Some(expected) => HandleWrite::Update { id, expected, physical_id },
+            None => HandleWrite::Insert { id, physical_id },
+        });
     }
     for (&id, (expected, blobs)) in &st.view.removed {
         request.writes.push(HandleWrite::Remove { id, expected: *expected });

@@ -190,4 +190,10 @@ impl BlobStore for TestBlobs {
     async fn list(&self) -> sop_core::Result<Vec<PhysicalId>> {
         self.inner.list().await
     }
+    fn allocate(&self, lens: &[usize]) -> Vec<PhysicalId> {
+        self.inner.allocate(lens)
+    }
+    async fn reclaim(&self) -> sop_core::Result<()> {
+        self.inner.reclaim().await
+    }
 }

@@ -9,6 +9,7 @@ pub async fn run_blob_store_suite(store: &dyn BlobStore) {
     put_get_delete(store).await;
     never_overwrites(store).await;
     batches(store).await;
+    allocated_blobs(store).await;
 }
 
 /// Put then get returns the bytes; missing ids are `NotFound`; delete is
@@ -64,4 +65,48 @@ pub async fn batches(store: &dyn BlobStore) {
     for id in &ids {
         assert_eq!(store.get(*id).await.unwrap_err().kind(), ErrorKind::NotFound);
     }
+}
+
+/// Blobs under ids from [`BlobStore::allocate`], put together: each reads
+/// back; a deleted one reads back its own bytes or `NotFound`, never
+/// another's, and leaves the listing; after deleting all and
+/// [`BlobStore::reclaim`], none is found.
+pub async fn allocated_blobs(store: &dyn BlobStore) {
+    let lens = [3usize, 70_000, 1, 500, 0];
+    let ids = store.allocate(&lens);
+    assert_eq!(ids.len(), lens.len());
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "allocated ids are distinct");
+    let blobs: Vec<(PhysicalId, Bytes)> = ids
+        .iter()
+        .zip(lens)
+        .enumerate()
+        .map(|(i, (id, len))| (*id, Bytes::from(vec![i as u8 + 1; len])))
+        .collect();
+    store.put_many(blobs.clone()).await.expect("put_many");
+    for (id, data) in &blobs {
+        assert_eq!(&store.get(*id).await.expect("get"), data);
+    }
+    let listed = store.list().await.expect("list");
+    assert!(ids.iter().all(|id| listed.contains(id)), "every blob is listed");
+    store.delete_many(&ids[..2]).await.expect("delete_many");
+    for (id, data) in &blobs[..2] {
+        match store.get(*id).await {
+            Ok(got) => assert_eq!(&got, data, "a deleted blob reads back only its own bytes"),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::NotFound, "{e}"),
+        }
+    }
+    let listed = store.list().await.expect("list");
+    assert!(!listed.contains(&ids[0]) && !listed.contains(&ids[1]), "deleted blobs are not listed");
+    assert!(ids[2..].iter().all(|id| listed.contains(id)), "live blobs stay listed");
+    for (id, data) in &blobs[2..] {
+        assert_eq!(&store.get(*id).await.expect("get"), data);
+    }
+    store.delete_many(&ids[2..]).await.expect("delete_many");
+    store.reclaim().await.expect("reclaim");
+    for id in &ids {
+        assert_eq!(store.get(*id).await.unwrap_err().kind(), ErrorKind::NotFound);
+    }
+    let listed = store.list().await.expect("list");
+    assert!(ids.iter().all(|id| !listed.contains(id)));
 }
