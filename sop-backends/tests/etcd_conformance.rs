@@ -382,6 +382,41 @@ async fn nested_prefixes_stay_apart() {
     assert_eq!(outer.list_handles().await.unwrap().len(), 1, "only its own root");
 }
 
+/// A lost reply to a store's creation or removal is resolved by reading
+/// the store back: the caller hears success (the store is there, or gone),
+/// never an I/O error for a request that was applied, and never "already
+/// exists" or "not found" for its own request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reply_to_creating_or_removing_a_store_is_resolved() {
+    let (_dir, etcd) = cluster(1, &[]).await;
+    let cut = proxy::Cut::default();
+    let via = proxy::start(etcd.hosts()[0].clone(), cut.clone()).await;
+    let reg = EtcdRegistry::from_url(&format!("etcd://{via}/db?timeout_ms=2000")).await.unwrap();
+    let direct = open(&etcd, "db").await;
+    let marker = || Some(b"db#s/cut".to_vec());
+    let info = StoreInfo::new("cut", StoreOptions::default(), LogicalId::new()).unwrap();
+    let root = Handle::new(info.root, PhysicalId::new());
+
+    *cut.marker.lock().unwrap() = marker();
+    reg.create_store(&info, &root).await.expect("created, whatever became of the reply");
+    assert_eq!(cut.cuts.load(std::sync::atomic::Ordering::SeqCst), 1, "the reply was really cut");
+    assert_eq!(direct.get_store("cut").await.unwrap().map(|s| s.root), Some(info.root));
+    // Another creation under the name is still refused.
+    let other = StoreInfo::new("cut", StoreOptions::default(), LogicalId::new()).unwrap();
+    let e = reg.create_store(&other, &Handle::new(other.root, PhysicalId::new())).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+
+    // The removal reads the store first: let that through, cut the removal.
+    cut.skip.store(1, std::sync::atomic::Ordering::SeqCst);
+    *cut.marker.lock().unwrap() = marker();
+    let removed = reg.remove_store("cut").await.expect("removed, whatever became of the reply");
+    assert_eq!(removed.root, info.root);
+    assert_eq!(cut.cuts.load(std::sync::atomic::Ordering::SeqCst), 2, "the reply was really cut");
+    assert_eq!(direct.get_store("cut").await.unwrap(), None);
+    let e = reg.remove_store("cut").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+}
+
 #[test]
 fn config_defaults_match_etcds() {
     let c = EtcdConfig::from_url("etcd://127.0.0.1:2379/db").unwrap();
@@ -403,6 +438,8 @@ mod proxy {
     #[derive(Clone, Default)]
     pub(crate) struct Cut {
         pub(crate) marker: Arc<Mutex<Option<Vec<u8>>>>,
+        /// Requests carrying the marker to let through before the cut.
+        pub(crate) skip: Arc<AtomicUsize>,
         pub(crate) cuts: Arc<AtomicUsize>,
     }
 
@@ -425,6 +462,7 @@ mod proxy {
         let armed = Arc::new(AtomicBool::new(false));
         let seen = armed.clone();
         let marker = cut.marker.clone();
+        let skip = cut.skip.clone();
         let up = tokio::spawn(async move {
             let mut buf = vec![0u8; 1 << 16];
             while let Ok(n) = cr.read(&mut buf).await {
@@ -436,7 +474,9 @@ mod proxy {
                     .unwrap()
                     .as_ref()
                     .is_some_and(|m| buf[..n].windows(m.len()).any(|w| w == m));
-                if hit {
+                let skipped = hit
+                    && skip.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |k| k.checked_sub(1)).is_ok();
+                if hit && !skipped {
                     seen.store(true, Ordering::SeqCst); // before etcd can answer
                 }
                 if sw.write_all(&buf[..n]).await.is_err() {

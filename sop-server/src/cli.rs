@@ -108,8 +108,9 @@ pub(crate) enum Command {
     },
     /// Check the database's structure; exits 1 on any problem.
     Check,
-    /// Give the space of deleted data back to the file system (runs
-    /// pending deletions, then a full compaction).
+    /// Give the space of deleted data back (runs pending deletions, then a
+    /// full compaction of the embedded store; on object storage, deletes
+    /// the objects whose every node was deleted).
     Compact,
 }
 

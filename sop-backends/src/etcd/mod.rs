@@ -25,7 +25,8 @@ use etcd_client::{
     KvClient, Txn, TxnOp, TxnOpResponse,
 };
 use sop_core::{
-    Error, Handle, Intent, IntentState, LogicalId, PublishRequest, Registry, Result, StoreInfo, Subject, TxId,
+    Error, ErrorKind, Handle, Intent, IntentState, LogicalId, PublishRequest, Registry, Result, StoreInfo,
+    Subject, TxId,
 };
 
 pub use config::EtcdConfig;
@@ -234,11 +235,19 @@ impl EtcdRegistry {
     /// Removes store `name` (only while its root is `root`, if given), in
     /// one transaction that compares the record read; `None` when absent
     /// or refused.
+    /// Removes the store `name` (only while its root is `root`, if given).
+    /// A lost reply is resolved by reading the store back: the removal
+    /// compares the record's create revision, so sending it again is safe,
+    /// and a record gone after a send that may have applied was removed
+    /// (by it, or by a removal just as good).
     async fn remove_store_where(&self, name: &str, root: Option<LogicalId>) -> Result<Option<StoreInfo>> {
+        let mut sent: Option<StoreInfo> = None;
+        let mut lost = 0;
         loop {
-            let Some((info, created)) = self.store_at(name).await? else { return Ok(None) };
-            if root.is_some_and(|r| r != info.root) {
-                return Ok(None);
+            let Some((info, created)) = self.store_at(name).await? else { return Ok(sent) };
+            if root.is_some_and(|r| r != info.root) || sent.as_ref().is_some_and(|s| s.root != info.root) {
+                // Another store under the name: ours, if sent, is gone.
+                return Ok(sent);
             }
             let k = self.keys();
             let txn = Txn::new()
@@ -247,8 +256,14 @@ impl EtcdRegistry {
                     TxnOp::delete(k.store(name), None),
                     TxnOp::delete(k.counts(name), Some(DeleteOptions::new().with_prefix())),
                 ]);
-            if self.txn(txn, "removing a store").await?.succeeded() {
-                return Ok(Some(info));
+            match self.txn(txn, "removing a store").await {
+                Ok(resp) if resp.succeeded() => return Ok(Some(info)),
+                Ok(_) => {} // changed since read: read again
+                Err(e) if e.kind() == ErrorKind::Io && lost < 3 => {
+                    lost += 1;
+                    sent = Some(info);
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -367,14 +382,24 @@ impl Registry for EtcdRegistry {
                 TxnOp::put(hkey, root.encode(), None),
             ])
             .or_else([TxnOp::get(skey, None)]);
-        let resp = self.txn(txn, "creating a store").await?;
+        // A lost reply: sent again, and a store found with this root (a
+        // fresh logical id) is the one the first send created.
+        let mut maybe_applied = false;
+        let resp = loop {
+            match self.txn(txn.clone(), "creating a store").await {
+                Ok(resp) => break resp,
+                Err(e) if e.kind() == ErrorKind::Io && !maybe_applied => maybe_applied = true,
+                Err(e) => return Err(e),
+            }
+        };
         if resp.succeeded() {
             return Ok(());
         }
-        if gets(&resp).into_iter().next().flatten().is_some() {
-            return Err(Error::AlreadyExists(Subject::Store(info.name.clone())));
+        match gets(&resp).into_iter().next().flatten() {
+            Some(kv) if maybe_applied && StoreInfo::decode(kv.value())?.root == info.root => Ok(()),
+            Some(_) => Err(Error::AlreadyExists(Subject::Store(info.name.clone()))),
+            None => Err(Error::AlreadyExists(Subject::Node(root.logical_id))),
         }
-        Err(Error::AlreadyExists(Subject::Node(root.logical_id)))
     }
 
     async fn get_store(&self, name: &str) -> Result<Option<StoreInfo>> {
