@@ -11,10 +11,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use bytes::Bytes;
 use common::{assert_healthy, small};
-use sop_btree::{Config, Database};
+use sop_btree::{Config, Database, ErrorKind};
 use sop_core::testkit::fault::FaultConfig;
-use sop_core::{BlobStore, Registry};
+use sop_core::{BlobStore, PhysicalId, Registry};
 use sop_registry::{FaultyRegistry, MemRegistry};
 use sop_store::ObjectBlobStore;
 
@@ -138,4 +140,86 @@ async fn a_sweep_cut_between_blobs_and_handles_is_finished_by_recovery() {
         assert_eq!(blobs.list().await.unwrap().len(), 1, "cut {cut}: only kept's root leaf");
         assert_healthy(&db).await;
     }
+}
+
+/// Blobs under plain ids, not packed into records: a deleted blob is gone
+/// at once (as in the RocksDB blob store), not when its record goes.
+#[derive(Debug)]
+struct Plain(ObjectBlobStore);
+
+#[async_trait]
+impl BlobStore for Plain {
+    async fn put(&self, id: PhysicalId, data: Bytes) -> sop_core::Result<()> {
+        self.0.put(id, data).await
+    }
+    async fn get(&self, id: PhysicalId) -> sop_core::Result<Bytes> {
+        self.0.get(id).await
+    }
+    async fn delete(&self, id: PhysicalId) -> sop_core::Result<()> {
+        self.0.delete(id).await
+    }
+    async fn list(&self) -> sop_core::Result<Vec<PhysicalId>> {
+        self.0.list().await
+    }
+}
+
+/// Another process, its store and node handles cached from before a
+/// store's removal, reads the store while the sweep has deleted some
+/// nodes' blobs but not yet their handles (the sweep's handle removals
+/// failing): it gets a retryable conflict, as for a store removed, not
+/// `Corruption` (which says data was lost). Once the faults stop, the
+/// sweep finishes and `check` is clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_of_a_store_being_swept_gets_a_conflict_not_corruption() {
+    let reg = Arc::new(common::attack::LostReply::default());
+    let blobs: Arc<dyn BlobStore> = Arc::new(Plain(ObjectBlobStore::memory()));
+    let shared = || {
+        let mut config = Config::from_parts(reg.clone(), blobs.clone(), false);
+        config.gc_grace = Duration::ZERO;
+        config.tx_timeout = Duration::from_millis(200);
+        config.cache.memory_bytes = 1; // nodes are read from the store
+        Database::open(config)
+    };
+    let (a, b) = (shared().await.unwrap(), shared().await.unwrap());
+    a.create_store("big", small(4)).await.unwrap();
+    a.run_write(|tx| async move {
+        let big = tx.store::<u32, u32>("big").await?;
+        for k in 0..300 {
+            big.insert(&k, &k).await?;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let read_all = |db: &Database| {
+        let db = db.clone();
+        async move {
+            let tx = db.begin_read().await?;
+            let big = tx.store::<u32, u32>("big").await?;
+            for k in 0..300 {
+                assert_eq!(big.get(&k).await?, Some(k));
+            }
+            Ok::<(), sop_btree::Error>(())
+        }
+    };
+    read_all(&b).await.expect("b caches the store and its nodes' handles");
+
+    reg.fail_sweeps_from.store(1, Ordering::SeqCst);
+    a.remove_store("big").await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while reg.sweeps.load(Ordering::SeqCst) < 1 {
+        assert!(std::time::Instant::now() < deadline, "the sweep never reached its first chunk");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let e = read_all(&b).await.expect_err("blobs of the removed store are gone");
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+
+    reg.fail_sweeps_from.store(0, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !reg.inner.list_handles().await.unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the sweep was never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.flush_gc().await.unwrap();
+    assert_healthy(&a).await;
 }

@@ -73,6 +73,9 @@ pub(crate) struct View {
 pub(crate) struct Loader<'a> {
     view: &'a mut View,
     db: &'a DbInner,
+    /// The root of the tree being read: a missing blob under a tree whose
+    /// root is gone is a store removed meanwhile, not data loss.
+    root: LogicalId,
     /// Whether the transaction may write: only then are leaves loaded with
     /// the base a delta of theirs would apply to.
     writable: bool,
@@ -190,7 +193,7 @@ impl TxState {
 
     /// The tree rooted at `root` (fill bound `slot`) over this view.
     pub(crate) fn tree<'a>(&'a mut self, db: &'a DbInner, root: LogicalId, slot: usize) -> Tree<Loader<'a>> {
-        Tree::new(Loader { view: &mut self.view, db, writable: self.writable }, root, slot)
+        Tree::new(Loader { view: &mut self.view, db, root, writable: self.writable }, root, slot)
     }
 
     /// The store snapshot `name`, loading it from the registry on first use.
@@ -217,8 +220,9 @@ impl NodeSource for Loader<'_> {
     /// since (another process moved the node): a missing blob makes the
     /// read ask the registry once more and go on with the fresh handle. A
     /// handle the registry confirms whose blob is still missing is data
-    /// loss (`Corruption`); a node that moved again meanwhile is a
-    /// retryable conflict.
+    /// loss (`Corruption`), unless the tree's root is gone (the store was
+    /// removed and its sweep is under way); a node that moved again
+    /// meanwhile, or such a store, is a retryable conflict.
     async fn load(&mut self, id: LogicalId) -> Result<()> {
         let db = self.db;
         if self.view.nodes.contains_key(&id) {
@@ -238,6 +242,10 @@ impl NodeSource for Loader<'_> {
                 Err(_) => {
                     refreshed += 1;
                     let fresh = db.refresh_handle(id).await?;
+                    if fresh == Some(h) && id != self.root && db.refresh_handle(self.root).await?.is_none() {
+                        db.forget_store_with_root(self.root);
+                        return Err(moved(id));
+                    }
                     if fresh == Some(h) {
                         return Err(Error::corruption(
                             "node",

@@ -104,6 +104,8 @@ pub(crate) struct LostReply {
     /// The sweep publish (by number, from 1) that fails, applied nothing,
     /// as a registry gone at that moment (0: none).
     pub(crate) fail_sweep: AtomicU64,
+    /// Every sweep publish from this number on fails (0: none).
+    pub(crate) fail_sweeps_from: AtomicU64,
 }
 
 /// How long a `slow` call waits before it applies.
@@ -137,8 +139,12 @@ impl Registry for LostReply {
         let sweep = request.intent.is_none()
             && !request.writes.is_empty()
             && request.writes.iter().all(|w| matches!(w, sop_core::HandleWrite::Remove { .. }));
-        if sweep && self.sweeps.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_sweep.load(Ordering::SeqCst) {
-            return Err(Error::io("a sweep's publish", std::io::Error::other("injected")));
+        if sweep {
+            let n = self.sweeps.fetch_add(1, Ordering::SeqCst) + 1;
+            let from = self.fail_sweeps_from.load(Ordering::SeqCst);
+            if n == self.fail_sweep.load(Ordering::SeqCst) || (from > 0 && n >= from) {
+                return Err(Error::io("a sweep's publish", std::io::Error::other("injected")));
+            }
         }
         let req = request.clone();
         self.maybe_slow(|r| async move { r.publish(&req).await }).await?;
