@@ -34,6 +34,12 @@ impl BlobStore for CountingStore {
     async fn list(&self) -> Result<Vec<PhysicalId>> {
         self.inner.list().await
     }
+    async fn put_many(&self, blobs: Vec<(PhysicalId, Bytes)>) -> Result<()> {
+        self.inner.put_many(blobs).await
+    }
+    async fn delete_many(&self, ids: &[PhysicalId]) -> Result<()> {
+        self.inner.delete_many(ids).await
+    }
     fn allocate(&self, lens: &[usize]) -> Vec<PhysicalId> {
         self.inner.allocate(lens)
     }

@@ -225,24 +225,30 @@ pub fn decode_header(record: RecordId, bytes: &[u8]) -> Result<Vec<PhysicalId>> 
     Ok(ids)
 }
 
-/// Whether `dead`, the parts of one record known to be deleted, are all of
-/// it: they tile the `size`-byte record from the end of a header for
-/// exactly that many parts to its last byte. Parts of the record start
-/// after its header, so a strict subset never passes (it would start
-/// after a shorter header's end or leave a gap).
+/// Where a record would end if `dead`, the parts of one record known to
+/// be deleted, were all of it: they start right after a header for
+/// exactly that many parts and follow each other. Parts of a record start
+/// after its header, so a strict subset of them gives `None` (it would
+/// start after a shorter header's end, or leave a gap).
 #[must_use]
-pub fn tiles_record(dead: &[PartRef], size: u64) -> bool {
+pub fn tiling_end(dead: &[PartRef]) -> Option<u64> {
     let mut parts: Vec<&PartRef> = dead.iter().collect();
     parts.sort_by_key(|p| p.offset);
     parts.dedup_by_key(|p| p.offset);
     let mut at = header_len(parts.len()) as u64;
     for p in &parts {
         if u64::from(p.offset) != at {
-            return false;
+            return None;
         }
         at += u64::from(p.len);
     }
-    !parts.is_empty() && at == size
+    (!parts.is_empty()).then_some(at)
+}
+
+/// Whether `dead` tiles a `size`-byte record ([`tiling_end`]).
+#[must_use]
+pub fn tiles_record(dead: &[PartRef], size: u64) -> bool {
+    tiling_end(dead) == Some(size)
 }
 
 /// A dead list: parts deleted, awaiting their record's reclamation.

@@ -12,9 +12,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::bank::{self, account};
+use common::bank::{self, Transfer, account};
 use common::{Server, run_sop};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sop_backends::LocalEtcd;
 use sop_core::Registry;
@@ -102,66 +102,14 @@ async fn client(base: String, round: usize, id: usize, n: usize) -> Outcome {
             continue;
         }
         let tid = format!("t-{round}-{id:02}-{i:05}");
-        match transfer(&http, &base, &tid, &account(a), &account(b), (next() % 50) as i64 + 1).await {
-            Some(true) => out.acked.push(tid),
-            Some(false) => out.conflicts += 1,
-            None => out.unknown += 1,
+        let amount = (next() % 50) as i64 + 1;
+        match bank::transfer(&http, &base, (&tid, &account(a), &account(b), amount), true).await {
+            Transfer::Committed => out.acked.push(tid),
+            Transfer::Conflict => out.conflicts += 1,
+            Transfer::Unknown | Transfer::Unreachable => out.unknown += 1,
         }
     }
     out
-}
-
-/// `Some(true)` committed, `Some(false)` conflict, `None` unknown.
-async fn transfer(
-    http: &reqwest::Client,
-    base: &str,
-    tid: &str,
-    from: &str,
-    to: &str,
-    amount: i64,
-) -> Option<bool> {
-    let call = |m: Method, path: String, body: Option<Value>| {
-        let mut r = http.request(m, format!("{base}{path}"));
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        async move {
-            let resp = r.send().await.ok()?;
-            let status = resp.status();
-            Some((status, resp.json::<Value>().await.unwrap_or(Value::Null)))
-        }
-    };
-    let (s, b) = call(Method::POST, "/v1/tx".into(), Some(json!({ "mode": "write" }))).await?;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
-    let tx = b["tx"].as_str().expect("tx").to_owned();
-    let item = |store: &str, key: &str| format!("/v1/tx/{tx}/stores/{store}/items/{key}");
-    let mut balances = Vec::new();
-    for k in [from, to] {
-        let (s, b) = call(Method::GET, item("accounts", k), None).await?;
-        if s.is_server_error() {
-            return None; // a read failed while a member died: nothing written
-        }
-        assert_eq!(s, StatusCode::OK, "{b}");
-        balances.push(b["value"].as_i64().expect("balance"));
-    }
-    for (k, v) in [(from, balances[0] - amount), (to, balances[1] + amount)] {
-        let (s, b) = call(Method::PUT, item("accounts", k), Some(json!(v))).await?;
-        assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
-    }
-    let entry = json!({ "from": from, "to": to, "amount": amount });
-    let (s, b) = call(Method::PUT, item("ledger", tid), Some(entry)).await?;
-    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
-    let (s, b) = call(Method::POST, format!("/v1/tx/{tx}/commit"), None).await?;
-    match s {
-        StatusCode::OK => Some(true),
-        // 410: it outlived the transaction timeout and was rolled back.
-        StatusCode::CONFLICT | StatusCode::GONE => Some(false),
-        s if s.is_server_error() => {
-            eprintln!("commit through {base}: {s} {b}");
-            None
-        }
-        other => panic!("commit answered {other}: {b}"),
-    }
 }
 
 async fn run_clients(

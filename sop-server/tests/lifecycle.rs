@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::bank::{self, account};
+use common::bank::{self, Transfer, account};
 use common::{Server, data_dir, run_sop};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -47,63 +47,16 @@ async fn client(base: String, id: usize, per_client: usize, stop: Arc<AtomicBool
         let amount = (next() % 50) as i64 + 1;
         let tid = format!("t-{id:02}-{n:05}");
         n += 1;
-        match transfer(&http, &base, &tid, &account(a), &account(b), amount).await {
-            Ok(true) => out.acked.push(tid),
-            Ok(false) => out.conflicts += 1,
-            Err(()) => {
+        match bank::transfer(&http, &base, (&tid, &account(a), &account(b), amount), false).await {
+            Transfer::Committed => out.acked.push(tid),
+            Transfer::Conflict => out.conflicts += 1,
+            Transfer::Unknown | Transfer::Unreachable => {
                 out.unreachable += 1;
                 return out;
             }
         }
     }
     out
-}
-
-/// `Ok(true)` committed, `Ok(false)` conflict, `Err` server unreachable.
-async fn transfer(
-    http: &reqwest::Client,
-    base: &str,
-    tid: &str,
-    from: &str,
-    to: &str,
-    amount: i64,
-) -> Result<bool, ()> {
-    let call = |m: reqwest::Method, path: String, body: Option<Value>| {
-        let mut r = http.request(m, format!("{base}{path}"));
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        async move {
-            let resp = r.send().await.map_err(|_| ())?;
-            let status = resp.status();
-            let body: Value = resp.json().await.unwrap_or(Value::Null);
-            Ok::<_, ()>((status, body))
-        }
-    };
-    use reqwest::Method as M;
-    let (s, b) = call(M::POST, "/v1/tx".into(), Some(json!({ "mode": "write" }))).await?;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
-    let tx = b["tx"].as_str().expect("tx").to_owned();
-    let item = |store: &str, key: &str| format!("/v1/tx/{tx}/stores/{store}/items/{key}");
-    let mut balances = Vec::new();
-    for k in [from, to] {
-        let (s, b) = call(M::GET, item("accounts", k), None).await?;
-        assert_eq!(s, StatusCode::OK, "{b}");
-        balances.push(b["value"].as_i64().expect("balance"));
-    }
-    for (k, v) in [(from, balances[0] - amount), (to, balances[1] + amount)] {
-        let (s, b) = call(M::PUT, item("accounts", k), Some(json!(v))).await?;
-        assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
-    }
-    let entry = json!({ "from": from, "to": to, "amount": amount });
-    let (s, b) = call(M::PUT, item("ledger", tid), Some(entry)).await?;
-    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
-    let (s, b) = call(M::POST, format!("/v1/tx/{tx}/commit"), None).await?;
-    match s {
-        StatusCode::OK => Ok(true),
-        StatusCode::CONFLICT => Ok(false),
-        other => panic!("commit answered {other}: {b}"),
-    }
 }
 
 async fn run_clients(

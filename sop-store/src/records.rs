@@ -36,6 +36,8 @@ pub(crate) struct RecordState {
     unswept: AtomicUsize,
     /// One sweep at a time per store.
     sweeping: tokio::sync::Mutex<()>,
+    /// Sweeps run (for tests).
+    sweeps: AtomicUsize,
 }
 
 /// What one sweep did.
@@ -97,13 +99,9 @@ impl ObjectBlobStore {
     /// Reads one part with a ranged read of its record.
     pub(crate) async fn get_part(&self, id: PhysicalId, part: PartRef) -> Result<Bytes> {
         count("get");
+        let path = self.record_path(part.record);
         let got =
-            self.store.get_range(&self.record_path(part.record), part.range()).await.map_err(
-                |e| match e {
-                    object_store::Error::NotFound { .. } => from_os(e, &format!("blob {id}")),
-                    other => Error::corruption("record", format!("blob {id}: {other}")),
-                },
-            )?;
+            self.store.get_range(&path, part.range()).await.map_err(|e| from_os(e, &format!("blob {id}")))?;
         if got.len() != part.len as usize {
             return Err(Error::corruption(
                 "record",
@@ -114,15 +112,17 @@ impl ObjectBlobStore {
     }
 
     /// Deletes parts: one dead list naming them, then a sweep every
-    /// [`SWEEP_EVERY`] lists (its errors wait for the next sweep: the
-    /// parts are deleted once listed).
+    /// [`SWEEP_EVERY`] lists unless one is under way (its errors wait for
+    /// the next sweep: the parts are deleted once listed).
     pub(crate) async fn delete_parts(&self, parts: &[PhysicalId]) -> Result<()> {
         if parts.is_empty() {
             return Ok(());
         }
         self.put_dead(parts).await?;
-        if self.records.unswept.fetch_add(1, Ordering::Relaxed) + 1 >= SWEEP_EVERY {
-            let _ = self.sweep().await;
+        if self.records.unswept.fetch_add(1, Ordering::Relaxed) + 1 >= SWEEP_EVERY
+            && let Ok(one) = self.records.sweeping.try_lock()
+        {
+            let _ = self.sweep_locked(one).await;
         }
         Ok(())
     }
@@ -135,10 +135,12 @@ impl ObjectBlobStore {
         self.store.put(&path, PutPayload::from(bytes)).await.map(|_| ()).map_err(|e| from_os(e, "dead list"))
     }
 
-    /// Every dead list: its path and parts (`Err` for an unreadable one).
-    /// A list that vanishes between the listing and its read was swept by
-    /// another sweep, which first wrote what it held into a new list: the
-    /// listing is read again, so the lists returned miss no dead part.
+    /// Every dead list: its path and parts (`Err` for one that does not
+    /// decode). The lists are listed, read, and listed again until both
+    /// listings agree and none vanished while read: a sweep writes what
+    /// the lists it read held into a new one before deleting them, so a
+    /// listing that is not a snapshot (a directory walk, pages) could
+    /// otherwise miss both the new list and the old ones.
     async fn dead_lists(&self) -> Result<Vec<(Path, Result<Vec<PartRef>>)>> {
         const ATTEMPTS: usize = 20;
         for _ in 0..ATTEMPTS {
@@ -146,30 +148,58 @@ impl ObjectBlobStore {
                 return Ok(lists);
             }
         }
-        Err(Error::io("reading dead lists", std::io::Error::other("they kept being swept while read")))
+        Err(Error::io("reading dead lists", std::io::Error::other("they kept changing while read")))
     }
 
-    /// The dead lists, or `None` if one vanished while they were read.
-    async fn dead_lists_once(&self) -> Result<Option<Vec<(Path, Result<Vec<PartRef>>)>>> {
+    async fn list_dead(&self) -> Result<HashSet<Path>> {
         count("list");
         let dir = self.dead_dir();
         let metas: Vec<_> =
             self.store.list(Some(&dir)).try_collect().await.map_err(|e| from_os(e, "listing dead lists"))?;
-        let mut lists = Vec::with_capacity(metas.len());
-        for m in metas {
+        Ok(metas.into_iter().map(|m| m.location).collect())
+    }
+
+    /// The dead lists, or `None` if they changed while read.
+    async fn dead_lists_once(&self) -> Result<Option<Vec<(Path, Result<Vec<PartRef>>)>>> {
+        let listed = self.list_dead().await?;
+        let mut lists = Vec::with_capacity(listed.len());
+        for path in &listed {
             count("get");
-            let parts = match self.store.get(&m.location).await {
-                Ok(got) => match got.bytes().await {
-                    Ok(b) => decode_dead(&b),
-                    Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                    Err(e) => Err(from_os(e, "reading a dead list")),
-                },
-                Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                Err(e) => Err(from_os(e, "reading a dead list")),
+            let got = self.store.get(path).await;
+            let bytes = match got {
+                Ok(got) => got.bytes().await,
+                Err(e) => Err(e),
             };
-            lists.push((m.location, parts));
+            match bytes {
+                Ok(b) => lists.push((path.clone(), decode_dead(&b))),
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(from_os(e, "reading a dead list")),
+            }
+        }
+        if !self.list_dead().await?.is_subset(&listed) {
+            return Ok(None);
         }
         Ok(Some(lists))
+    }
+
+    /// Whether `parts`, all of a record's parts by their addresses, are all
+    /// of it by its header (one ranged read): ids that tile a record but
+    /// are not its parts (a foreign or damaged id deleted) never reclaim
+    /// it. `None` when the record is not there (never stored, or gone).
+    async fn header_names_exactly(&self, record: RecordId, parts: &[PartRef]) -> Result<Option<bool>> {
+        count("get");
+        let range = 0..record::header_len(parts.len()) as u64;
+        match self.store.get_range(&self.record_path(record), range).await {
+            Ok(header) => {
+                let named: HashSet<PhysicalId> = match decode_header(record, &header) {
+                    Ok(ids) => ids.into_iter().collect(),
+                    Err(_) => return Ok(Some(false)),
+                };
+                Ok(Some(named.len() == parts.len() && parts.iter().all(|p| named.contains(&p.id()))))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(from_os(e, "reading a record header")),
+        }
     }
 
     /// Reclaims every record whose parts are all dead; see the module
@@ -180,8 +210,12 @@ impl ObjectBlobStore {
     /// the work); `Corruption` after the sweep when a dead list could not
     /// be decoded (it is kept, and its parts are not reclaimed).
     pub async fn sweep(&self) -> Result<Swept> {
-        let _one = self.records.sweeping.lock().await;
+        self.sweep_locked(self.records.sweeping.lock().await).await
+    }
+
+    async fn sweep_locked(&self, _one: tokio::sync::MutexGuard<'_, ()>) -> Result<Swept> {
         self.records.unswept.store(0, Ordering::Relaxed);
+        self.records.sweeps.fetch_add(1, Ordering::Relaxed);
         let lists = self.dead_lists().await?;
         let mut read = Vec::new();
         let mut bad = None;
@@ -203,20 +237,23 @@ impl ObjectBlobStore {
         for (record, parts) in dead {
             let parts: Vec<PartRef> =
                 parts.into_iter().map(|(offset, len)| PartRef { record, offset, len }).collect();
-            count("head");
-            let path = self.record_path(record);
-            match self.store.head(&path).await {
+            // Parts of a record start after a header sized for all of
+            // them: fewer can never tile it, and wait with no request.
+            if record::tiling_end(&parts).is_none() {
+                waiting.extend(parts.iter().map(PartRef::id));
+                continue;
+            }
+            match self.header_names_exactly(record, &parts).await? {
                 // Never stored (an aborted commit) or already reclaimed.
-                Err(object_store::Error::NotFound { .. }) => dropped = true,
-                Err(e) => return Err(from_os(e, "sweeping records")),
-                Ok(meta) if record::tiles_record(&parts, meta.size) => {
+                None => dropped = true,
+                Some(true) => {
                     count("delete");
-                    match self.store.delete(&path).await {
+                    match self.store.delete(&self.record_path(record)).await {
                         Ok(()) | Err(object_store::Error::NotFound { .. }) => swept.records += 1,
                         Err(e) => return Err(from_os(e, "deleting a record")),
                     }
                 }
-                Ok(_) => waiting.extend(parts.iter().map(PartRef::id)),
+                Some(false) => waiting.extend(parts.iter().map(PartRef::id)),
             }
         }
         swept.waiting = waiting.len();
@@ -388,6 +425,48 @@ mod tests {
         let swept = a.sweep().await.unwrap();
         assert_eq!((swept.lists, swept.records, swept.waiting), (2, 0, 0));
         assert_eq!(objects(&mem, "").await, 0);
+    }
+
+    /// Ids that tile a record with a deleted part but are not its parts
+    /// (foreign or damaged ids deleted) never reclaim it: its header must
+    /// name exactly the dead parts.
+    #[tokio::test]
+    async fn forged_ids_that_tile_a_record_do_not_reclaim_it() {
+        let (mem, a, _) = shared();
+        let ids = a.allocate(&[5, 10, 15]);
+        let blobs: Vec<(PhysicalId, Bytes)> =
+            ids.iter().zip([5usize, 10, 15]).map(|(id, n)| (*id, Bytes::from(vec![1u8; n]))).collect();
+        a.put_many(blobs).await.unwrap();
+        let first = ids[0].part().unwrap();
+        let forged = |offset: u32, len: u32| PartRef { record: first.record, offset, len }.id();
+        let end = first.range().end as u32;
+        let dead = [ids[0], forged(end, 5), forged(end + 5, 20)];
+        let parts: Vec<PartRef> = dead.iter().map(|id| id.part().unwrap()).collect();
+        assert_eq!(record::tiling_end(&parts), Some(u64::from(end) + 25), "the forged ids do tile it");
+        a.delete_many(&dead).await.unwrap();
+        let swept = a.sweep().await.unwrap();
+        assert_eq!((swept.records, swept.waiting), (0, 3));
+        assert_eq!(objects(&mem, ".rec").await, 1);
+        assert_eq!(a.get(ids[2]).await.unwrap(), Bytes::from(vec![1u8; 15]), "the live part is kept");
+    }
+
+    /// Deletions that arrive while a sweep runs do not each start another.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_deletions_share_their_sweeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ObjectBlobStore::local(dir.path(), false).unwrap(); // real I/O: calls overlap
+        let mut ids = Vec::new();
+        for _ in 0..64 {
+            let batch = blobs(&a, 2, 4);
+            a.put_many(batch.clone()).await.unwrap();
+            ids.push(batch.into_iter().map(|b| b.0).collect::<Vec<_>>());
+        }
+        let deletes = ids.iter().map(|ids| a.delete_many(ids));
+        for r in futures::future::join_all(deletes).await {
+            r.unwrap();
+        }
+        let sweeps = a.records.sweeps.load(Ordering::Relaxed);
+        assert!((1..=8).contains(&sweeps), "{sweeps} sweeps for 64 dead lists");
     }
 
     #[tokio::test]

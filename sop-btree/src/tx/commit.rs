@@ -76,7 +76,7 @@ pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<Commit
     let claim = db.claim(st.id);
     let mut merges = 0;
     loop {
-        let mut plan = plan(st, db.blobs.as_ref(), db.blobs_in_registry && st.leftover.is_empty());
+        let mut plan = plan(st, db.blobs.as_ref(), db.blobs_in_registry && st.leftover.is_empty())?;
         #[cfg(feature = "testkit")]
         if !db.config.validate_reads {
             plan.request.checks.clear();
@@ -124,7 +124,7 @@ pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<Commit
 /// The publish of `st`'s view; `one_write` as [`Plan::one_write`]. The
 /// node blobs' ids come from the blob store, which may pack them into one
 /// record ([`BlobStore::allocate`]).
-fn plan(st: &TxState, blobs: &dyn BlobStore, one_write: bool) -> Plan {
+fn plan(st: &TxState, blobs: &dyn BlobStore, one_write: bool) -> Result<Plan> {
     let mut request = PublishRequest { tx_id: st.id, ..PublishRequest::default() };
     let mut obsolete: Vec<PhysicalId> = st.obsolete_values.clone();
     let mut dirty = Vec::new();
@@ -141,7 +141,14 @@ fn plan(st: &TxState, blobs: &dyn BlobStore, one_write: bool) -> Plan {
     }
     let lens: Vec<usize> = dirty.iter().map(|d| d.2.len()).collect();
     let mut staged = Vec::with_capacity(dirty.len() + st.pending_values.len());
-    for ((id, version, bytes, cached), physical_id) in dirty.into_iter().zip(blobs.allocate(&lens)) {
+    let ids = blobs.allocate(&lens);
+    if ids.len() != lens.len() {
+        return Err(Error::invalid(
+            "blob store",
+            format!("allocate gave {} ids for {} blobs (a wrapper that drops some?)", ids.len(), lens.len()),
+        ));
+    }
+    for ((id, version, bytes, cached), physical_id) in dirty.into_iter().zip(ids) {
         staged.push((physical_id, bytes, Some(cached)));
         request.writes.push(match version {
             Some(expected) => HandleWrite::Update { id, expected, physical_id },
@@ -164,7 +171,7 @@ fn plan(st: &TxState, blobs: &dyn BlobStore, one_write: bool) -> Plan {
         intent.obsolete = obsolete;
         request.intent = Some(intent);
     }
-    Plan { request, staged, one_write }
+    Ok(Plan { request, staged, one_write })
 }
 
 async fn publish_with_intent(db: &DbInner, st: &TxState, plan: &mut Plan) -> Result<()> {

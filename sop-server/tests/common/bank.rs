@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::Server;
@@ -55,4 +55,85 @@ pub fn check_books(accounts: &Value, ledger: &Value, n: u64, acked: &[String]) -
     }
     assert_eq!(balances, expected, "balances disagree with the ledger: a transfer is partly visible");
     entries.len()
+}
+
+/// How a transfer ended, as its client can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    /// The commit answered 200.
+    Committed,
+    /// The commit answered 409 (or 410: rolled back after the timeout).
+    Conflict,
+    /// A server error while a backend failed: written whole or not at all.
+    Unknown,
+    /// No answer: the server is gone.
+    Unreachable,
+}
+
+/// One bank transfer through the HTTP API: reads both balances, writes
+/// both and a ledger entry `tid`, commits. A server error answer is
+/// [`Transfer::Unknown`] when `server_errors_allowed` (a backend is being
+/// killed), else a test failure, as is any other unexpected answer.
+pub async fn transfer(
+    http: &reqwest::Client,
+    base: &str,
+    (tid, from, to, amount): (&str, &str, &str, i64),
+    server_errors_allowed: bool,
+) -> Transfer {
+    let call = |m: Method, path: String, body: Option<Value>| {
+        let mut r = http.request(m, format!("{base}{path}"));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let resp = r.send().await.ok()?;
+            let status = resp.status();
+            Some((status, resp.json::<Value>().await.unwrap_or(Value::Null)))
+        }
+    };
+    let failed = |s: StatusCode, b: &Value, what: &str| {
+        assert!(server_errors_allowed && s.is_server_error(), "{what} answered {s}: {b}");
+        eprintln!("{what} through {base}: {s} {b}");
+        Transfer::Unknown
+    };
+    let Some((s, b)) = call(Method::POST, "/v1/tx".into(), Some(json!({ "mode": "write" }))).await else {
+        return Transfer::Unreachable;
+    };
+    if s != StatusCode::CREATED {
+        return failed(s, &b, "begin");
+    }
+    let tx = b["tx"].as_str().expect("tx").to_owned();
+    let item = |store: &str, key: &str| format!("/v1/tx/{tx}/stores/{store}/items/{key}");
+    let mut balances = Vec::new();
+    for k in [from, to] {
+        let Some((s, b)) = call(Method::GET, item("accounts", k), None).await else {
+            return Transfer::Unreachable;
+        };
+        if s != StatusCode::OK {
+            return failed(s, &b, "a balance read");
+        }
+        balances.push(b["value"].as_i64().expect("balance"));
+    }
+    let entry = json!({ "from": from, "to": to, "amount": amount });
+    let writes = [
+        ("accounts", from, json!(balances[0] - amount)),
+        ("accounts", to, json!(balances[1] + amount)),
+        ("ledger", tid, entry),
+    ];
+    for (store, k, v) in writes {
+        let Some((s, b)) = call(Method::PUT, item(store, k), Some(v)).await else {
+            return Transfer::Unreachable;
+        };
+        assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    }
+    let Some((s, b)) = call(Method::POST, format!("/v1/tx/{tx}/commit"), None).await else {
+        return Transfer::Unreachable;
+    };
+    match s {
+        StatusCode::OK => Transfer::Committed,
+        StatusCode::CONFLICT => Transfer::Conflict,
+        // It outlived the transaction timeout and was rolled back.
+        StatusCode::GONE if server_errors_allowed => Transfer::Conflict,
+        s => failed(s, &b, "commit"),
+    }
 }
