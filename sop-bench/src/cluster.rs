@@ -4,7 +4,10 @@
 //! directory), and what each commit costs: registry calls, blob requests
 //! and bytes, and the node cache's hit rate. Each process is this binary
 //! in child mode (`--cluster-child`), with its own caches, running bank
-//! transfers (read two accounts, write both) from several tasks.
+//! transfers (read two accounts, write both) from several tasks. Object
+//! store requests are the blob store's own counts
+//! (`sop_blob_requests_total{op}`, read from a recorder in each child):
+//! record PUTs, dead lists and sweeps included.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,10 +42,15 @@ pub(crate) fn run(secs: u64) -> std::result::Result<Value, String> {
             Some(Err(e)) => return Err(format!("local S3: {e}")),
             None => (format!("file://{}", dir.join("blobs").display()), Vec::new(), None),
         };
-        let registry = etcd.url("bench");
-        seed(&registry, &blobs, &env).await?;
+        // Each round on a database of its own: the processes of a round
+        // exit with their deferred deletions undone, and the next round
+        // must not spend its time recovering them.
         let mut rows = Vec::new();
+        let mut load = Value::Null;
         for procs in 1..=3usize {
+            let registry = etcd.url(&format!("bench{procs}"));
+            let blobs = format!("{blobs}/round{procs}");
+            load = seed(&registry, &blobs, &env).await?;
             // All children first, then their reports: they run at once.
             let mut children = Vec::new();
             for _ in 0..procs {
@@ -67,7 +75,11 @@ pub(crate) fn run(secs: u64) -> std::result::Result<Value, String> {
         }
         let _ = std::fs::remove_dir_all(&dir);
         print_table(&rows, &blobs);
-        Ok(json!({ "cluster": rows, "blobs": blobs, "etcd_members": 3, "tasks_per_process": TASKS }))
+        println!(
+            "\nloading: {} commits of 1 000 items, {:.1} nodes written and {:.2} PUTs per commit",
+            load["seed_commits"], load["nodes_per_commit"].as_f64().unwrap_or(0.0), load["puts_per_commit"].as_f64().unwrap_or(0.0)
+        );
+        Ok(json!({ "cluster": rows, "load": load, "blobs": blobs, "etcd_members": 3, "tasks_per_process": TASKS }))
     })
 }
 
@@ -95,7 +107,8 @@ async fn open(
 }
 
 /// Creates the accounts (in batches that fit etcd's transaction limit).
-async fn seed(registry: &str, blobs: &str, env: &[(&str, String)]) -> std::result::Result<(), String> {
+/// Returns the loading commits' costs (nodes written and PUTs per commit).
+async fn seed(registry: &str, blobs: &str, env: &[(&str, String)]) -> std::result::Result<Value, String> {
     // The parent has no AWS_* variables of its own: a child seeds.
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let out = std::process::Command::new(exe)
@@ -104,7 +117,24 @@ async fn seed(registry: &str, blobs: &str, env: &[(&str, String)]) -> std::resul
         .stderr(std::process::Stdio::inherit())
         .output()
         .map_err(|e| e.to_string())?;
-    if out.status.success() { Ok(()) } else { Err("seeding the accounts failed".into()) }
+    if !out.status.success() {
+        return Err("seeding the accounts failed".into());
+    }
+    let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").to_owned();
+    serde_json::from_str(&line).map_err(|e| format!("seed: {e}: {line:?}"))
+}
+
+/// Installs a metrics recorder; returns a reader of the blob store's
+/// request count for one operation (`sop_blob_requests_total{op}`).
+fn record_requests() -> impl Fn(&str) -> u64 {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let _ = metrics::set_global_recorder(recorder);
+    move |op: &str| {
+        let prefix = format!("sop_blob_requests_total{{op=\"{op}\"}} ");
+        let text = handle.render();
+        text.lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse::<f64>().ok()).map_or(0, |v| v as u64)
+    }
 }
 
 /// Child mode: `--cluster-child REGISTRY BLOBS SECS|seed`.
@@ -113,9 +143,11 @@ pub(crate) fn child(args: &[String]) -> std::result::Result<(), String> {
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let counters = Arc::new(Counters::default());
+        let requests = record_requests();
         let db = open(registry, blobs, &counters).await?;
         if what == "seed" {
             db.create_store("accounts", StoreOptions::default()).await.map_err(|e| e.to_string())?;
+            let (before, puts_before) = (counters.snapshot(), requests("put"));
             for batch in 0..ACCOUNTS / 1000 {
                 db.run_write(move |tx| async move {
                     let s = tx.store::<u32, i64>("accounts").await?;
@@ -127,12 +159,18 @@ pub(crate) fn child(args: &[String]) -> std::result::Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             }
+            let commits = u64::from(ACCOUNTS / 1000);
+            let nodes = (counters.snapshot()[3] - before[3]) as f64 / commits as f64;
+            let puts = (requests("put") - puts_before) as f64 / commits as f64;
+            println!("{}", json!({ "seed_commits": commits, "nodes_per_commit": nodes, "puts_per_commit": puts }));
             return db.close().await.map_err(|e| e.to_string());
         }
         let secs: u64 = what.parse().map_err(|_| format!("seconds: {what}"))?;
         let until = Instant::now() + Duration::from_secs(secs);
         let (commits, conflicts) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let before = counters.snapshot();
+        let ops = ["put", "get", "delete", "list", "head"];
+        let req_before: Vec<u64> = ops.iter().map(|op| requests(op)).collect();
         let cache_before = db.cache_stats();
         let tasks: Vec<_> = (0..TASKS)
             .map(|t| {
@@ -171,11 +209,14 @@ pub(crate) fn child(args: &[String]) -> std::result::Result<(), String> {
         let after = counters.snapshot();
         let cache = db.cache_stats();
         let d = |i: usize| after[i] - before[i];
+        let req: serde_json::Map<String, Value> =
+            ops.iter().zip(req_before).map(|(op, b)| ((*op).to_owned(), json!(requests(op) - b))).collect();
         let report = json!({
             "commits": commits.load(Ordering::Relaxed), "conflicts": conflicts.load(Ordering::Relaxed),
             "registry_calls": d(0), "registry_publishes": d(1), "registry_handle_reads": d(2),
             "blob_puts": d(3), "blob_put_bytes": d(4), "blob_gets": d(5), "blob_get_bytes": d(6), "blob_deletes": d(7),
             "cache_hits": cache.hits - cache_before.hits, "cache_misses": cache.misses - cache_before.misses,
+            "requests": req,
         });
         println!("{report}");
         // Left to recovery: no wait for deferred deletions here.
@@ -188,6 +229,13 @@ fn summarize(procs: usize, secs: u64, reports: &[Value]) -> Value {
     let commits = sum("commits").max(1) as f64;
     let per = |k: &str| sum(k) as f64 / commits;
     let hits = sum("cache_hits") as f64;
+    let requests: serde_json::Map<String, Value> = ["put", "get", "delete", "list", "head"]
+        .iter()
+        .map(|op| {
+            let n: u64 = reports.iter().map(|r| r["requests"][op].as_u64().unwrap_or(0)).sum();
+            ((*op).to_owned(), json!(n as f64 / commits))
+        })
+        .collect();
     json!({
         "processes": procs,
         "commits_per_s": sum("commits") as f64 / secs as f64,
@@ -195,7 +243,8 @@ fn summarize(procs: usize, secs: u64, reports: &[Value]) -> Value {
         "registry_calls_per_commit": per("registry_calls"),
         "registry_publishes_per_commit": per("registry_publishes"),
         "handle_reads_per_commit": per("registry_handle_reads"),
-        "blob_puts_per_commit": per("blob_puts"),
+        "nodes_written_per_commit": per("blob_puts"),
+        "requests_per_commit": requests,
         "blob_put_bytes_per_commit": per("blob_put_bytes"),
         "blob_gets_per_commit": per("blob_gets"),
         "cache_hit_rate": hits / (hits + sum("cache_misses") as f64).max(1.0),
@@ -205,22 +254,25 @@ fn summarize(procs: usize, secs: u64, reports: &[Value]) -> Value {
 fn print_table(rows: &[Value], blobs: &str) {
     println!("## cluster (3-member etcd on loopback, blobs {blobs}, {TASKS} tasks per process)\n");
     println!(
-        "| processes | commits/s | conflicts | registry calls/commit | publishes/commit | handle reads/commit | blob PUTs/commit | PUT bytes/commit | blob GETs/commit | cache hit rate |"
+        "| processes | commits/s | conflicts | registry calls/commit | publishes/commit | handle reads/commit | nodes written/commit | PUTs/commit | PUT bytes/commit | GETs/commit | other requests/commit | cache hit rate |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+        let q = |op: &str| r["requests_per_commit"][op].as_f64().unwrap_or(0.0);
         println!(
-            "| {} | {:.0} | {:.1} % | {:.1} | {:.2} | {:.1} | {:.2} | {:.0} | {:.2} | {:.1} % |",
+            "| {} | {:.0} | {:.1} % | {:.1} | {:.2} | {:.1} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.1} % |",
             r["processes"],
             f("commits_per_s"),
             100.0 * f("conflict_rate"),
             f("registry_calls_per_commit"),
             f("registry_publishes_per_commit"),
             f("handle_reads_per_commit"),
-            f("blob_puts_per_commit"),
+            f("nodes_written_per_commit"),
+            q("put"),
             f("blob_put_bytes_per_commit"),
-            f("blob_gets_per_commit"),
+            q("get"),
+            q("delete") + q("list") + q("head"),
             100.0 * f("cache_hit_rate")
         );
     }
@@ -349,14 +401,12 @@ impl BlobStore for CountingBlobs {
         self.inner.delete(id).await
     }
     async fn put_many(&self, blobs: Vec<(PhysicalId, Bytes)>) -> Result<()> {
-        bump(&self.c.puts, sop_core::record::objects(blobs.iter().map(|b| b.0)) as u64);
+        bump(&self.c.puts, blobs.len() as u64);
         bump(&self.c.put_bytes, blobs.iter().map(|(_, b)| b.len() as u64).sum());
         self.inner.put_many(blobs).await
     }
     async fn delete_many(&self, ids: &[PhysicalId]) -> Result<()> {
-        // Parts are deleted by one dead list (a PUT, counted as a delete).
-        let parts = ids.iter().filter(|id| id.part().is_some()).count();
-        bump(&self.c.deletes, (ids.len() - parts + usize::from(parts > 0)) as u64);
+        bump(&self.c.deletes, ids.len() as u64);
         self.inner.delete_many(ids).await
     }
     async fn list(&self) -> Result<Vec<PhysicalId>> {

@@ -66,11 +66,17 @@ impl Database {
         let mut inner = DbInner::new(registry, blobs, cache, config, exclusive);
         inner.blobs_in_registry = blobs_in_registry;
         let inner = Arc::new(inner);
-        let left = crate::recovery::recover(&inner, exclusive).await?;
-        if left > 0 {
-            tracing::warn!(left, "recovery left intents or store removals for the next open");
+        // Exclusive: every intent left is this database's own, finished
+        // before the first transaction. Shared: intents are other
+        // processes' too (a crashed peer may leave thousands), finished
+        // in the background from now on, as the periodic recovery does.
+        if exclusive {
+            let left = crate::recovery::recover(&inner, exclusive).await?;
+            if left > 0 {
+                tracing::warn!(left, "recovery left intents or store removals for the next open");
+            }
         }
-        crate::recovery::spawn_periodic(&inner);
+        crate::recovery::spawn_periodic(&inner, !exclusive);
         Ok(Self { inner })
     }
 
@@ -254,6 +260,18 @@ impl Database {
     #[must_use]
     pub fn cache_stats(&self) -> sop_cache::CacheStats {
         self.inner.cache.stats()
+    }
+
+    /// Finishes abandoned intents now, as the background recovery does
+    /// every `Config::tx_timeout`: on shared backends those older than the
+    /// timeout (a crashed process's), rolled forward if committed, undone
+    /// if not. Returns how many were left for a later round (an error on
+    /// each is logged). An exclusive database recovers at open.
+    ///
+    /// # Errors
+    /// The registry's, listing intents or stores.
+    pub async fn recover(&self) -> Result<usize> {
+        crate::recovery::recover(&self.inner, self.inner.exclusive).await
     }
 
     /// Runs pending deletions of obsolete blobs now (skipping the rest of

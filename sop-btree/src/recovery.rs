@@ -60,14 +60,18 @@ async fn finish_removal(db: &DbInner, store: &StoreInfo) -> Result<()> {
 /// forgets transactions long past their deadline that were never ended
 /// (`Epochs::sweep`) and recovers abandoned intents: on shared backends those of crashed peers
 /// older than `tx_timeout`; in exclusive mode every intent no commit or
-/// clean-up of this process holds (a commit that failed mid-way).
-pub(crate) fn spawn_periodic(db: &Arc<DbInner>) {
+/// clean-up of this process holds (a commit that failed mid-way). With
+/// `now`, the first round runs at once.
+pub(crate) fn spawn_periodic(db: &Arc<DbInner>, now: bool) {
     let weak = Arc::downgrade(db);
     let every = db.config.tx_timeout.max(std::time::Duration::from_secs(1));
     let exclusive = db.exclusive;
     tokio::spawn(async move {
+        let mut first = now;
         loop {
-            tokio::time::sleep(every).await;
+            if !std::mem::take(&mut first) {
+                tokio::time::sleep(every).await;
+            }
             let Some(db) = weak.upgrade() else { return };
             db.epochs.sweep();
             if let Err(e) = recover(&db, exclusive).await {

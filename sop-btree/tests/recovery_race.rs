@@ -41,7 +41,7 @@ async fn a_commit_whose_intent_was_recovered_cannot_publish() {
                 rt.block_on(async {
                     let mut config = shared_config(reg, blobs);
                     config.tx_timeout = Duration::ZERO;
-                    Database::open(config).await.unwrap();
+                    Database::open(config).await.unwrap().recover().await.unwrap();
                 });
             })
             .join()
