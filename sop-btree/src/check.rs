@@ -89,6 +89,11 @@ pub(crate) async fn check(db: &DbInner) -> Result<CheckReport> {
         }
     }
     for info in db.registry.list_stores().await? {
+        if db.registry.get_handles(&[info.root]).await?.first().copied().flatten().is_none() {
+            // Half-removed (its tree detached, the record not yet gone):
+            // recovery finishes it; its tree is a detached one above.
+            continue;
+        }
         let walked = walk(db, &info).await?;
         report.problems.extend(walked.problems);
         let leaf_depths: HashSet<usize> =

@@ -47,8 +47,11 @@ pub(crate) const SWEEP_CHUNK: usize = 48;
 /// `Conflict` (the store changed while being removed); registry errors.
 pub(crate) async fn remove_store_contents(db: &Arc<DbInner>, info: &StoreInfo) -> Result<()> {
     let changed = || Error::changed(Subject::Store(info.name.clone()), "changed while being removed");
-    let root =
-        db.registry.get_handles(&[info.root]).await?.into_iter().next().flatten().ok_or_else(changed)?;
+    let Some(root) = db.registry.get_handles(&[info.root]).await?.into_iter().next().flatten() else {
+        // Detached already (an interrupted removal, which recovery would
+        // finish): what is left is the record, which the caller removes.
+        return Ok(());
+    };
     let tx_id = TxId::new();
     let claim = db.claim(tx_id);
     let mut intent = Intent::pending(tx_id, Vec::new());

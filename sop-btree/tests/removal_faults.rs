@@ -223,3 +223,29 @@ async fn a_reader_of_a_store_being_swept_gets_a_conflict_not_corruption() {
     a.flush_gc().await.unwrap();
     assert_healthy(&a).await;
 }
+
+/// A store whose tree was detached but whose record was not yet removed
+/// (a removal interrupted there, which recovery finishes in the
+/// background): `check` does not report it as damage, and removing it
+/// again finishes it instead of failing.
+#[tokio::test]
+async fn a_half_removed_store_is_neither_damage_nor_stuck() {
+    let registry = Arc::new(MemRegistry::new());
+    let blobs: Arc<dyn BlobStore> = Arc::new(ObjectBlobStore::memory());
+    let mut config = Config::from_parts(registry.clone(), blobs, false);
+    config.tx_timeout = Duration::from_secs(60); // no recovery during the test
+    let db = Database::open(config).await.unwrap();
+    let info = db.create_store("half", small(4)).await.unwrap();
+    let root = registry.get_handles(&[info.root]).await.unwrap()[0].unwrap();
+    let detach = sop_core::PublishRequest {
+        tx_id: sop_core::TxId::new(),
+        writes: vec![sop_core::HandleWrite::Remove { id: info.root, expected: root.version }],
+        ..Default::default()
+    };
+    registry.publish(&detach).await.unwrap();
+    assert!(db.list_stores().await.unwrap().iter().any(|s| s.name == "half"), "the record is still there");
+    assert_healthy(&db).await;
+    db.remove_store("half").await.expect("the removal is finished");
+    assert!(db.list_stores().await.unwrap().is_empty());
+    assert_healthy(&db).await;
+}

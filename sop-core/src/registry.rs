@@ -238,7 +238,9 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     async fn list_stores(&self) -> Result<Vec<StoreInfo>>;
 
     /// Removes a store's metadata and returns it. Its nodes' handles are
-    /// removed separately, through [`Registry::publish`].
+    /// removed separately, through [`Registry::publish`]. A registry that
+    /// resolves a lost reply by reading back may also return it when a
+    /// concurrent removal removed it: the store is gone either way.
     async fn remove_store(&self, name: &str) -> Result<StoreInfo>;
 
     /// Removes store `name`'s metadata only if its root is still `root`

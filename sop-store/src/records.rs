@@ -141,14 +141,10 @@ impl ObjectBlobStore {
     /// the lists it read held into a new one before deleting them, so a
     /// listing that is not a snapshot (a directory walk, pages) could
     /// otherwise miss both the new list and the old ones.
-    ///
-    /// A sweep needs no such snapshot (`exact` false): a list it does not
-    /// see only leaves parts waiting, and it deletes only lists it read. A
-    /// list gone since the listing is skipped then.
-    async fn dead_lists(&self, exact: bool) -> Result<Vec<(Path, Result<Vec<PartRef>>)>> {
+    async fn dead_lists(&self) -> Result<Vec<(Path, Result<Vec<PartRef>>)>> {
         const ATTEMPTS: usize = 20;
         for _ in 0..ATTEMPTS {
-            if let Some(lists) = self.dead_lists_once(exact).await? {
+            if let Some(lists) = self.dead_lists_once(true).await? {
                 return Ok(lists);
             }
         }
@@ -163,7 +159,10 @@ impl ObjectBlobStore {
         Ok(metas.into_iter().map(|m| m.location).collect())
     }
 
-    /// The dead lists, or `None` if they changed while read (`exact`).
+    /// The dead lists, or `None` if one vanished while read or (`exact`)
+    /// a new one appeared. A sweep needs no exact snapshot: a list it does
+    /// not see only leaves parts waiting, and it deletes only lists it
+    /// read.
     async fn dead_lists_once(&self, exact: bool) -> Result<Option<Vec<(Path, Result<Vec<PartRef>>)>>> {
         let listed = self.list_dead().await?;
         let mut lists = Vec::with_capacity(listed.len());
@@ -176,8 +175,7 @@ impl ObjectBlobStore {
             };
             match bytes {
                 Ok(b) => lists.push((path.clone(), decode_dead(&b))),
-                Err(object_store::Error::NotFound { .. }) if exact => return Ok(None),
-                Err(object_store::Error::NotFound { .. }) => {}
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(from_os(e, "reading a dead list")),
             }
         }
@@ -221,7 +219,9 @@ impl ObjectBlobStore {
     async fn sweep_locked(&self, _one: tokio::sync::MutexGuard<'_, ()>) -> Result<Swept> {
         self.records.unswept.store(0, Ordering::Relaxed);
         self.records.sweeps.fetch_add(1, Ordering::Relaxed);
-        let lists = self.dead_lists(false).await?;
+        // A list gone while read: another sweep is at work; leave it be
+        // (what this one saw of a record could be a part of it only).
+        let Some(lists) = self.dead_lists_once(false).await? else { return Ok(Swept::default()) };
         let mut read = Vec::new();
         let mut bad = None;
         let mut dead: HashMap<RecordId, HashSet<(u32, u32)>> = HashMap::new();
@@ -282,7 +282,7 @@ impl ObjectBlobStore {
     /// list does.
     pub(crate) async fn live_parts(&self, records: Vec<RecordId>) -> Result<Vec<PhysicalId>> {
         let mut dead = HashSet::new();
-        for (path, parts) in self.dead_lists(true).await? {
+        for (path, parts) in self.dead_lists().await? {
             let parts = parts.map_err(|e| Error::corruption("dead list", format!("{path}: {e}")))?;
             dead.extend(parts.iter().map(PartRef::id));
         }

@@ -234,12 +234,11 @@ impl EtcdRegistry {
 
     /// Removes store `name` (only while its root is `root`, if given), in
     /// one transaction that compares the record read; `None` when absent
-    /// or refused.
-    /// Removes the store `name` (only while its root is `root`, if given).
-    /// A lost reply is resolved by reading the store back: the removal
-    /// compares the record's create revision, so sending it again is safe,
-    /// and a record gone after a send that may have applied was removed
-    /// (by it, or by a removal just as good).
+    /// or refused. A lost reply is resolved by reading the store back: the
+    /// removal compares the record's create revision, so sending it again
+    /// is safe, and a record gone after a send that may have applied is
+    /// reported removed (`Some`: gone, by this removal or a concurrent
+    /// one).
     async fn remove_store_where(&self, name: &str, root: Option<LogicalId>) -> Result<Option<StoreInfo>> {
         let mut sent: Option<StoreInfo> = None;
         let mut lost = 0;
@@ -259,7 +258,7 @@ impl EtcdRegistry {
             match self.txn(txn, "removing a store").await {
                 Ok(resp) if resp.succeeded() => return Ok(Some(info)),
                 Ok(_) => {} // changed since read: read again
-                Err(e) if e.kind() == ErrorKind::Io && lost < 3 => {
+                Err(e) if maybe_applied(&e) && lost < 3 => {
                     lost += 1;
                     sent = Some(info);
                 }
@@ -286,6 +285,12 @@ impl EtcdRegistry {
         store.count = u64::try_from(sum_counts(&shards)?).unwrap_or(0);
         Ok(Some((store, info.create_revision())))
     }
+}
+
+/// Whether a failed request may have been applied: its reply was lost
+/// (`Io`) or not awaited to its end (`Timeout`).
+fn maybe_applied(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Io | ErrorKind::Timeout)
 }
 
 /// The first key after every key that starts with `prefix`.
@@ -384,11 +389,13 @@ impl Registry for EtcdRegistry {
             .or_else([TxnOp::get(skey, None)]);
         // A lost reply: sent again, and a store found with this root (a
         // fresh logical id) is the one the first send created.
-        let mut maybe_applied = false;
+        // (A store another process removed whole between the two sends
+        // would be created again: a window of one retry, left open.)
+        let mut lost = 0;
         let resp = loop {
             match self.txn(txn.clone(), "creating a store").await {
                 Ok(resp) => break resp,
-                Err(e) if e.kind() == ErrorKind::Io && !maybe_applied => maybe_applied = true,
+                Err(e) if maybe_applied(&e) && lost < 3 => lost += 1,
                 Err(e) => return Err(e),
             }
         };
@@ -396,7 +403,7 @@ impl Registry for EtcdRegistry {
             return Ok(());
         }
         match gets(&resp).into_iter().next().flatten() {
-            Some(kv) if maybe_applied && StoreInfo::decode(kv.value())?.root == info.root => Ok(()),
+            Some(kv) if lost > 0 && StoreInfo::decode(kv.value())?.root == info.root => Ok(()),
             Some(_) => Err(Error::AlreadyExists(Subject::Store(info.name.clone()))),
             None => Err(Error::AlreadyExists(Subject::Node(root.logical_id))),
         }
