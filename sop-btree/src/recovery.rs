@@ -47,10 +47,11 @@ pub(crate) async fn recover(db: &Arc<DbInner>, exclusive: bool) -> Result<usize>
 }
 
 /// Removes the record of a store whose root handle is gone (its removal
-/// was interrupted after the contents went).
+/// was interrupted after the contents went, or is under way in some
+/// process, which then finds the record gone: the same end).
 async fn finish_removal(db: &DbInner, store: &StoreInfo) -> Result<()> {
     if db.registry.get_handles(&[store.root]).await?.first().copied().flatten().is_none() {
-        tracing::warn!(store = %store.name, "finishing the removal of a half-removed store");
+        tracing::info!(store = %store.name, "removing the record of a store whose tree is detached");
         db.bracketed(db.registry.remove_store_if_root(&store.name, store.root)).await?;
     }
     Ok(())
