@@ -157,13 +157,6 @@ fn assign(group: &mut Vec<usize>, ids: &mut [Option<PhysicalId>]) {
     }
 }
 
-/// How many objects a batch of these ids is stored in: one per record,
-/// one per plain id.
-pub fn objects(ids: impl IntoIterator<Item = PhysicalId>) -> usize {
-    let mut records = std::collections::HashSet::new();
-    ids.into_iter().filter(|id| id.part().is_none_or(|p| records.insert(p.record))).count()
-}
-
 /// A record's header: its parts' lengths, in order.
 ///
 /// # Errors
@@ -303,7 +296,6 @@ mod tests {
         assert!(ids[1].part().is_none() && ids[4].part().is_none(), "empty and oversized are plain");
         let parts: Vec<PartRef> = ids.iter().filter_map(|id| id.part()).collect();
         assert_eq!(parts.len(), 4);
-        assert_eq!(objects(ids.iter().copied()), 3, "one record and two plain blobs");
         assert!(parts.iter().all(|p| p.record == parts[0].record));
         let header = encode_header(&parts.iter().map(|p| p.len).collect::<Vec<_>>()).unwrap();
         assert_eq!(header.len(), header_len(4));

@@ -72,13 +72,14 @@ impl BlobStore for FaultyStore {
     /// may fail on its own.
     async fn put_many(&self, blobs: Vec<(PhysicalId, Bytes)>) -> Result<()> {
         let mut groups: Vec<Vec<(PhysicalId, Bytes)>> = Vec::new();
-        let mut records: HashMap<RecordId, usize> = HashMap::new();
+        let mut records: HashMap<RecordId, Vec<(PhysicalId, Bytes)>> = HashMap::new();
         for (id, b) in blobs {
-            match id.part().map(|p| *records.entry(p.record).or_insert(groups.len())) {
-                Some(i) if i < groups.len() => groups[i].push((id, b)),
-                _ => groups.push(vec![(id, b)]),
+            match id.part() {
+                Some(p) => records.entry(p.record).or_default().push((id, b)),
+                None => groups.push(vec![(id, b)]),
             }
         }
+        groups.extend(records.into_values());
         stream::iter(groups)
             .map(|g| {
                 let first = g[0].0;

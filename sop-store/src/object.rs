@@ -165,23 +165,29 @@ pub(crate) fn count(op: &'static str) {
 }
 
 impl ObjectBlobStore {
-    async fn put_plain(&self, id: PhysicalId, data: Bytes) -> Result<()> {
+    /// One counted PUT that never overwrites (`PutMode::Create`).
+    pub(crate) async fn put_new(&self, path: &Path, body: PutPayload, what: &str) -> Result<()> {
         count("put");
-        metrics::counter!("sop_blob_put_bytes_total").increment(data.len() as u64);
+        metrics::counter!("sop_blob_put_bytes_total").increment(body.content_length() as u64);
         let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
-        self.store
-            .put_opts(&self.path(id), PutPayload::from_bytes(data), opts)
-            .await
-            .map(|_| ())
-            .map_err(|e| from_os(e, &format!("blob {id}")))
+        self.store.put_opts(path, body, opts).await.map(|_| ()).map_err(|e| from_os(e, what))
+    }
+
+    /// One counted DELETE; an absent object is fine.
+    pub(crate) async fn delete_object(&self, path: &Path, what: &str) -> Result<()> {
+        count("delete");
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(from_os(e, what)),
+        }
+    }
+
+    async fn put_plain(&self, id: PhysicalId, data: Bytes) -> Result<()> {
+        self.put_new(&self.path(id), PutPayload::from_bytes(data), &format!("blob {id}")).await
     }
 
     async fn delete_plain(&self, id: PhysicalId) -> Result<()> {
-        count("delete");
-        match self.store.delete(&self.path(id)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(from_os(e, &format!("deleting blob {id}"))),
-        }
+        self.delete_object(&self.path(id), &format!("deleting blob {id}")).await
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use sop_core::record::{
     self, PartRef, RecordId, decode_dead, decode_header, encode_dead, encode_header, header_parts,
 };
@@ -86,14 +86,12 @@ impl ObjectBlobStore {
         for (_, data) in &parts {
             body.extend_from_slice(data);
         }
-        count("put");
-        metrics::counter!("sop_blob_put_bytes_total").increment(at);
-        let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
-        self.store
-            .put_opts(&self.record_path(record), PutPayload::from(body), opts)
-            .await
-            .map(|_| ())
-            .map_err(|e| from_os(e, &format!("record {}", record.to_hex())))
+        self.put_new(
+            &self.record_path(record),
+            PutPayload::from(body),
+            &format!("record {}", record.to_hex()),
+        )
+        .await
     }
 
     /// Reads one part with a ranged read of its record.
@@ -128,11 +126,8 @@ impl ObjectBlobStore {
     }
 
     async fn put_dead(&self, parts: &[PhysicalId]) -> Result<()> {
-        count("put");
         let path = self.dead_dir().join(format!("{}.dead", PhysicalId::new()));
-        let bytes = encode_dead(parts);
-        metrics::counter!("sop_blob_put_bytes_total").increment(bytes.len() as u64);
-        self.store.put(&path, PutPayload::from(bytes)).await.map(|_| ()).map_err(|e| from_os(e, "dead list"))
+        self.put_new(&path, PutPayload::from(encode_dead(parts)), "dead list").await
     }
 
     /// Every dead list: its path and parts (`Err` for one that does not
@@ -224,12 +219,12 @@ impl ObjectBlobStore {
         let Some(lists) = self.dead_lists_once(false).await? else { return Ok(Swept::default()) };
         let mut read = Vec::new();
         let mut bad = None;
-        let mut dead: HashMap<RecordId, HashSet<(u32, u32)>> = HashMap::new();
+        let mut dead: HashMap<RecordId, HashSet<PartRef>> = HashMap::new();
         for (path, parts) in lists {
             match parts {
                 Ok(parts) => {
                     for p in parts {
-                        dead.entry(p.record).or_default().insert((p.offset, p.len));
+                        dead.entry(p.record).or_default().insert(p);
                     }
                     read.push(path);
                 }
@@ -240,8 +235,7 @@ impl ObjectBlobStore {
         let mut waiting = Vec::new();
         let mut dropped = false;
         for (record, parts) in dead {
-            let parts: Vec<PartRef> =
-                parts.into_iter().map(|(offset, len)| PartRef { record, offset, len }).collect();
+            let parts: Vec<PartRef> = parts.into_iter().collect();
             // Parts of a record start after a header sized for all of
             // them: fewer can never tile it, and wait with no request.
             if record::tiling_end(&parts).is_none() {
@@ -252,11 +246,8 @@ impl ObjectBlobStore {
                 // Never stored (an aborted commit) or already reclaimed.
                 None => dropped = true,
                 Some(true) => {
-                    count("delete");
-                    match self.store.delete(&self.record_path(record)).await {
-                        Ok(()) | Err(object_store::Error::NotFound { .. }) => swept.records += 1,
-                        Err(e) => return Err(from_os(e, "deleting a record")),
-                    }
+                    self.delete_object(&self.record_path(record), "deleting a record").await?;
+                    swept.records += 1;
                 }
                 Some(false) => waiting.extend(parts.iter().map(PartRef::id)),
             }
@@ -268,11 +259,7 @@ impl ObjectBlobStore {
                 self.put_dead(&waiting).await?;
             }
             for path in &read {
-                count("delete");
-                match self.store.delete(path).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(from_os(e, "deleting a dead list")),
-                }
+                self.delete_object(path, "deleting a dead list").await?;
             }
         }
         bad.map_or(Ok(swept), Err)
