@@ -24,6 +24,7 @@ use crate::workloads::Sizes;
 
 const USAGE: &str = "usage: sop-bench [--quick] [--smoke] [--no-sync] [--runs N] [--json FILE] \
 [--engines sop,redb,rocksdb,lmdb,sqlite,btreemap] [--dir DIR] [--n ITEMS] [--contention-ms MS]\n\
+       [--phases main,seq,contention] [--threads 1,2,8,32] [--keys 100,100000]\n\
        sop-bench --cluster [--secs N] [--json FILE]";
 
 #[derive(Debug)]
@@ -33,6 +34,8 @@ struct Args {
     runs: usize,
     json: Option<PathBuf>,
     engines: Vec<String>,
+    /// The phases to run (`main`, `seq`, `contention`): all by default.
+    phases: Vec<String>,
     dir: PathBuf,
     /// Set in the child processes: run one engine once, report JSON lines.
     child: Option<usize>,
@@ -45,6 +48,7 @@ fn parse() -> Result<Args, String> {
     let mut it = raw.clone().into_iter();
     let (mut div, mut smoke, mut sync, mut runs, mut json, mut engines, mut dir, mut n, mut cms) =
         (1, false, true, None, None, engines::ALL.map(String::from).to_vec(), None, None, None);
+    let (mut phases, mut threads, mut keys) = (PHASES.map(String::from).to_vec(), None, None);
     while let Some(a) = it.next() {
         let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
         let num =
@@ -65,6 +69,14 @@ fn parse() -> Result<Args, String> {
                     return Err(format!("unknown engine {bad:?}; known: {}", engines::ALL.join(", ")));
                 }
             }
+            "--phases" => {
+                phases = val("--phases")?.split(',').map(str::to_owned).collect();
+                if let Some(bad) = phases.iter().find(|p| !PHASES.contains(&p.as_str())) {
+                    return Err(format!("unknown phase {bad:?}; known: {}", PHASES.join(", ")));
+                }
+            }
+            "--threads" => threads = Some(numbers(&val("--threads")?, "--threads")?),
+            "--keys" => keys = Some(numbers(&val("--keys")?, "--keys")?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -84,6 +96,12 @@ fn parse() -> Result<Args, String> {
     if let Some(n) = n {
         sizes.n = n;
     }
+    if let Some(t) = threads {
+        sizes.threads = t;
+    }
+    if let Some(k) = keys {
+        sizes.key_spaces = k;
+    }
     if let Some(ms) = cms {
         sizes.contention = Duration::from_millis(ms as u64);
     }
@@ -92,7 +110,30 @@ fn parse() -> Result<Args, String> {
             std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
         target.join("sop-bench-data")
     });
-    Ok(Args { sizes, sync, runs: runs.unwrap_or(if smoke { 1 } else { 3 }), json, engines, dir, child, raw })
+    Ok(Args {
+        sizes,
+        sync,
+        runs: runs.unwrap_or(if smoke { 1 } else { 3 }),
+        json,
+        engines,
+        phases,
+        dir,
+        child,
+        raw,
+    })
+}
+
+/// The phases of a run, in order.
+const PHASES: [&str; 3] = ["main", "seq", "contention"];
+
+/// A comma-separated list of positive numbers.
+fn numbers(list: &str, name: &str) -> Result<Vec<usize>, String> {
+    list.split(',')
+        .map(|x| match x.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("{name}: not a positive number: {x:?}")),
+        })
+        .collect()
 }
 
 fn main() -> ExitCode {
@@ -175,7 +216,7 @@ fn run(a: &Args) -> Result<(), String> {
     let settings = json!({
         "items": s.n, "batch": s.batch, "read_batch": s.read_batch, "short_scans": s.short_scans,
         "short_len": s.short_len, "updates": s.updates, "contention_ms": s.contention.as_millis() as u64,
-        "runs": a.runs, "sync": a.sync, "engines": a.engines,
+        "runs": a.runs, "sync": a.sync, "engines": a.engines, "phases": a.phases, "threads": s.threads, "key_spaces": s.key_spaces,
     });
     println!("# sop-bench\n");
     println!(
@@ -229,9 +270,14 @@ fn suite(a: &Args, run: usize, rec: &mut Recorder) -> Result<(), String> {
     let s = &a.sizes;
     for e in &a.engines {
         let d = a.dir.join(format!("{e}-{run}"));
-        workloads::main_suite(e, &d.join("main"), a.sync, s, rec)?;
-        workloads::seq_insert(e, &d.join("seq"), a.sync, s, rec)?;
-        for &t in &s.threads {
+        let on = |p: &str| a.phases.iter().any(|x| x == p);
+        if on("main") {
+            workloads::main_suite(e, &d.join("main"), a.sync, s, rec)?;
+        }
+        if on("seq") {
+            workloads::seq_insert(e, &d.join("seq"), a.sync, s, rec)?;
+        }
+        for &t in s.threads.iter().filter(|_| on("contention")) {
             for &k in &s.key_spaces {
                 let m = workloads::contention(e, &d.join(format!("c{t}-{k}")), a.sync, s, t, k)?;
                 rec.add(&format!("contention_t{t}_k{k}"), e, m);

@@ -8,8 +8,12 @@
 pub use loom::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, atomic};
 #[cfg(sop_loom)]
 pub use loom::thread;
+#[cfg(sop_loom)]
+pub use std::sync::TryLockError;
 #[cfg(not(sop_loom))]
-pub use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, atomic};
+pub use std::sync::{
+    Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError, atomic,
+};
 #[cfg(not(sop_loom))]
 pub use std::thread;
 

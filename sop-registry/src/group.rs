@@ -6,12 +6,17 @@
 //!
 //! The log is sequential: a sync makes durable everything written before
 //! it began. A writer whose write carries sequence number `s` returns from
-//! [`GroupSync::wait_durable`] only once a sync that began after its write
-//! has completed, so `synced >= s` then holds.
+//! [`GroupSync::durable`] only once a sync that began after its write has
+//! completed, so `synced >= s` then holds.
+//!
+//! The leader syncs on its own thread, as a synchronous write's caller
+//! would, and the writers that find a sync under way await its end
+//! instead of holding a thread: no hand-off to a blocking thread and back
+//! on a lone commit's path.
 
 use sop_core::Result;
+use sop_core::sync::Mutex;
 use sop_core::sync::atomic::{AtomicU64, Ordering};
-use sop_core::sync::{Mutex, lock};
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -20,8 +25,11 @@ pub struct GroupSync {
     synced: AtomicU64,
     /// The highest sequence number written (durable or not).
     written: AtomicU64,
-    /// Held by the one leader syncing; waiting writers queue on it.
+    /// Held by the one leader syncing.
     leader: Mutex<()>,
+    /// Wakes the async waiters when a leader's sync ends.
+    #[cfg(not(sop_loom))]
+    ended: tokio::sync::Notify,
 }
 
 impl GroupSync {
@@ -49,30 +57,65 @@ impl GroupSync {
         self.is_durable(self.written_so_far())
     }
 
-    /// Returns once the log is durable up to `seq`. When no sync covers it
-    /// yet, the first waiter becomes the leader: it reads how far the log
+    /// One step of [`GroupSync::durable`]: `Some(Ok)` once the log is
+    /// durable up to `seq`, syncing it here if no sync is under way;
+    /// `Some(Err)` when the sync this call made failed; `None` while
+    /// another leader syncs (try again once it has ended).
+    pub fn try_lead(
+        &self,
+        seq: u64,
+        latest: impl Fn() -> u64,
+        sync: impl Fn() -> Result<()>,
+    ) -> Option<Result<()>> {
+        if self.is_durable(seq) {
+            return Some(Ok(()));
+        }
+        let leader = match self.leader.try_lock() {
+            Ok(guard) => guard,
+            Err(sop_core::sync::TryLockError::WouldBlock) => return None,
+            Err(sop_core::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        let outcome = if self.is_durable(seq) {
+            Ok(()) // a leader synced for us between the two checks
+        } else {
+            let target = latest().max(seq);
+            sync().map(|()| {
+                self.synced.fetch_max(target, Ordering::SeqCst);
+            })
+        };
+        drop(leader);
+        #[cfg(not(sop_loom))]
+        self.ended.notify_waiters();
+        Some(outcome)
+    }
+
+    /// Returns once the log is durable up to `seq`. With no sync under
+    /// way this call leads one on its own thread: it reads how far the log
     /// is written (`latest`, which covers every write that returned before
-    /// it), calls `sync`, and publishes that point as durable for all.
+    /// it), calls `sync`, and publishes that point as durable for all;
+    /// while another leader syncs, it awaits
+    /// the end of that sync, holding no thread, and tries again.
     ///
     /// # Errors
     /// The error of the `sync` this call made (later waiters try again).
-    pub fn wait_durable(
+    #[cfg(not(sop_loom))]
+    pub async fn durable(
         &self,
         seq: u64,
         latest: impl Fn() -> u64,
         sync: impl Fn() -> Result<()>,
     ) -> Result<()> {
-        if self.synced.load(Ordering::SeqCst) >= seq {
-            return Ok(());
+        loop {
+            // Registered before the attempt: a sync that ends after the
+            // attempt found it under way wakes this waiter.
+            let ended = self.ended.notified();
+            let mut ended = std::pin::pin!(ended);
+            ended.as_mut().enable();
+            match self.try_lead(seq, &latest, &sync) {
+                Some(outcome) => return outcome,
+                None => ended.await,
+            }
         }
-        let _leader = lock(&self.leader);
-        if self.synced.load(Ordering::SeqCst) >= seq {
-            return Ok(()); // a leader synced for us while we queued
-        }
-        let target = latest().max(seq);
-        sync()?;
-        self.synced.fetch_max(target, Ordering::SeqCst);
-        Ok(())
     }
 }
 
@@ -82,43 +125,40 @@ mod loom_tests {
     use sop_core::sync::atomic::{AtomicU64, Ordering};
     use sop_core::sync::{Arc, thread};
 
-    /// A log: `appended` counts writes (the sequence number), `durable`
-    /// how many a sync has covered. Two writers append, then wait; each
-    /// must find its own write durable when its wait returns (a leader
-    /// that claimed what was appended after its sync began would fail it).
+    /// The async form's steps: two writers append, then call `try_lead`
+    /// until it answers (yielding while the other leads, as the async
+    /// waiter awaits the leader's end). Neither may be answered before a
+    /// sync covers its write, and a leader that finds its write already
+    /// covered must not sync again.
     #[test]
-    fn loom_every_write_is_durable_when_its_wait_returns() {
+    fn loom_try_lead_acknowledges_only_covered_writes() {
         loom::model(|| {
             let group = Arc::new(GroupSync::default());
             let appended = Arc::new(AtomicU64::new(0));
             let durable = Arc::new(AtomicU64::new(0));
-            let syncs = Arc::new(AtomicU64::new(0));
             let writer = || {
-                let (group, appended, durable, syncs) =
-                    (group.clone(), appended.clone(), durable.clone(), syncs.clone());
+                let (group, appended, durable) = (group.clone(), appended.clone(), durable.clone());
                 thread::spawn(move || {
                     let seq = appended.fetch_add(1, Ordering::SeqCst) + 1;
                     group.written(seq);
-                    let (a, d, n) = (appended.clone(), durable.clone(), syncs.clone());
-                    group
-                        .wait_durable(
-                            seq,
-                            || a.load(Ordering::SeqCst),
-                            || {
-                                // The sync covers what was appended when it began.
-                                d.fetch_max(a.load(Ordering::SeqCst), Ordering::SeqCst);
-                                n.fetch_add(1, Ordering::SeqCst);
-                                Ok(())
-                            },
-                        )
-                        .unwrap();
+                    let (a, d) = (appended.clone(), durable.clone());
+                    let latest = || a.load(Ordering::SeqCst);
+                    let sync = || {
+                        d.fetch_max(a.load(Ordering::SeqCst), Ordering::SeqCst);
+                        Ok(())
+                    };
+                    loop {
+                        match group.try_lead(seq, latest, sync) {
+                            Some(outcome) => break outcome.unwrap(),
+                            None => thread::yield_now(),
+                        }
+                    }
                     assert!(durable.load(Ordering::SeqCst) >= seq, "acknowledged before its sync");
                 })
             };
             let (t1, t2) = (writer(), writer());
             t1.join().unwrap();
             t2.join().unwrap();
-            assert!(syncs.load(Ordering::SeqCst) >= 1);
         });
     }
 }
@@ -134,12 +174,57 @@ mod tests {
         assert!(group.all_durable());
         group.written(3);
         assert!(!group.all_durable() && !group.is_durable(3));
-        let failed = group.wait_durable(3, || 3, || Err(Error::invalid("sync", "injected")));
-        assert!(failed.is_err());
+        let failed = group.try_lead(3, || 3, || Err(Error::invalid("sync", "injected")));
+        assert!(failed.is_some_and(|r| r.is_err()));
         assert!(!group.all_durable(), "a failed sync counted as durable");
-        group.wait_durable(3, || 3, || Ok(())).unwrap();
+        assert!(group.try_lead(3, || 3, || Ok(())).is_some_and(|r| r.is_ok()));
         assert!(group.all_durable() && group.is_durable(3));
         group.written(2); // an older sequence number never lowers the mark
+        assert!(group.all_durable());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_waiters_share_one_leaders_sync_and_retry_after_its_failure() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let group = Arc::new(GroupSync::default());
+        let syncs = Arc::new(AtomicU64::new(0));
+        group.written(1);
+        // A leader that holds the sync until released.
+        let (entered, release) = (Arc::new(std::sync::Barrier::new(2)), Arc::new(std::sync::Barrier::new(2)));
+        let leader = {
+            let (group, syncs, entered, release) =
+                (group.clone(), syncs.clone(), entered.clone(), release.clone());
+            std::thread::spawn(move || {
+                group.try_lead(
+                    1,
+                    || 1,
+                    || {
+                        entered.wait();
+                        release.wait();
+                        syncs.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    },
+                )
+            })
+        };
+        entered.wait();
+        assert!(group.try_lead(1, || 1, || Ok(())).is_none(), "a second leader while one syncs");
+        let waiter = {
+            let group = group.clone();
+            tokio::spawn(async move {
+                group.durable(1, || 1, || panic!("synced again for a covered write")).await
+            })
+        };
+        release.wait();
+        waiter.await.unwrap().unwrap();
+        assert!(leader.join().unwrap().unwrap().is_ok());
+        assert_eq!(syncs.load(Ordering::SeqCst), 1);
+        // A write after it: its own sync; a failed one is retried by the next waiter.
+        group.written(2);
+        let failed = group.durable(2, || 2, || Err(Error::invalid("sync", "injected"))).await;
+        assert!(failed.is_err() && !group.is_durable(2));
+        group.durable(2, || 2, || Ok(())).await.unwrap();
         assert!(group.all_durable());
     }
 }

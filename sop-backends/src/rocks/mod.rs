@@ -174,6 +174,25 @@ impl RocksRegistry {
         &self.inner.path
     }
 
+    /// Returns once a WAL sync covers `seq` (with `sync` on): group
+    /// commit. A validation-only request waits too, but only when a write
+    /// it may have read is not durable yet: a reader never returns what a
+    /// crash could still take back. The publish runs on the caller's
+    /// thread: [`Inner::apply`] validates and writes
+    /// unsynced under its locks (no `.await` while they are held), then a
+    /// lone writer syncs right there, and writers that find a sync under
+    /// way await its end (`GroupSync::durable`). No hand-off to a blocking
+    /// thread and back: a lone commit's latency measured in
+    /// docs/BENCHMARKS.md.
+    async fn durable(&self, seq: u64) -> Result<()> {
+        let inner = &self.inner;
+        if !inner.sync {
+            return Ok(());
+        }
+        let sync = || inner.db.flush_wal(true).map_err(|e| from_rocks(e, "syncing the WAL"));
+        inner.group.durable(seq, || inner.db.latest_sequence_number(), sync).await
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
@@ -256,36 +275,6 @@ impl Inner {
                 bytes.map(|b| decode_handle(*id, &b)).transpose()
             })
             .collect()
-    }
-
-    /// Validate-and-publish with group commit: [`Inner::apply`] validates
-    /// and writes the batch unsynced under the locks; then, with the locks
-    /// released, the publish waits until one sync (its own or another
-    /// writer's) covers it. A validation-only request waits too, but only
-    /// when a write it may have read is not durable yet: a reader never
-    /// returns what a crash could still take back.
-    fn publish(&self, req: &PublishRequest) -> Result<()> {
-        self.publish_with(req, None)
-    }
-
-    /// [`Inner::publish`]; with `Some(blobs)`, the blobs are stored in the
-    /// blobs column family in the publish's own batch, and the intent is
-    /// written there too (none may exist yet).
-    fn publish_with(&self, req: &PublishRequest, blobs: Option<&[(PhysicalId, Bytes)]>) -> Result<()> {
-        let seq = self.apply(req, blobs)?;
-        if !self.sync {
-            return Ok(());
-        }
-        self.wait_durable(seq)
-    }
-
-    /// Returns once a sync covers `seq` (leading one if none is under way).
-    fn wait_durable(&self, seq: u64) -> Result<()> {
-        self.group.wait_durable(
-            seq,
-            || self.db.latest_sequence_number(),
-            || self.db.flush_wal(true).map_err(|e| from_rocks(e, "syncing the WAL")),
-        )
     }
 
     /// Validates `req` under its locks (written ids exclusive, checked ids
@@ -570,19 +559,8 @@ impl Registry for RocksRegistry {
     }
 
     async fn publish(&self, request: &PublishRequest) -> Result<()> {
-        if request.is_validation_only() {
-            // Validation only: reads under the stripe locks and no write,
-            // so no hop to a blocking thread unless what it validated is
-            // not durable yet: then a blocking thread waits for (or leads)
-            // the sync, never this task's thread.
-            let seq = self.inner.apply(request, None)?;
-            if !self.inner.sync || self.inner.group.is_durable(seq) {
-                return Ok(());
-            }
-            return self.blocking(move |i| i.wait_durable(seq)).await;
-        }
-        let req = request.clone();
-        self.blocking(move |i| i.publish(&req)).await
+        let seq = self.inner.apply(request, None)?;
+        self.durable(seq).await
     }
 
     /// Blob ids are fresh (UUIDv7, 74 random bits): they are written
@@ -595,8 +573,8 @@ impl Registry for RocksRegistry {
         if request.intent.is_none() && !blobs.is_empty() {
             return Err(Error::invalid("publish", "blobs staged without an intent to name them"));
         }
-        let req = request.clone();
-        self.blocking(move |i| i.publish_with(&req, Some(&blobs))).await
+        let seq = self.inner.apply(request, Some(&blobs))?;
+        self.durable(seq).await
     }
 
     fn all_durable(&self) -> bool {

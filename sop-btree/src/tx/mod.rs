@@ -2,6 +2,7 @@
 
 mod commit;
 mod conflict;
+mod detach;
 pub(crate) mod log;
 pub(crate) mod state;
 pub(crate) mod write;
@@ -12,6 +13,7 @@ use std::sync::atomic::Ordering;
 use sop_core::{Result, TxId};
 
 use crate::inner::DbInner;
+use detach::RunToEnd;
 use state::TxState;
 
 /// What a successful commit did.
@@ -80,9 +82,11 @@ impl Transaction {
     /// still hold is merged (the writes are replayed on the fresh nodes)
     /// without re-running application code.
     ///
-    /// A write transaction's protocol runs in a task of its own, so it finishes (published,
-    /// or undone) even when the future returned here is dropped, as when
-    /// a client disconnects mid-commit: nothing is left half-done.
+    /// A write transaction's protocol finishes (published, or undone) even
+    /// when the future returned here is dropped, as when a client
+    /// disconnects mid-commit: it runs in the caller's task while that
+    /// polls it, and a drop hands what is left to a task of its own
+    /// ([`RunToEnd`]). Nothing is left half-done.
     ///
     /// # Errors
     /// `Conflict` when an item this transaction read changed (retry the
@@ -95,8 +99,7 @@ impl Transaction {
             return self.shared.commit().await;
         }
         let shared = self.shared.clone();
-        let task = tokio::spawn(async move { shared.commit().await });
-        task.await.map_err(|e| sop_core::Error::Indeterminate(format!("the commit task failed: {e}")))?
+        RunToEnd::new(async move { shared.commit().await }).await
     }
 
     /// Checks, without publishing anything, that everything this
