@@ -90,6 +90,19 @@ impl GcGate {
         Deferred { gate: self.inner.clone() }
     }
 
+    /// Whether a flush is in progress.
+    #[must_use]
+    pub(crate) fn flushing(&self) -> bool {
+        lock(&self.inner.state).flushers > 0
+    }
+
+    /// Returns once a flush is in progress (at once if one is): deferred
+    /// deletions should run now. The collector races this against the
+    /// grace period.
+    pub(crate) fn flush_started(&self) -> impl Future<Output = ()> + '_ {
+        Wait::new(&self.inner, Until::FlushStarted)
+    }
+
     /// Deletions registered and not yet finished.
     #[must_use]
     #[cfg(test)]
@@ -137,14 +150,6 @@ impl Drop for Flushing<'_> {
 #[derive(Debug)]
 pub(crate) struct Deferred {
     gate: Arc<Inner>,
-}
-
-impl Deferred {
-    /// Resolves once a flush is in progress: the deletion should run now.
-    /// A deletion normally races this against its grace period.
-    pub(crate) fn flush_requested(&self) -> impl Future<Output = ()> + '_ {
-        Wait::new(&self.gate, Until::FlushStarted)
-    }
 }
 
 impl Drop for Deferred {
@@ -224,7 +229,7 @@ mod tests {
         let gate = GcGate::new();
         let d = gate.register();
         assert_eq!(gate.pending(), 1);
-        let mut asleep = Box::pin(d.flush_requested());
+        let mut asleep = Box::pin(gate.flush_started());
         assert_eq!(futures::poll!(asleep.as_mut()), Poll::Pending);
         let mut flush = Box::pin(gate.flush());
         assert_eq!(futures::poll!(flush.as_mut()), Poll::Pending, "a deletion is pending");
@@ -240,7 +245,7 @@ mod tests {
         let d = gate.register();
         for _ in 0..100 {
             // A deletion whose grace period won the race drops its wait.
-            assert!(d.flush_requested().now_or_never().is_none());
+            assert!(gate.flush_started().now_or_never().is_none());
         }
         assert!(super::lock(&gate.inner.state).sleepers.is_empty());
         drop(d);
@@ -252,7 +257,7 @@ mod tests {
         let gate = GcGate::new();
         let d = gate.register();
         assert!(gate.flush().now_or_never().is_none());
-        assert!(d.flush_requested().now_or_never().is_none(), "the cancelled flush ended");
+        assert!(gate.flush_started().now_or_never().is_none(), "the cancelled flush ended");
         drop(d);
     }
 }
@@ -275,9 +280,9 @@ mod loom_tests {
             let gate = GcGate::new();
             let done = Arc::new(AtomicBool::new(false));
             let d = gate.register();
-            let done2 = done.clone();
+            let (g, done2) = (gate.clone(), done.clone());
             let t = thread::spawn(move || {
-                loom::future::block_on(d.flush_requested());
+                loom::future::block_on(g.flush_started());
                 done2.store(true, Ordering::Relaxed);
                 drop(d);
             });
@@ -300,7 +305,7 @@ mod loom_tests {
             let committer = thread::spawn(move || {
                 let d = g1.register();
                 r1.store(true, Ordering::SeqCst);
-                loom::future::block_on(d.flush_requested());
+                loom::future::block_on(g1.flush_started());
                 d1.store(true, Ordering::SeqCst);
                 drop(d);
             });
@@ -331,7 +336,7 @@ mod loom_tests {
             let (g1, done2) = (gate.clone(), done.clone());
             let t = thread::spawn(move || {
                 let waker = futures::task::noop_waker();
-                let mut wait = Box::pin(d.flush_requested());
+                let mut wait = Box::pin(g1.flush_started());
                 let _ = wait.as_mut().poll(&mut Context::from_waker(&waker));
                 drop(wait); // the grace period ended first
                 done2.store(true, Ordering::Relaxed);

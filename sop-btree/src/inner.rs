@@ -17,6 +17,7 @@ use sop_core::{
 
 use crate::claims::{Claim, Claims};
 use crate::clock::{PublishClock, Stamp, resolve};
+use crate::collector::Collector;
 use crate::config::Config;
 use crate::epoch::Epochs;
 use crate::failpoint::CommitStep;
@@ -44,6 +45,8 @@ pub(crate) struct DbInner {
     pub(crate) counters: Counters,
     /// Deferred deletions of obsolete blobs, and the flushes that hurry them.
     pub(crate) gc: GcGate,
+    /// The deferred clean-ups, run in batches (`crate::collector`).
+    pub(crate) collector: Arc<Collector>,
     /// This process's live transactions: deletions wait for the older ones.
     pub(crate) epochs: Arc<Epochs>,
     /// Intents this process is still working on.
@@ -78,6 +81,7 @@ impl DbInner {
             config,
             counters: Counters::default(),
             gc: GcGate::new(),
+            collector: Arc::default(),
             epochs: Arc::default(),
             claims: Arc::default(),
             exclusive,

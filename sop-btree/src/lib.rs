@@ -35,6 +35,7 @@
 mod check;
 mod claims;
 mod clock;
+mod collector;
 mod config;
 mod db;
 mod epoch;

@@ -111,6 +111,27 @@ async fn flush_gc_deletes_obsolete_blobs_without_waiting_out_the_grace_period() 
     assert_healthy(&db).await;
 }
 
+/// Without a flush, the clean-ups of a stream of commits run once their
+/// grace period ends (the collector's batches), and not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_clean_ups_run_when_their_grace_ends_without_a_flush() {
+    let (registry, blobs, db) = in_memory_with_grace(Duration::from_millis(1500)).await;
+    db.create_store("s", small(4)).await.unwrap();
+    for round in 0..20u32 {
+        db.run_write(|tx| async move { tx.store::<u32, u32>("s").await?.upsert(&(round % 3), &round).await })
+            .await
+            .unwrap();
+    }
+    assert!(!registry.list_intents(u64::MAX).await.unwrap().is_empty(), "cleaned up before the grace ended");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !registry.list_intents(u64::MAX).await.unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "clean-ups never ran without a flush");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(blobs.list().await.unwrap().len(), 1, "only the current leaf remains");
+    assert_healthy(&db).await;
+}
+
 /// A database over an in-memory registry and blob store (returned too, to
 /// look behind the engine) whose obsolete blobs wait `grace`.
 async fn in_memory_with_grace(grace: Duration) -> (Arc<MemRegistry>, Arc<ObjectBlobStore>, Database) {

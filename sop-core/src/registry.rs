@@ -275,6 +275,17 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     /// Removes an intent; removing an absent one is not an error.
     async fn remove_intent(&self, tx_id: TxId) -> Result<()>;
 
+    /// Removes intents (a batch of clean-ups); removing absent ones is not
+    /// an error. One write where the registry can batch them; by default
+    /// one [`Registry::remove_intent`] each, stopping at the first error
+    /// (the rest stay for recovery).
+    async fn remove_intents(&self, tx_ids: &[TxId]) -> Result<()> {
+        for id in tx_ids {
+            self.remove_intent(*id).await?;
+        }
+        Ok(())
+    }
+
     /// Atomically marks a `Pending` intent `Aborted`, so that its publish
     /// can no longer succeed. Returns the intent's state afterwards
     /// (`Aborted`, or `Committed` when the publish won the race), `None`

@@ -495,9 +495,12 @@ impl Inner {
         Ok(Some(intent.state))
     }
 
-    fn remove_intent(&self, tx_id: TxId) -> Result<()> {
+    fn remove_intents(&self, tx_ids: &[TxId]) -> Result<()> {
+        let cf = self.cf(CF_INTENTS)?;
         let mut batch = WriteBatch::default();
-        batch.delete_cf(self.cf(CF_INTENTS)?, tx_id.to_bytes());
+        for id in tx_ids {
+            batch.delete_cf(cf, id.to_bytes());
+        }
         self.write_lazy(batch)
     }
 
@@ -621,7 +624,12 @@ impl Registry for RocksRegistry {
     }
 
     async fn remove_intent(&self, tx_id: TxId) -> Result<()> {
-        self.inner.remove_intent(tx_id)
+        self.inner.remove_intents(&[tx_id])
+    }
+
+    /// One unsynced write for all of them.
+    async fn remove_intents(&self, tx_ids: &[TxId]) -> Result<()> {
+        self.inner.remove_intents(tx_ids)
     }
 
     async fn abort_intent(&self, tx_id: TxId) -> Result<Option<IntentState>> {
