@@ -70,31 +70,29 @@ impl GroupSync {
         if self.is_durable(seq) {
             return Some(Ok(()));
         }
-        let leader = match self.leader.try_lock() {
+        let guard = match self.leader.try_lock() {
             Ok(guard) => guard,
             Err(sop_core::sync::TryLockError::WouldBlock) => return None,
             Err(sop_core::sync::TryLockError::Poisoned(p)) => p.into_inner(),
         };
-        let outcome = if self.is_durable(seq) {
-            Ok(()) // a leader synced for us between the two checks
-        } else {
-            let target = latest().max(seq);
-            sync().map(|()| {
-                self.synced.fetch_max(target, Ordering::SeqCst);
-            })
-        };
-        drop(leader);
-        #[cfg(not(sop_loom))]
-        self.ended.notify_waiters();
-        Some(outcome)
+        // Released, and the waiters woken, however the sync ends (a panic
+        // in `latest` or `sync` included): none sleeps on a leader gone.
+        let _leading = Leading { group: self, guard: Some(guard) };
+        if self.is_durable(seq) {
+            return Some(Ok(())); // a leader synced for us between the two checks
+        }
+        let target = latest().max(seq);
+        Some(sync().map(|()| {
+            self.synced.fetch_max(target, Ordering::SeqCst);
+        }))
     }
 
     /// Returns once the log is durable up to `seq`. With no sync under
     /// way this call leads one on its own thread: it reads how far the log
     /// is written (`latest`, which covers every write that returned before
     /// it), calls `sync`, and publishes that point as durable for all;
-    /// while another leader syncs, it awaits
-    /// the end of that sync, holding no thread, and tries again.
+    /// while another leader syncs, it awaits the end of that sync, holding
+    /// no thread, and tries again.
     ///
     /// # Errors
     /// The error of the `sync` this call made (later waiters try again).
@@ -119,17 +117,34 @@ impl GroupSync {
     }
 }
 
+/// The leader's hold on the sync: dropping it lets the lock go, then wakes
+/// every waiter of [`GroupSync::durable`].
+struct Leading<'a> {
+    group: &'a GroupSync,
+    guard: Option<sop_core::sync::MutexGuard<'a, ()>>,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        #[cfg(not(sop_loom))]
+        self.group.ended.notify_waiters();
+        #[cfg(sop_loom)]
+        let _ = self.group;
+    }
+}
+
 #[cfg(all(test, sop_loom))]
 mod loom_tests {
     use super::GroupSync;
     use sop_core::sync::atomic::{AtomicU64, Ordering};
     use sop_core::sync::{Arc, thread};
 
-    /// The async form's steps: two writers append, then call `try_lead`
-    /// until it answers (yielding while the other leads, as the async
-    /// waiter awaits the leader's end). Neither may be answered before a
-    /// sync covers its write, and a leader that finds its write already
-    /// covered must not sync again.
+    /// The steps of `durable`: two writers append, then call `try_lead`
+    /// until it answers (yielding while the other leads, where `durable`
+    /// awaits the leader's end; the wake-up itself is tokio's `Notify`,
+    /// outside the model, and is tested below on a real runtime). Neither
+    /// may be answered before a sync covers its write.
     #[test]
     fn loom_try_lead_acknowledges_only_covered_writes() {
         loom::model(|| {
@@ -167,6 +182,9 @@ mod loom_tests {
 mod tests {
     use super::GroupSync;
     use sop_core::Error;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Barrier};
+    use std::time::Duration;
 
     #[test]
     fn a_failed_sync_leaves_the_write_not_durable_until_a_later_sync() {
@@ -183,48 +201,74 @@ mod tests {
         assert!(group.all_durable());
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn async_waiters_share_one_leaders_sync_and_retry_after_its_failure() {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicU64, Ordering};
-        let group = Arc::new(GroupSync::default());
-        let syncs = Arc::new(AtomicU64::new(0));
-        group.written(1);
-        // A leader that holds the sync until released.
-        let (entered, release) = (Arc::new(std::sync::Barrier::new(2)), Arc::new(std::sync::Barrier::new(2)));
-        let leader = {
-            let (group, syncs, entered, release) =
-                (group.clone(), syncs.clone(), entered.clone(), release.clone());
-            std::thread::spawn(move || {
-                group.try_lead(
-                    1,
-                    || 1,
-                    || {
-                        entered.wait();
-                        release.wait();
-                        syncs.fetch_add(1, Ordering::SeqCst);
-                        Ok(())
-                    },
-                )
-            })
-        };
+    /// A leader on a thread of its own, inside its sync until released;
+    /// its sync then ends as `ends` says.
+    fn leader(
+        group: &Arc<GroupSync>,
+        seq: u64,
+        ends: fn() -> sop_core::Result<()>,
+    ) -> (std::thread::JoinHandle<Option<sop_core::Result<()>>>, Arc<Barrier>) {
+        let (entered, release) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+        let (g, e, r) = (group.clone(), entered.clone(), release.clone());
+        let handle = std::thread::spawn(move || {
+            g.try_lead(
+                seq,
+                || seq,
+                || {
+                    e.wait();
+                    r.wait();
+                    ends()
+                },
+            )
+        });
         entered.wait();
-        assert!(group.try_lead(1, || 1, || Ok(())).is_none(), "a second leader while one syncs");
-        let waiter = {
-            let group = group.clone();
-            tokio::spawn(async move {
-                group.durable(1, || 1, || panic!("synced again for a covered write")).await
-            })
+        (handle, release)
+    }
+
+    /// Waits in `durable` for `seq` while `ends`'s leader syncs (polled
+    /// once before the leader is released, so it sleeps on the leader's
+    /// end); its own sync, if it leads one, is counted in `syncs`.
+    async fn wait_behind_leader(group: &Arc<GroupSync>, seq: u64, ends: fn() -> sop_core::Result<()>) -> u64 {
+        let (leader, release) = leader(group, seq, ends);
+        assert!(group.try_lead(seq, || seq, || Ok(())).is_none(), "a second leader while one syncs");
+        let syncs = AtomicU64::new(0);
+        let sync = || {
+            syncs.fetch_add(1, Ordering::SeqCst);
+            Ok(())
         };
+        let mut waiter = std::pin::pin!(group.durable(seq, || seq, sync));
+        tokio::select! {
+            biased;
+            _ = &mut waiter => panic!("answered while the leader still syncs"),
+            () = std::future::ready(()) => {}
+        }
         release.wait();
-        waiter.await.unwrap().unwrap();
-        assert!(leader.join().unwrap().unwrap().is_ok());
-        assert_eq!(syncs.load(Ordering::SeqCst), 1);
-        // A write after it: its own sync; a failed one is retried by the next waiter.
-        group.written(2);
-        let failed = group.durable(2, || 2, || Err(Error::invalid("sync", "injected"))).await;
-        assert!(failed.is_err() && !group.is_durable(2));
-        group.durable(2, || 2, || Ok(())).await.unwrap();
-        assert!(group.all_durable());
+        let woken = tokio::time::timeout(Duration::from_secs(30), waiter).await;
+        woken.expect("the waiter slept on after the leader's sync ended").unwrap();
+        let _ = leader.join(); // its own outcome (or panic) is not the waiter's
+        assert!(group.is_durable(seq));
+        syncs.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_waiter_is_answered_by_the_leaders_sync() {
+        let group = Arc::new(GroupSync::default());
+        group.written(1);
+        assert_eq!(wait_behind_leader(&group, 1, || Ok(())).await, 0, "synced again for a covered write");
+    }
+
+    #[tokio::test]
+    async fn a_waiter_leads_its_own_sync_after_the_leaders_failed() {
+        let group = Arc::new(GroupSync::default());
+        group.written(1);
+        let failed = || Err(Error::invalid("sync", "injected"));
+        assert_eq!(wait_behind_leader(&group, 1, failed).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_is_woken_when_the_leaders_sync_panics() {
+        let group = Arc::new(GroupSync::default());
+        group.written(1);
+        assert_eq!(wait_behind_leader(&group, 1, || panic!("injected")).await, 1);
     }
 }

@@ -31,12 +31,14 @@ impl<T: Send + 'static> Future for RunToEnd<T> {
     type Output = T;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        let Some(protocol) = self.protocol.as_mut() else {
+        // Out while polled: a protocol that panics is not handed to a task
+        // when the unwinding drops this (it cannot be resumed).
+        let Some(mut protocol) = self.protocol.take() else {
             panic!("RunToEnd polled after it finished");
         };
         let out = protocol.as_mut().poll(cx);
-        if out.is_ready() {
-            self.protocol = None;
+        if out.is_pending() {
+            self.protocol = Some(protocol);
         }
         out
     }
@@ -90,10 +92,43 @@ mod tests {
         assert_eq!(steps.load(Ordering::SeqCst), 2);
     }
 
-    #[tokio::test]
+    /// On a multi-threaded runtime a spawned task has an id of its own;
+    /// the protocol runs in the caller's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_polled_protocol_runs_in_the_callers_task_and_returns_its_output() {
-        let here = std::thread::current().id();
-        let ran_on = RunToEnd::new(async { std::thread::current().id() }).await;
-        assert_eq!(ran_on, here);
+        let caller = tokio::spawn(async {
+            let here = tokio::task::id();
+            let ran_in = RunToEnd::new(async {
+                tokio::task::yield_now().await;
+                tokio::task::id()
+            })
+            .await;
+            (here, ran_in)
+        });
+        let (here, ran_in) = caller.await.unwrap();
+        assert_eq!(ran_in, here);
+    }
+
+    /// A protocol that panics is not run again by a task (it would panic
+    /// once more: "resumed after panicking").
+    #[tokio::test]
+    async fn a_panicking_protocol_is_not_handed_to_a_task() {
+        /// Counts its polls, and panics in each.
+        struct Panics(Arc<AtomicU32>);
+        impl std::future::Future for Panics {
+            type Output = ();
+            fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                panic!("injected");
+            }
+        }
+        let polls = Arc::new(AtomicU32::new(0));
+        let run = RunToEnd::new(Panics(polls.clone()));
+        let caller = tokio::spawn(run);
+        assert!(caller.await.unwrap_err().is_panic());
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(polls.load(Ordering::SeqCst), 1);
     }
 }
