@@ -24,7 +24,7 @@ use crate::workloads::Sizes;
 
 const USAGE: &str = "usage: sop-bench [--quick] [--smoke] [--no-sync] [--runs N] [--json FILE] \
 [--engines sop,redb,rocksdb,lmdb,sqlite,btreemap] [--dir DIR] [--n ITEMS] [--contention-ms MS]\n\
-       [--phases main,seq,contention] [--threads 1,2,8,32] [--keys 100,100000]\n\
+       [--phases main,seq,contention,reads] [--threads 1,2,8,32] [--keys 100,100000]\n\
        sop-bench --cluster [--secs N] [--json FILE]";
 
 #[derive(Debug)]
@@ -48,7 +48,8 @@ fn parse() -> Result<Args, String> {
     let mut it = raw.clone().into_iter();
     let (mut div, mut smoke, mut sync, mut runs, mut json, mut engines, mut dir, mut n, mut cms) =
         (1, false, true, None, None, engines::ALL.map(String::from).to_vec(), None, None, None);
-    let (mut phases, mut threads, mut keys) = (PHASES.map(String::from).to_vec(), None, None);
+    let (mut phases, mut threads, mut keys) =
+        (PHASES[..3].iter().map(|p| p.to_string()).collect::<Vec<String>>(), None, None);
     while let Some(a) = it.next() {
         let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
         let num =
@@ -123,8 +124,9 @@ fn parse() -> Result<Args, String> {
     })
 }
 
-/// The phases of a run, in order.
-const PHASES: [&str; 3] = ["main", "seq", "contention"];
+/// The phases of a run, in order: the first three by default; `reads`
+/// (warm point reads for `--contention-ms`, to profile) on request.
+const PHASES: [&str; 4] = ["main", "seq", "contention", "reads"];
 
 /// A comma-separated list of positive numbers.
 fn numbers(list: &str, name: &str) -> Result<Vec<usize>, String> {
@@ -276,6 +278,9 @@ fn suite(a: &Args, run: usize, rec: &mut Recorder) -> Result<(), String> {
         }
         if on("seq") {
             workloads::seq_insert(e, &d.join("seq"), a.sync, s, rec)?;
+        }
+        if on("reads") {
+            workloads::read_loop(e, &d.join("reads"), a.sync, s, rec)?;
         }
         for &t in s.threads.iter().filter(|_| on("contention")) {
             for &k in &s.key_spaces {

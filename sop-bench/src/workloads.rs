@@ -228,6 +228,27 @@ fn cold_reads(
     Ok(Measure::new(ops, busy, lat))
 }
 
+/// Warm point reads for `s.contention` (read transactions of
+/// `s.read_batch` random keys) over `s.n` loaded items: a steady loop to
+/// profile the read path (`--phases reads`).
+pub(crate) fn read_loop(name: &str, dir: &Path, sync: bool, s: &Sizes, rec: &mut Recorder) -> Result<()> {
+    let mut rng = Rng::new(0x5eed);
+    let keys: Vec<Vec<u8>> = (0..s.n).map(|_| rng.key()).collect();
+    let mut e = engines::open(name, dir, sync)?;
+    load(e.as_mut(), &keys, s.batch)?;
+    e.quiesce()?;
+    let mut sample = keys.clone();
+    rng.shuffle(&mut sample);
+    let deadline = Instant::now() + s.contention;
+    let chunks = sample.chunks(s.read_batch).cycle().take_while(|_| Instant::now() < deadline);
+    let m = timed(chunks, |c| match e.get_batch(c)? {
+        n if n == c.len() => Ok(n as u64),
+        n => Err(format!("{name}: {n} of {} keys found", c.len())),
+    })?;
+    rec.add("point_read_loop", name, m);
+    Ok(())
+}
+
 /// Sequential insert: increasing keys.
 pub(crate) fn seq_insert(name: &str, dir: &Path, sync: bool, s: &Sizes, rec: &mut Recorder) -> Result<()> {
     let keys: Vec<Vec<u8>> = (0..s.n as u128).map(|i| i.to_be_bytes().to_vec()).collect();

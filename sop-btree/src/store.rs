@@ -123,7 +123,23 @@ impl Store {
     /// backend errors; a node that moved underneath gives `Conflict`.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
         check_sizes(key, None)?;
-        Ok(self.lookup(key).await?.map(|(v, _)| v))
+        if !self.unique() {
+            return Ok(self.lookup(key).await?.map(|(v, _)| v));
+        }
+        let db = &self.tx.shared.db;
+        let mut st = self.tx.shared.state.lock().await;
+        st.check_live()?;
+        // The key (shared with the node's buffer, for the read log) and the
+        // value, not the whole item: two reference counts per read.
+        let tree = &mut st.tree(db, self.info.root, self.slot());
+        let found = tree.find_map(key, |i| (i.key.clone(), i.version, i.value.clone())).await?;
+        let Some((logged, version, value)) = found else {
+            st.log_read(&self.info.name, Bytes::copy_from_slice(key), None);
+            return Ok(None);
+        };
+        let value = st.value_bytes(db, key, value).await?;
+        st.log_read(&self.info.name, logged, Some(version));
+        Ok(Some(value))
     }
 
     /// Whether `key` is present.

@@ -163,35 +163,45 @@ impl NodeCache {
     /// # Errors
     /// As [`NodeCache::node`].
     pub async fn node_and_base(&self, id: PhysicalId, blobs: &Arc<dyn BlobStore>) -> Result<LoadedNode> {
-        let (this, blobs) = (self.clone(), blobs.clone());
-        let got = self
-            .get_or_load(id, move || async move {
-                let bytes = blobs.get(id).await?;
-                if !LeafDelta::is_delta(&bytes) {
-                    return Ok(CachedBlob::node(Arc::new(Node::decode(&bytes)?)));
-                }
-                let delta = LeafDelta::decode(&bytes)?;
-                if delta.base == id {
-                    return Err(Error::corruption(
-                        "leaf delta",
-                        format!("the delta {id} names itself as its base"),
-                    ));
-                }
-                let base = this.full_node(delta.base, &blobs).await?;
-                let Node::Leaf { items } = base.as_ref() else {
-                    return Err(Error::corruption(
-                        "leaf delta",
-                        format!("the base {} of {id} is not a leaf", delta.base),
-                    ));
-                };
-                Ok(CachedBlob::delta(Arc::new(Node::Leaf { items: delta.apply(items) }), delta.base))
-            })
-            .await?;
+        let got = match self.get_in_memory(id) {
+            // A hit clones neither the cache nor the blob store (the loader
+            // below needs both).
+            Some(hit) => hit,
+            None => self.load_node(id, blobs).await?,
+        };
         match got {
             CachedBlob::Node { node, index } => Ok(LoadedNode { node, index, base: None }),
             CachedBlob::Delta { node, index, base } => Ok(LoadedNode { node, index, base: Some(base) }),
             CachedBlob::Value(_) => Err(Error::corruption("node", format!("blob {id} is cached as a value"))),
         }
+    }
+
+    /// Node `id` from the cache, else decoded from its blob (a delta over
+    /// its base) and cached.
+    async fn load_node(&self, id: PhysicalId, blobs: &Arc<dyn BlobStore>) -> Result<CachedBlob> {
+        let (this, blobs) = (self.clone(), blobs.clone());
+        self.get_or_load(id, move || async move {
+            let bytes = blobs.get(id).await?;
+            if !LeafDelta::is_delta(&bytes) {
+                return Ok(CachedBlob::node(Arc::new(Node::decode(&bytes)?)));
+            }
+            let delta = LeafDelta::decode(&bytes)?;
+            if delta.base == id {
+                return Err(Error::corruption(
+                    "leaf delta",
+                    format!("the delta {id} names itself as its base"),
+                ));
+            }
+            let base = this.full_node(delta.base, &blobs).await?;
+            let Node::Leaf { items } = base.as_ref() else {
+                return Err(Error::corruption(
+                    "leaf delta",
+                    format!("the base {} of {id} is not a leaf", delta.base),
+                ));
+            };
+            Ok(CachedBlob::delta(Arc::new(Node::Leaf { items: delta.apply(items) }), delta.base))
+        })
+        .await
     }
 
     /// A full node blob (a delta's base), never a delta: from the memory

@@ -209,9 +209,15 @@ impl<S: NodeSource> Tree<S> {
 
     /// The item under `key`, if any.
     pub(crate) async fn find(&mut self, key: &[u8]) -> Result<Option<Item>> {
+        self.find_map(key, Item::clone).await
+    }
+
+    /// `f` of the item under `key`, if any, without cloning the item (a
+    /// point read takes only what it returns and logs).
+    pub(crate) async fn find_map<T>(&mut self, key: &[u8], f: impl FnOnce(&Item) -> T) -> Result<Option<T>> {
         let leaf = self.leaf_for(key).await?;
         let Node::Leaf { items } = self.nodes.node(leaf)?.as_ref() else { return Err(bad_node(leaf)) };
-        Ok(search_items(items, self.nodes.index(leaf), key).ok().and_then(|i| items.get(i).cloned()))
+        Ok(search_items(items, self.nodes.index(leaf), key).ok().and_then(|i| items.get(i)).map(f))
     }
 
     /// Puts `item`, replacing an item with the same key; returns the old one.

@@ -114,13 +114,18 @@ impl TxState {
     /// a transaction that may reach it is live (`crate::epoch`), so a
     /// missing one is data loss: `Corruption`, never "not found".
     pub(crate) async fn value_of(&self, db: &DbInner, item: &Item) -> Result<Bytes> {
-        match &item.value {
-            Value::Inline(b) => Ok(b.clone()),
-            Value::Blob { id, .. } => match self.pending_values.get(id) {
+        self.value_bytes(db, &item.key, item.value.clone()).await
+    }
+
+    /// The bytes of `value`, the value of `key` ([`TxState::value_of`]).
+    pub(crate) async fn value_bytes(&self, db: &DbInner, key: &[u8], value: Value) -> Result<Bytes> {
+        match value {
+            Value::Inline(b) => Ok(b),
+            Value::Blob { id, .. } => match self.pending_values.get(&id) {
                 Some(b) => Ok(b.clone()),
-                None => db.cache.value(*id, &db.blobs).await.map_err(|e| {
+                None => db.cache.value(id, &db.blobs).await.map_err(|e| {
                     if e.kind() == sop_core::ErrorKind::NotFound {
-                        Error::corruption("value", format!("the blob {id} of key {:?} is missing", item.key))
+                        Error::corruption("value", format!("the blob {id} of key {key:?} is missing"))
                     } else {
                         e
                     }
@@ -132,10 +137,15 @@ impl TxState {
     /// Logs a point read unless it was answered from this transaction's
     /// own writes.
     pub(crate) fn log_point(&mut self, store: &str, key: &Bytes, item: Option<&Item>) {
+        self.log_read(store, key.clone(), item.map(|i| i.version));
+    }
+
+    /// [`TxState::log_point`] with the key and the version read (`None`:
+    /// absent) taken as they are.
+    pub(crate) fn log_read(&mut self, store: &str, key: Bytes, version: Option<sop_core::TxId>) {
         let Some(s) = self.stores.get(store) else { return };
-        if !s.written.contains(key) {
-            let version = item.map(|i| i.version);
-            self.reads.push(ReadEntry::Point { store: s.name.clone(), key: key.clone(), version });
+        if s.written.is_empty() || !s.written.contains(&key) {
+            self.reads.push(ReadEntry::Point { store: s.name.clone(), key, version });
         }
     }
 }
