@@ -54,6 +54,36 @@ pub(crate) trait NodeSource: Send {
     /// Notes that leaf `id` took an item from outside the tree (a put),
     /// whose bytes the tree's other items do not share.
     fn took_item(&mut self, _id: LogicalId) {}
+    /// Whether node `id` (loaded) is a leaf.
+    fn is_leaf(&self, id: LogicalId) -> Result<bool> {
+        Ok(self.node(id)?.is_leaf())
+    }
+    /// The item under `key` in leaf `id`, when the source keeps the leaf's
+    /// changes aside (`Some`); `None`: search the node.
+    fn overlaid_item(&self, _id: LogicalId, _key: &[u8]) -> Option<Option<&Item>> {
+        None
+    }
+    /// Puts `item` in leaf `id` itself when that takes no split (the leaf
+    /// keeps at most `slot` items): the item it replaced. A source that
+    /// does not, declines and hands the item back.
+    fn put_in_leaf(&mut self, _id: LogicalId, item: Item, _slot: usize) -> Result<Placed> {
+        Ok(Placed::Declined(item))
+    }
+    /// Removes `key` from leaf `id` itself when that leaves at least `min`
+    /// items (no repair): `Some(removed)`, `Some(None)` when absent;
+    /// `None` when the source declines.
+    fn remove_from_leaf(&mut self, _id: LogicalId, _key: &[u8], _min: usize) -> Result<Option<Option<Item>>> {
+        Ok(None)
+    }
+}
+
+/// What [`NodeSource::put_in_leaf`] did.
+#[derive(Debug)]
+pub(crate) enum Placed {
+    /// Put; the item replaced, if any.
+    Done(Option<Item>),
+    /// Not put: the tree puts it (and splits).
+    Declined(Item),
 }
 
 impl<T: NodeSource> NodeSource for &mut T {
@@ -80,6 +110,18 @@ impl<T: NodeSource> NodeSource for &mut T {
     }
     fn took_item(&mut self, id: LogicalId) {
         (**self).took_item(id);
+    }
+    fn is_leaf(&self, id: LogicalId) -> Result<bool> {
+        (**self).is_leaf(id)
+    }
+    fn overlaid_item(&self, id: LogicalId, key: &[u8]) -> Option<Option<&Item>> {
+        (**self).overlaid_item(id, key)
+    }
+    fn put_in_leaf(&mut self, id: LogicalId, item: Item, slot: usize) -> Result<Placed> {
+        (**self).put_in_leaf(id, item, slot)
+    }
+    fn remove_from_leaf(&mut self, id: LogicalId, key: &[u8], min: usize) -> Result<Option<Option<Item>>> {
+        (**self).remove_from_leaf(id, key, min)
     }
 }
 
@@ -152,7 +194,11 @@ fn partition_in<T>(entries: &[T], (lo, hi): (usize, usize), pred: impl FnMut(&T)
 
 /// The position of `key` among a leaf's sorted `items` (as
 /// `binary_search_by`), located by the leaf's index where it has one.
-fn search_items(items: &[Item], index: Option<&KeyIndex>, key: &[u8]) -> std::result::Result<usize, usize> {
+pub(crate) fn search_items(
+    items: &[Item],
+    index: Option<&KeyIndex>,
+    key: &[u8],
+) -> std::result::Result<usize, usize> {
     let by = |i: &Item| i.key.as_ref().cmp(key);
     match locate(index, items.len(), key) {
         Located::Found(i) => Ok(i),
@@ -176,18 +222,17 @@ impl<S: NodeSource> Tree<S> {
         let mut id = self.root;
         loop {
             self.nodes.load(id).await?;
-            match self.nodes.node(id)?.as_ref() {
-                Node::Leaf { .. } => {
-                    path.push((id, 0));
-                    return Ok(path);
-                }
-                Node::Internal { keys, children } => {
-                    let idx = child_index(keys, target, self.nodes.index(id));
-                    let next = *children.get(idx).ok_or_else(|| bad_node(id))?;
-                    path.push((id, idx));
-                    id = next;
-                }
+            if self.nodes.is_leaf(id)? {
+                path.push((id, 0));
+                return Ok(path);
             }
+            let Node::Internal { keys, children } = self.nodes.node(id)?.as_ref() else {
+                return Err(bad_node(id));
+            };
+            let idx = child_index(keys, target, self.nodes.index(id));
+            let next = *children.get(idx).ok_or_else(|| bad_node(id))?;
+            path.push((id, idx));
+            id = next;
         }
     }
 
@@ -197,13 +242,14 @@ impl<S: NodeSource> Tree<S> {
         let mut id = self.root;
         loop {
             self.nodes.load(id).await?;
-            match self.nodes.node(id)?.as_ref() {
-                Node::Leaf { .. } => return Ok(id),
-                Node::Internal { keys, children } => {
-                    let idx = child_index(keys, Target::Key(key), self.nodes.index(id));
-                    id = *children.get(idx).ok_or_else(|| bad_node(id))?;
-                }
+            if self.nodes.is_leaf(id)? {
+                return Ok(id);
             }
+            let Node::Internal { keys, children } = self.nodes.node(id)?.as_ref() else {
+                return Err(bad_node(id));
+            };
+            let idx = child_index(keys, Target::Key(key), self.nodes.index(id));
+            id = *children.get(idx).ok_or_else(|| bad_node(id))?;
         }
     }
 
@@ -216,6 +262,9 @@ impl<S: NodeSource> Tree<S> {
     /// point read takes only what it returns and logs).
     pub(crate) async fn find_map<T>(&mut self, key: &[u8], f: impl FnOnce(&Item) -> T) -> Result<Option<T>> {
         let leaf = self.leaf_for(key).await?;
+        if let Some(found) = self.nodes.overlaid_item(leaf, key) {
+            return Ok(found.map(f));
+        }
         let Node::Leaf { items } = self.nodes.node(leaf)?.as_ref() else { return Err(bad_node(leaf)) };
         Ok(search_items(items, self.nodes.index(leaf), key).ok().and_then(|i| items.get(i)).map(f))
     }
@@ -224,6 +273,10 @@ impl<S: NodeSource> Tree<S> {
     pub(crate) async fn put(&mut self, item: Item) -> Result<Option<Item>> {
         let path = self.descend(Target::Key(&item.key)).await?;
         let leaf = leaf_of(&path)?;
+        let item = match self.nodes.put_in_leaf(leaf, item, self.slot)? {
+            Placed::Done(old) => return Ok(old),
+            Placed::Declined(item) => item,
+        };
         let Node::Leaf { items } = self.nodes.node_mut(leaf)? else { return Err(bad_node(leaf)) };
         let old = match items.binary_search_by(|i| i.key.as_ref().cmp(&item.key)) {
             Ok(i) => items.get_mut(i).map(|slot| std::mem::replace(slot, item)),
@@ -243,6 +296,12 @@ impl<S: NodeSource> Tree<S> {
     pub(crate) async fn delete(&mut self, key: &[u8]) -> Result<Option<Item>> {
         let path = self.descend(Target::Key(key)).await?;
         let leaf = leaf_of(&path)?;
+        // Removed in place unless the leaf would need repair (the root
+        // leaf never does).
+        let min = if path.len() == 1 { 0 } else { min_fill(self.slot) };
+        if let Some(removed) = self.nodes.remove_from_leaf(leaf, key, min)? {
+            return Ok(removed);
+        }
         let Node::Leaf { items } = self.nodes.node(leaf)?.as_ref() else { return Err(bad_node(leaf)) };
         let Ok(i) = search_items(items, self.nodes.index(leaf), key) else { return Ok(None) };
         let Node::Leaf { items } = self.nodes.node_mut(leaf)? else { return Err(bad_node(leaf)) };

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sop_cache::CachedBlob;
 use sop_core::{
-    BlobStore, Error, HandleWrite, Intent, IntentState, LeafDelta, Node, PhysicalId, PublishRequest, Result,
-    VersionCheck,
+    BlobStore, DeltaOp, Error, HandleWrite, Intent, IntentState, Item, LeafDelta, Node, PhysicalId,
+    PublishRequest, Result, VersionCheck,
 };
 
 use super::CommitInfo;
@@ -18,6 +18,7 @@ use crate::claims::Claim;
 use crate::failpoint::CommitStep;
 use crate::handles::EMPTY_ROOT;
 use crate::inner::DbInner;
+use crate::tx::overlay::size_after;
 use crate::tx::state::{TxNode, TxState};
 
 /// Everything one publish attempt writes.
@@ -42,12 +43,12 @@ const DELTA_SHARE: (usize, usize) = (1, 5);
 /// How one dirty node is written: the blob, what the cache holds for it,
 /// and the blobs it makes obsolete.
 fn encode_dirty(n: &TxNode) -> (Bytes, CachedBlob, Vec<PhysicalId>) {
-    if let (Some(base), Node::Leaf { items }) = (&n.base, n.node.as_ref())
+    if let Some(base) = &n.base
         && let Node::Leaf { items: base_items } = base.node.as_ref()
+        && let Some(ops) = delta_ops(n, base_items)
     {
-        let ops = LeafDelta::diff(base_items, items);
         let base_size = base.node.size_hint();
-        let dead = base_size.saturating_sub(n.node.size_hint());
+        let dead = base_size.saturating_sub(size_after(base_size, base_items, &ops));
         if (LeafDelta::ops_size_hint(&ops) + dead) * DELTA_SHARE.1 <= base_size * DELTA_SHARE.0 {
             let bytes = Bytes::from(LeafDelta { base: base.id, ops }.encode());
             // The delta replaces the previous delta, never the base.
@@ -59,15 +60,33 @@ fn encode_dirty(n: &TxNode) -> (Bytes, CachedBlob, Vec<PhysicalId>) {
             // each pays a cache miss for its reference count. (Whole nodes
             // are cached as written: repacking them cost sequential loads
             // 8 %, and they are a small share of a random load's writes.)
-            let node = match n.fresh.then(|| LeafDelta::decode(&bytes)) {
+            // A leaf changed through its overlay was never copied: this is
+            // the one time its items are.
+            let node = match (n.fresh || !n.overlay.is_empty()).then(|| LeafDelta::decode(&bytes)) {
                 Some(Ok(d)) => Arc::new(Node::Leaf { items: d.apply(base_items) }),
-                _ => n.node.clone(),
+                _ => n.effective().clone(),
             };
             return (bytes, CachedBlob::delta(node, base.id), obsolete);
         }
     }
+    let node = n.effective();
     let obsolete = n.blobs().filter(|p| *p != EMPTY_ROOT).collect();
-    (Bytes::from(n.node.encode()), CachedBlob::node(n.node.clone()), obsolete)
+    (Bytes::from(node.encode()), CachedBlob::node(node.clone()), obsolete)
+}
+
+/// The changes that turn a dirty leaf's base (`base`) into the leaf as
+/// this transaction leaves it; `None` for an internal node. A leaf changed
+/// through its overlay takes the overlay as it is (on a leaf read whole)
+/// or on top of the delta it was read through, without building the leaf.
+fn delta_ops(n: &TxNode, base: &[Item]) -> Option<Vec<DeltaOp>> {
+    let Node::Leaf { items: read } = n.node.as_ref() else { return None };
+    if n.overlay.is_empty() {
+        return Some(LeafDelta::diff(base, read));
+    }
+    match &n.base {
+        Some(b) if b.under_delta => Some(n.overlay.ops_over(LeafDelta::diff(base, read), base)),
+        _ => Some(n.overlay.ops()),
+    }
 }
 
 pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<CommitInfo> {

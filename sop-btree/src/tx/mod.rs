@@ -4,6 +4,7 @@ mod commit;
 mod conflict;
 mod detach;
 pub(crate) mod log;
+mod overlay;
 pub(crate) mod state;
 pub(crate) mod write;
 

@@ -4,22 +4,26 @@
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use sop_core::{Error, KeyIndex, LogicalId, Node, PhysicalId, Result, StoreInfo, Subject, TxId};
+use sop_core::{Error, Item, KeyIndex, LogicalId, Node, PhysicalId, Result, StoreInfo, Subject, TxId};
 
 use crate::clock::Stamp;
 use crate::epoch::EpochGuard;
 use crate::handles::EMPTY_ROOT;
 use crate::inner::{DbInner, store_not_found};
-use crate::tree::{NodeSource, Tree};
+use crate::tree::{NodeSource, Placed, Tree, search_items};
 use crate::tx::log::{ReadEntry, WriteOp};
+use crate::tx::overlay::Overlay;
 
 /// One node as the transaction sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct TxNode {
+    /// The node as read, or as this transaction changed it in place (a
+    /// copy of its own); a leaf's changes may instead sit in `overlay`.
     pub(crate) node: Arc<Node>,
     // `physical` is `None` also for a store's blob-less empty root.
     /// The handle version read; `None` for a node this transaction created.
@@ -37,6 +41,13 @@ pub(crate) struct TxNode {
     /// own: the commit then caches the node rebuilt over shared buffers
     /// (`crate::tx::commit`).
     pub(crate) fresh: bool,
+    /// A leaf's changes kept aside, `node` being the leaf as read
+    /// (`crate::tx::overlay`).
+    pub(crate) overlay: Overlay,
+    /// The items `node` holds with the overlay applied.
+    len: usize,
+    /// `node` with the overlay applied, built on first use.
+    merged: OnceLock<Arc<Node>>,
 }
 
 /// The full leaf a leaf's next delta applies to: the leaf's own blob when
@@ -50,6 +61,79 @@ pub(crate) struct Base {
 }
 
 impl TxNode {
+    /// An entry for `node`, unchanged.
+    fn new(node: Arc<Node>, version: Option<u64>, physical: Option<PhysicalId>) -> Self {
+        let len = crate::tree::fill(&node);
+        Self {
+            node,
+            version,
+            physical,
+            dirty: false,
+            base: None,
+            index: None,
+            fresh: false,
+            overlay: Overlay::default(),
+            len,
+            merged: OnceLock::new(),
+        }
+    }
+
+    /// The node with this transaction's changes.
+    pub(crate) fn effective(&self) -> &Arc<Node> {
+        if self.overlay.is_empty() {
+            return &self.node;
+        }
+        self.merged.get_or_init(|| match self.node.as_ref() {
+            Node::Leaf { items } => Arc::new(Node::Leaf { items: self.overlay.apply(items) }),
+            internal => Arc::new(internal.clone()), // overlays are on leaves only
+        })
+    }
+
+    /// Whether changes to this leaf may go to its overlay: it is as read,
+    /// or changed through the overlay only (not copied, not built here).
+    fn overlaid(&self) -> bool {
+        self.node.is_leaf() && self.version.is_some() && (!self.dirty || !self.overlay.is_empty())
+    }
+
+    /// The item under `key` in the leaf as read (searched by its index).
+    fn read_item(&self, key: &[u8]) -> Option<&Item> {
+        let Node::Leaf { items } = self.node.as_ref() else { return None };
+        search_items(items, self.index.as_deref(), key).ok().and_then(|i| items.get(i))
+    }
+
+    /// The item under `key` with the overlay applied, and whether the
+    /// leaf as read holds the key.
+    fn current(&self, key: &[u8]) -> (Option<Item>, bool) {
+        match (self.overlay.get(key), self.overlay.held_when_read(key)) {
+            (Some(item), Some(held)) => (item.cloned(), held),
+            _ => {
+                let found = self.read_item(key).cloned();
+                let held = found.is_some();
+                (found, held)
+            }
+        }
+    }
+
+    /// Notes a change made through the overlay; `len` is the new count.
+    fn changed(&mut self, len: usize) {
+        self.len = len;
+        self.dirty = true;
+        self.merged = OnceLock::new();
+    }
+
+    /// Turns the overlay into a copy of the node's own (for changes the
+    /// overlay does not take), reusing the built node when there is one.
+    fn materialize(&mut self) {
+        if !self.overlay.is_empty() {
+            let node = self.merged.take().unwrap_or_else(|| match self.node.as_ref() {
+                Node::Leaf { items } => Arc::new(Node::Leaf { items: self.overlay.apply(items) }),
+                internal => Arc::new(internal.clone()),
+            });
+            self.node = node;
+            self.overlay = Overlay::default();
+        }
+    }
+
     /// The blobs that hold this node as read: its own, and its delta's
     /// base (freed together when the node is rewritten whole or removed).
     pub(crate) fn blobs(&self) -> impl Iterator<Item = PhysicalId> {
@@ -263,20 +347,71 @@ impl NodeSource for Loader<'_> {
         Ok(())
     }
 
-    /// Node `id`, which must be in the view.
+    /// Node `id` with this transaction's changes; it must be in the view.
     fn node(&self, id: LogicalId) -> Result<&Arc<Node>> {
-        self.view.nodes.get(&id).map(|n| &n.node).ok_or_else(|| not_loaded(id))
+        self.view.nodes.get(&id).map(TxNode::effective).ok_or_else(|| not_loaded(id))
+    }
+
+    /// Whether node `id` is a leaf, without building its changes.
+    fn is_leaf(&self, id: LogicalId) -> Result<bool> {
+        self.view.nodes.get(&id).map(|n| n.node.is_leaf()).ok_or_else(|| not_loaded(id))
     }
 
     /// The search index of node `id`, while it is as read.
     fn index(&self, id: LogicalId) -> Option<&KeyIndex> {
-        self.view.nodes.get(&id).and_then(|n| n.index.as_deref())
+        self.view.nodes.get(&id).filter(|n| n.overlay.is_empty()).and_then(|n| n.index.as_deref())
     }
 
-    /// Node `id` for writing: copied on first write, marked dirty (its
-    /// search index is dropped: it described the node as read).
+    /// The item under `key` in leaf `id` when its changes sit in an
+    /// overlay (found there, or in the leaf as read by its index).
+    fn overlaid_item(&self, id: LogicalId, key: &[u8]) -> Option<Option<&Item>> {
+        let entry = self.view.nodes.get(&id).filter(|n| !n.overlay.is_empty())?;
+        Some(match entry.overlay.get(key) {
+            Some(changed) => changed,
+            None => entry.read_item(key),
+        })
+    }
+
+    /// Puts `item` in leaf `id`'s overlay when that needs no split.
+    fn put_in_leaf(&mut self, id: LogicalId, item: Item, slot: usize) -> Result<Placed> {
+        let entry = self.view.nodes.get_mut(&id).ok_or_else(|| not_loaded(id))?;
+        if !entry.overlaid() {
+            return Ok(Placed::Declined(item));
+        }
+        let (old, held) = entry.current(&item.key);
+        let len = entry.len + usize::from(old.is_none());
+        if len > slot {
+            return Ok(Placed::Declined(item));
+        }
+        entry.overlay.put(item, held);
+        entry.fresh = true;
+        entry.changed(len);
+        Ok(Placed::Done(old))
+    }
+
+    /// Deletes `key` from leaf `id`'s overlay when that leaves at least
+    /// `min` items (no repair).
+    fn remove_from_leaf(&mut self, id: LogicalId, key: &[u8], min: usize) -> Result<Option<Option<Item>>> {
+        let entry = self.view.nodes.get_mut(&id).ok_or_else(|| not_loaded(id))?;
+        if !entry.overlaid() {
+            return Ok(None);
+        }
+        let (old, held) = entry.current(key);
+        let Some(old) = old else { return Ok(Some(None)) };
+        if entry.len <= min {
+            return Ok(None);
+        }
+        entry.overlay.delete(old.key.clone(), held);
+        entry.changed(entry.len - 1);
+        Ok(Some(Some(old)))
+    }
+
+    /// Node `id` for writing: copied on first write (or built from its
+    /// overlay), marked dirty (its search index is dropped: it described
+    /// the node as read).
     fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node> {
         let entry = self.view.nodes.get_mut(&id).ok_or_else(|| not_loaded(id))?;
+        entry.materialize();
         entry.dirty = true;
         entry.index = None;
         Ok(Arc::make_mut(&mut entry.node))
@@ -285,6 +420,8 @@ impl NodeSource for Loader<'_> {
     /// Replaces node `id`'s contents.
     fn set_node(&mut self, id: LogicalId, node: Node) -> Result<()> {
         let entry = self.view.nodes.get_mut(&id).ok_or_else(|| not_loaded(id))?;
+        entry.overlay = Overlay::default();
+        entry.merged = OnceLock::new();
         entry.dirty = true;
         entry.index = None;
         entry.fresh = true;
@@ -295,18 +432,10 @@ impl NodeSource for Loader<'_> {
     /// Adds a node created by this transaction.
     fn alloc(&mut self, node: Node) -> LogicalId {
         let id = LogicalId::new();
-        self.view.nodes.insert(
-            id,
-            TxNode {
-                node: Arc::new(node),
-                version: None,
-                physical: None,
-                dirty: true,
-                base: None,
-                index: None,
-                fresh: true,
-            },
-        );
+        let mut entry = TxNode::new(Arc::new(node), None, None);
+        entry.dirty = true;
+        entry.fresh = true;
+        self.view.nodes.insert(id, entry);
         id
     }
 
@@ -333,16 +462,7 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Resul
     let id = handle.physical_id;
     let version = Some(handle.version);
     if id == EMPTY_ROOT {
-        let node = Arc::new(Node::empty_leaf());
-        return Ok(TxNode {
-            node,
-            version,
-            physical: None,
-            dirty: false,
-            base: None,
-            index: None,
-            fresh: false,
-        });
+        return Ok(TxNode::new(Arc::new(Node::empty_leaf()), version, None));
     }
     let sop_cache::LoadedNode { node, index, base: under } = db.cache.node_and_base(id, &db.blobs).await?;
     let base = match under {
@@ -352,7 +472,10 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Resul
         None if node.is_leaf() => Some(Base { id, node: node.clone(), under_delta: false }),
         None => None,
     };
-    Ok(TxNode { node, version, physical: Some(id), dirty: false, base, index: Some(index), fresh: false })
+    let mut entry = TxNode::new(node, version, Some(id));
+    entry.base = base;
+    entry.index = Some(index);
+    Ok(entry)
 }
 
 /// A node vanished or moved under a transaction: retryable.
