@@ -87,7 +87,7 @@ impl Transaction {
     /// when the future returned here is dropped, as when a client
     /// disconnects mid-commit: it runs in the caller's task while that
     /// polls it, and a drop hands what is left to a task of its own
-    /// ([`RunToEnd`]). Nothing is left half-done.
+    /// (`RunToEnd`). Nothing is left half-done.
     ///
     /// # Errors
     /// `Conflict` when an item this transaction read changed (retry the
