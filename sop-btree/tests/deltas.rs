@@ -200,3 +200,29 @@ async fn split_halves_do_not_keep_the_moved_items_in_their_base() {
     assert_eq!(all(&db).await.len(), 200);
     assert_healthy(&db).await;
 }
+
+#[tokio::test]
+async fn a_key_put_and_deleted_again_in_one_transaction_writes_nothing() {
+    let (registry, blobs) = (Arc::new(MemRegistry::new()), Arc::new(ObjectBlobStore::memory()));
+    let db = open(&registry, &blobs).await;
+    db.create_store("s", small(200)).await.unwrap();
+    put(&db, (0..150).collect(), b"value").await;
+    db.flush_gc().await.unwrap();
+    let before = (census(&blobs).await, all(&db).await);
+    db.run_write(|tx| async move {
+        let s = tx.bytes_store("s").await?;
+        s.insert(&key(1000), b"brief").await?;
+        assert_eq!(s.count().await?, 151);
+        assert!(s.remove(&key(1000)).await?);
+        // The leaf is as read again: later writes still go beside it.
+        s.upsert(&key(2000), b"kept").await?;
+        assert!(s.remove(&key(2000)).await?);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    db.flush_gc().await.unwrap();
+    assert_eq!((census(&blobs).await, all(&db).await), before, "no blob written, nothing changed");
+    assert_eq!(all(&open(&registry, &blobs).await).await, before.1);
+    assert_healthy(&db).await;
+}

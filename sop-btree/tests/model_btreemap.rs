@@ -1,6 +1,9 @@
 //! Random operation sequences against `std::collections::BTreeMap` as the
 //! model, over small slot lengths so that splits, borrows, merges and root
-//! changes happen constantly; `Database::check` after every commit.
+//! changes happen constantly; `Database::check` after every commit, and a
+//! second database over the same registry and blobs (cold caches: every
+//! leaf materialized from its base and delta) must read what the model
+//! holds.
 
 #![allow(clippy::map_entry)] // the model mirrors the API call by call
 
@@ -8,10 +11,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
+use std::time::Duration;
 
-use common::{bound, memory_db, model_range, small};
+use common::{bound, model_range, small};
 use proptest::prelude::*;
-use sop_btree::{Database, ErrorKind, StoreOptions};
+use sop_btree::{Config, Database, ErrorKind, StoreOptions};
+use sop_registry::MemRegistry;
+use sop_store::ObjectBlobStore;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -20,6 +27,8 @@ enum Op {
     Update(u16, u16),
     Remove(u16),
     Get(u16),
+    /// The store's count, inside the transaction (its own writes counted).
+    Count,
     /// Bounds `a`, `b` with their kinds (0 included, 1 excluded, 2 none).
     Scan(u16, u16, u8, u8, bool),
     Commit,
@@ -34,6 +43,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (key.clone(), any::<u16>()).prop_map(|(k, v)| Op::Update(k, v)),
         3 => key.clone().prop_map(Op::Remove),
         1 => key.clone().prop_map(Op::Get),
+        1 => Just(Op::Count),
         2 => (key.clone(), key, 0u8..3, 0u8..3, any::<bool>())
             .prop_map(|(a, b, lk, hk, r)| Op::Scan(a, b, lk, hk, r)),
         1 => Just(Op::Commit),
@@ -50,7 +60,23 @@ fn v(n: u16) -> Vec<u8> {
     vec![(n % 251) as u8; (n % 40) as usize]
 }
 
-async fn run(db: &Database, ops: &[Op]) -> Result<(), TestCaseError> {
+/// One database's registry and blob store, to open it again cold.
+#[derive(Clone)]
+struct Parts(Arc<MemRegistry>, Arc<ObjectBlobStore>);
+
+impl Parts {
+    fn new() -> Self {
+        Self(Arc::new(MemRegistry::new()), Arc::new(ObjectBlobStore::memory()))
+    }
+
+    async fn open(&self) -> Database {
+        let mut config = Config::from_parts(self.0.clone(), self.1.clone(), true);
+        config.gc_grace = Duration::ZERO;
+        Database::open(config).await.expect("open memory db")
+    }
+}
+
+async fn run(db: &Database, parts: &Parts, ops: &[Op]) -> Result<(), TestCaseError> {
     let mut committed: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     let mut model = committed.clone();
     let mut tx = db.begin_write().await.unwrap();
@@ -86,6 +112,9 @@ async fn run(db: &Database, ops: &[Op]) -> Result<(), TestCaseError> {
                 let got = s.get(&k(*a)).await.unwrap().map(|b| b.to_vec());
                 prop_assert_eq!(got, model.get(&k(*a)).cloned());
             }
+            Op::Count => {
+                prop_assert_eq!(s.count().await.unwrap(), model.len() as u64);
+            }
             Op::Scan(a, b, lk, hk, reverse) => {
                 let (lo, hi) = (k(*a.min(b)), k(*a.max(b)));
                 let (lo, hi) = (bound(*lk, &lo), bound(*hk, &hi));
@@ -106,7 +135,7 @@ async fn run(db: &Database, ops: &[Op]) -> Result<(), TestCaseError> {
             Op::Commit => {
                 tx.commit().await.unwrap();
                 committed = model.clone();
-                verify(db, &committed).await?;
+                verify(db, parts, &committed).await?;
                 tx = db.begin_write().await.unwrap();
             }
             Op::Rollback => {
@@ -117,13 +146,23 @@ async fn run(db: &Database, ops: &[Op]) -> Result<(), TestCaseError> {
         }
     }
     tx.commit().await.unwrap();
-    verify(db, &model).await
+    verify(db, parts, &model).await
 }
 
-async fn verify(db: &Database, model: &BTreeMap<Vec<u8>, Vec<u8>>) -> Result<(), TestCaseError> {
+/// `db` and a cold database over the same parts both hold `model`.
+async fn verify(
+    db: &Database,
+    parts: &Parts,
+    model: &BTreeMap<Vec<u8>, Vec<u8>>,
+) -> Result<(), TestCaseError> {
     let report = db.check().await.unwrap();
     prop_assert!(report.is_ok(), "{:#?}", report.problems);
     prop_assert_eq!(report.items, model.len() as u64);
+    reads_model(db, model).await?;
+    reads_model(&parts.open().await, model).await
+}
+
+async fn reads_model(db: &Database, model: &BTreeMap<Vec<u8>, Vec<u8>>) -> Result<(), TestCaseError> {
     let tx = db.begin_read().await.unwrap();
     let s = tx.bytes_store("m").await.unwrap();
     let all = s.range(Bound::Unbounded, Bound::Unbounded).take(usize::MAX).await.unwrap();
@@ -138,10 +177,11 @@ async fn verify(db: &Database, model: &BTreeMap<Vec<u8>, Vec<u8>>) -> Result<(),
 fn check_slot(slot: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let db = memory_db().await;
+        let parts = Parts::new();
+        let db = parts.open().await;
         let opts = StoreOptions { value_in_node_threshold: 24, ..small(slot) };
         db.create_store("m", opts).await.unwrap();
-        run(&db, &ops).await
+        run(&db, &parts, &ops).await
     })
 }
 
@@ -158,6 +198,13 @@ proptest! {
         check_slot(5, ops)?;
     }
 
+    /// Leaves wide enough that most commits write deltas, and deltas on
+    /// deltas, before one outgrows its share and the leaf is consolidated.
+    #[test]
+    fn slot_64_matches_the_model(ops in prop::collection::vec(op(), 1..600)) {
+        check_slot(64, ops)?;
+    }
+
     #[test]
     fn slot_16_matches_the_model(ops in prop::collection::vec(op(), 1..600)) {
         check_slot(16, ops)?;
@@ -167,7 +214,8 @@ proptest! {
 /// A deterministic long run: fill, then drain, through every tree shape.
 #[tokio::test]
 async fn fill_then_drain_keeps_every_invariant() {
-    let db = memory_db().await;
+    let parts = Parts::new();
+    let db = parts.open().await;
     db.create_store("m", small(4)).await.unwrap();
     let mut model = BTreeMap::new();
     for round in 0..6u16 {
@@ -179,7 +227,7 @@ async fn fill_then_drain_keeps_every_invariant() {
             model.insert(k(key), v(i));
         }
         tx.commit().await.unwrap();
-        verify(&db, &model).await.unwrap();
+        verify(&db, &parts, &model).await.unwrap();
     }
     let keys: Vec<Vec<u8>> = model.keys().cloned().collect();
     for chunk in keys.chunks(97) {
@@ -190,7 +238,7 @@ async fn fill_then_drain_keeps_every_invariant() {
             model.remove(key);
         }
         tx.commit().await.unwrap();
-        verify(&db, &model).await.unwrap();
+        verify(&db, &parts, &model).await.unwrap();
     }
     assert!(model.is_empty());
 }

@@ -44,7 +44,8 @@ pub(crate) struct TxNode {
     /// A leaf's changes kept aside, `node` being the leaf as read
     /// (`crate::tx::overlay`).
     pub(crate) overlay: Overlay,
-    /// The items `node` holds with the overlay applied.
+    /// The items `node` holds with the overlay applied; kept while the
+    /// leaf is `overlaid` (unused, and not kept, once it is copied).
     len: usize,
     /// `node` with the overlay applied, built on first use.
     merged: OnceLock<Arc<Node>>,
@@ -115,9 +116,13 @@ impl TxNode {
     }
 
     /// Notes a change made through the overlay; `len` is the new count.
+    /// The node is as read (`overlaid`), so an overlay that is empty again
+    /// (a key put and then deleted) leaves nothing to write: the leaf is a
+    /// clean read once more.
     fn changed(&mut self, len: usize) {
         self.len = len;
-        self.dirty = true;
+        self.dirty = !self.overlay.is_empty();
+        self.fresh &= self.dirty;
         self.merged = OnceLock::new();
     }
 
