@@ -5,11 +5,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use foyer::Code;
-use sop_core::{KeyIndex, Node, PhysicalId, Value};
+use sop_core::{DeltaOp, KeyIndex, Node, PhysicalId, Value};
 
-/// A cached blob: a decoded node, a leaf materialized from a delta, or a
-/// raw value blob. Nodes are cached with their [`KeyIndex`] (build them
-/// with [`CachedBlob::node`] and [`CachedBlob::delta`]).
+use crate::DeltaLeaf;
+
+/// A cached blob: a decoded node, a leaf delta over its base, or a raw
+/// value blob. Nodes are cached with their [`KeyIndex`] (build them with
+/// [`CachedBlob::node`]).
 #[derive(Debug, Clone)]
 pub enum CachedBlob {
     /// A decoded B-tree node (a full node blob).
@@ -19,13 +21,11 @@ pub enum CachedBlob {
         /// Its keys' search index.
         index: Arc<KeyIndex>,
     },
-    /// A leaf delta blob, materialized: its base's items with its changes
-    /// applied, and the base it applies to.
+    /// A leaf delta blob: its base's items and its changes, merged on
+    /// demand ([`DeltaLeaf`]).
     Delta {
-        /// The leaf as the delta describes it.
-        node: Arc<Node>,
-        /// Its keys' search index.
-        index: Arc<KeyIndex>,
+        /// The leaf.
+        leaf: Arc<DeltaLeaf>,
         /// The full leaf blob the delta applies to.
         base: PhysicalId,
     },
@@ -40,10 +40,10 @@ impl CachedBlob {
         Self::Node { index: Arc::new(KeyIndex::of_node(&node)), node }
     }
 
-    /// A leaf delta on `base`, materialized as `node`, indexed.
+    /// A leaf delta on `base`.
     #[must_use]
-    pub fn delta(node: Arc<Node>, base: PhysicalId) -> Self {
-        Self::Delta { index: Arc::new(KeyIndex::of_node(&node)), node, base }
+    pub fn delta(leaf: DeltaLeaf, base: PhysicalId) -> Self {
+        Self::Delta { leaf: Arc::new(leaf), base }
     }
 
     /// Approximate memory cost in bytes, used to fill the cache's capacity.
@@ -52,30 +52,50 @@ impl CachedBlob {
         match self {
             Self::Value(b) => b.len() + 32,
             Self::Node { node, .. } => node_weight(node),
-            Self::Delta { node, .. } => node_weight(node) + 16,
+            Self::Delta { leaf, .. } => delta_weight(leaf),
         }
     }
 }
+
+/// A delta leaf's bytes in memory: the base it keeps alive, its changes,
+/// and the merged leaf's vector and index (built by the first reader; the
+/// merged leaf shares its keys and values with the base and the changes).
+fn delta_weight(leaf: &DeltaLeaf) -> usize {
+    let Some(layers) = leaf.layers() else {
+        return leaf.merged_if_built().map_or(64, |(node, _)| node_weight(node)) + 16;
+    };
+    let ops: usize = layers
+        .ops
+        .iter()
+        .map(|op| match op {
+            DeltaOp::Put(item) => item.key.len() + value_weight(&item.value) + 96,
+            DeltaOp::Delete(key) => key.len() + 48,
+        })
+        .sum();
+    node_weight(&layers.base) + ops + layers.len * MERGED_PER_ITEM + 16
+}
+
+/// The merged leaf's share per item: the item in its vector and its index
+/// word.
+const MERGED_PER_ITEM: usize = std::mem::size_of::<sop_core::Item>() + 16;
 
 /// The node's bytes in memory, its key index's 16-byte word per key
 /// included.
 fn node_weight(node: &Node) -> usize {
     match node {
         Node::Leaf { items } => {
-            64 + items
-                .iter()
-                .map(|i| {
-                    let value = match &i.value {
-                        Value::Inline(v) => v.len(),
-                        Value::Blob { .. } => 24,
-                    };
-                    i.key.len() + value + 96
-                })
-                .sum::<usize>()
+            64 + items.iter().map(|i| i.key.len() + value_weight(&i.value) + 96).sum::<usize>()
         }
         Node::Internal { keys, children } => {
             64 + keys.iter().map(|k| k.len() + 48).sum::<usize>() + children.len() * 16
         }
+    }
+}
+
+fn value_weight(value: &Value) -> usize {
+    match value {
+        Value::Inline(v) => v.len(),
+        Value::Blob { .. } => 24,
     }
 }
 
@@ -91,9 +111,9 @@ impl Code for CachedBlob {
     fn encode(&self, writer: &mut impl Write) -> foyer::Result<()> {
         let (tag, bytes) = match self {
             Self::Node { node, .. } => (TAG_NODE, Bytes::from(node.encode())),
-            Self::Delta { node, base, .. } => {
+            Self::Delta { leaf, base } => {
                 let mut b = base.as_u128().to_le_bytes().to_vec();
-                b.extend_from_slice(&node.encode());
+                b.extend_from_slice(&leaf.merged().0.encode());
                 (TAG_DELTA, Bytes::from(b))
             }
             Self::Value(b) => (TAG_VALUE, b.clone()),
@@ -125,7 +145,10 @@ impl Code for CachedBlob {
                 let mut base = [0u8; 16];
                 base.copy_from_slice(&bytes[..16]);
                 Node::decode(&bytes.slice(16..))
-                    .map(|n| Self::delta(Arc::new(n), PhysicalId::from_u128(u128::from_le_bytes(base))))
+                    .map(|n| {
+                        let leaf = DeltaLeaf::materialized(Arc::new(n));
+                        Self::delta(leaf, PhysicalId::from_u128(u128::from_le_bytes(base)))
+                    })
                     .map_err(|e| io_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
             }
             t => Err(io_err(std::io::Error::new(
@@ -138,7 +161,7 @@ impl Code for CachedBlob {
     fn estimated_size(&self) -> usize {
         5 + match self {
             Self::Node { node, .. } => node_weight(node),
-            Self::Delta { node, .. } => node_weight(node) + 16,
+            Self::Delta { leaf, .. } => delta_weight(leaf),
             Self::Value(b) => b.len(),
         }
     }
@@ -148,11 +171,48 @@ impl Code for CachedBlob {
 mod tests {
     use super::*;
 
+    fn item(k: &str) -> sop_core::Item {
+        sop_core::Item {
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            version: sop_core::TxId::new(),
+            value: Value::Inline(Bytes::copy_from_slice(k.as_bytes())),
+        }
+    }
+
+    fn layered() -> DeltaLeaf {
+        let base = Arc::new(Node::Leaf { items: vec![item("a"), item("b"), item("c")] });
+        let index = Arc::new(KeyIndex::of_node(&base));
+        let ops = vec![
+            DeltaOp::Put(item("aa")),
+            DeltaOp::Delete(Bytes::from_static(b"b")),
+            DeltaOp::Put(item("c")),
+        ];
+        DeltaLeaf::layered(base, index, ops).unwrap()
+    }
+
+    #[test]
+    fn a_layered_delta_merges_its_changes_over_its_base() {
+        let leaf = layered();
+        assert!(leaf.merged_if_built().is_none(), "merged only when asked");
+        let layers = leaf.layers().unwrap();
+        assert_eq!(layers.len, 3);
+        assert!(layers.change(b"b").unwrap().is_none(), "deleted");
+        assert_eq!(layers.change(b"aa").unwrap().unwrap().key.as_ref(), b"aa");
+        assert!(layers.change(b"a").is_none(), "unchanged");
+        let Node::Leaf { items } = leaf.merged().0.as_ref() else { panic!("a leaf") };
+        let keys: Vec<&[u8]> = items.iter().map(|i| i.key.as_ref()).collect();
+        assert_eq!(keys, [&b"a"[..], b"aa", b"c"]);
+        let not_leaf = Arc::new(Node::Internal { keys: vec![], children: vec![sop_core::LogicalId::new()] });
+        let index = Arc::new(KeyIndex::of_node(&not_leaf));
+        let err = DeltaLeaf::layered(not_leaf, index, Vec::new()).unwrap_err();
+        assert_eq!(err.kind(), sop_core::ErrorKind::Corruption);
+    }
+
     #[test]
     fn disk_encoding_round_trips_and_rejects_garbage() {
         for blob in [
             CachedBlob::node(Arc::new(Node::empty_leaf())),
-            CachedBlob::delta(Arc::new(Node::empty_leaf()), PhysicalId::new()),
+            CachedBlob::delta(layered(), PhysicalId::new()),
             CachedBlob::Value(Bytes::from_static(b"v")),
         ] {
             let mut buf = Vec::new();
@@ -162,11 +222,10 @@ mod tests {
                 (CachedBlob::Node { node: a, index: i }, CachedBlob::Node { node: b, index: j }) => {
                     assert_eq!((a, i), (b, j));
                 }
-                (
-                    CachedBlob::Delta { node: a, base: x, index: i },
-                    CachedBlob::Delta { node: b, base: y, index: j },
-                ) => {
-                    assert_eq!((a, x, i), (b, y, j));
+                (CachedBlob::Delta { leaf: a, base: x }, CachedBlob::Delta { leaf: b, base: y }) => {
+                    assert_eq!(x, y);
+                    assert!(b.layers().is_none(), "read back merged only");
+                    assert_eq!(a.merged(), b.merged());
                 }
                 (CachedBlob::Value(a), CachedBlob::Value(b)) => assert_eq!(a, b),
                 _ => panic!("kind changed"),

@@ -12,7 +12,11 @@ use foyer::{
 };
 use sop_core::{BlobStore, Error, ErrorKind, KeyIndex, LeafDelta, Node, PhysicalId, Result};
 
-use crate::CachedBlob;
+use crate::{CachedBlob, DeltaLeaf};
+
+fn value_as_node(id: PhysicalId) -> Error {
+    Error::corruption("node", format!("blob {id} is cached as a value"))
+}
 
 /// A node as [`NodeCache::node_and_base`] returns it.
 #[derive(Debug, Clone)]
@@ -163,6 +167,22 @@ impl NodeCache {
     /// # Errors
     /// As [`NodeCache::node`].
     pub async fn node_and_base(&self, id: PhysicalId, blobs: &Arc<dyn BlobStore>) -> Result<LoadedNode> {
+        match self.node_blob(id, blobs).await? {
+            CachedBlob::Delta { leaf, base } => {
+                let (node, index) = leaf.merged();
+                Ok(LoadedNode { node: node.clone(), index: index.clone(), base: Some(base) })
+            }
+            CachedBlob::Node { node, index } => Ok(LoadedNode { node, index, base: None }),
+            CachedBlob::Value(_) => Err(value_as_node(id)),
+        }
+    }
+
+    /// Node blob `id` as cached: a node, or a leaf delta not merged (a
+    /// writer takes its base and changes as they are); never a value.
+    ///
+    /// # Errors
+    /// As [`NodeCache::node`].
+    pub async fn node_blob(&self, id: PhysicalId, blobs: &Arc<dyn BlobStore>) -> Result<CachedBlob> {
         let got = match self.get_in_memory(id) {
             // A hit clones neither the cache nor the blob store (the loader
             // below needs both).
@@ -170,9 +190,8 @@ impl NodeCache {
             None => self.load_node(id, blobs).await?,
         };
         match got {
-            CachedBlob::Node { node, index } => Ok(LoadedNode { node, index, base: None }),
-            CachedBlob::Delta { node, index, base } => Ok(LoadedNode { node, index, base: Some(base) }),
-            CachedBlob::Value(_) => Err(Error::corruption("node", format!("blob {id} is cached as a value"))),
+            CachedBlob::Value(_) => Err(value_as_node(id)),
+            node => Ok(node),
         }
     }
 
@@ -192,28 +211,28 @@ impl NodeCache {
                     format!("the delta {id} names itself as its base"),
                 ));
             }
-            let base = this.full_node(delta.base, &blobs).await?;
-            let Node::Leaf { items } = base.as_ref() else {
-                return Err(Error::corruption(
-                    "leaf delta",
-                    format!("the base {} of {id} is not a leaf", delta.base),
-                ));
-            };
-            Ok(CachedBlob::delta(Arc::new(Node::Leaf { items: delta.apply(items) }), delta.base))
+            let (base, index) = this.full_node(delta.base, &blobs).await?;
+            let leaf = DeltaLeaf::layered(base, index, delta.ops).map_err(|_| {
+                Error::corruption("leaf delta", format!("the base {} of {id} is not a leaf", delta.base))
+            })?;
+            Ok(CachedBlob::delta(leaf, delta.base))
         })
         .await
     }
 
-    /// A full node blob (a delta's base), never a delta: from the memory
-    /// tier, else read and decoded here, and not cached: a reader needs
-    /// only the materialized leaf, and caching both would double the
-    /// memory a cold scan needs (a writer caches the base when it loads it
-    /// to diff against). It never joins another load in flight, so deltas
-    /// that name each other (corrupt blobs) cannot wait on each other's
-    /// loads: a delta as a base decodes as `Corruption`.
-    async fn full_node(&self, id: PhysicalId, blobs: &Arc<dyn BlobStore>) -> Result<Arc<Node>> {
+    /// A full node blob (a delta's base), never a delta, with its index:
+    /// from the memory tier, else read and decoded here, and not cached
+    /// under its own id (the delta's entry holds it). It never joins
+    /// another load in flight, so deltas that name each other (corrupt
+    /// blobs) cannot wait on each other's loads: a delta as a base decodes
+    /// as `Corruption`.
+    async fn full_node(
+        &self,
+        id: PhysicalId,
+        blobs: &Arc<dyn BlobStore>,
+    ) -> Result<(Arc<Node>, Arc<KeyIndex>)> {
         match self.get_in_memory(id) {
-            Some(CachedBlob::Node { node, .. }) => return Ok(node),
+            Some(CachedBlob::Node { node, index }) => return Ok((node, index)),
             Some(_) => {
                 return Err(Error::corruption("leaf delta", format!("the base {id} is not a full node")));
             }
@@ -223,7 +242,9 @@ impl NodeCache {
         if LeafDelta::is_delta(&bytes) {
             return Err(Error::corruption("leaf delta", format!("the base {id} is itself a delta")));
         }
-        Ok(Arc::new(Node::decode(&bytes)?))
+        let node = Arc::new(Node::decode(&bytes)?);
+        let index = Arc::new(KeyIndex::of_node(&node));
+        Ok((node, index))
     }
 
     /// The raw value blob `id`, from the cache or else loaded from `blobs`.

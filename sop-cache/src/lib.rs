@@ -32,8 +32,10 @@
 
 mod blob;
 mod cache;
+mod delta_leaf;
 
 pub use blob::CachedBlob;
 pub use cache::{CacheConfig, CacheStats, DiskTier, LoadedNode, NodeCache};
+pub use delta_leaf::{DeltaLeaf, Layers};
 #[doc(no_inline)]
 pub use sop_core::{Node, PhysicalId};

@@ -98,8 +98,15 @@ impl LeafDelta {
     /// The items of the base with the changes applied (sorted by key).
     #[must_use]
     pub fn apply(&self, base: &[Item]) -> Vec<Item> {
-        let mut out = Vec::with_capacity(base.len() + self.ops.len());
-        let mut ops = self.ops.iter().peekable();
+        Self::apply_ops(base, &self.ops)
+    }
+
+    /// The items of `base` with `ops` (sorted by key, as a delta's)
+    /// applied.
+    #[must_use]
+    pub fn apply_ops(base: &[Item], ops: &[DeltaOp]) -> Vec<Item> {
+        let mut out = Vec::with_capacity(base.len() + ops.len());
+        let mut ops = ops.iter().peekable();
         for item in base {
             while let Some(op) = ops.next_if(|op| op.key() < &item.key) {
                 if let DeltaOp::Put(new) = op {

@@ -51,9 +51,6 @@ pub(crate) trait NodeSource: Send {
     fn alloc(&mut self, node: Node) -> LogicalId;
     /// Drops node `id` from the tree.
     fn free(&mut self, id: LogicalId);
-    /// Notes that leaf `id` took an item from outside the tree (a put),
-    /// whose bytes the tree's other items do not share.
-    fn took_item(&mut self, _id: LogicalId) {}
     /// Whether node `id` (loaded) is a leaf.
     fn is_leaf(&self, id: LogicalId) -> Result<bool> {
         Ok(self.node(id)?.is_leaf())
@@ -107,9 +104,6 @@ impl<T: NodeSource> NodeSource for &mut T {
     }
     fn free(&mut self, id: LogicalId) {
         (**self).free(id);
-    }
-    fn took_item(&mut self, id: LogicalId) {
-        (**self).took_item(id);
     }
     fn is_leaf(&self, id: LogicalId) -> Result<bool> {
         (**self).is_leaf(id)
@@ -285,7 +279,6 @@ impl<S: NodeSource> Tree<S> {
                 None
             }
         };
-        self.nodes.took_item(leaf);
         if old.is_none() {
             self.split_path(&path)?;
         }

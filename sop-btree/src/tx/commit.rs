@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sop_cache::CachedBlob;
+use sop_cache::{CachedBlob, DeltaLeaf};
 use sop_core::{
     BlobStore, DeltaOp, Error, HandleWrite, Intent, IntentState, Item, LeafDelta, Node, PhysicalId,
     PublishRequest, Result, VersionCheck,
@@ -53,20 +53,17 @@ fn encode_dirty(n: &TxNode) -> (Bytes, CachedBlob, Vec<PhysicalId>) {
             let bytes = Bytes::from(LeafDelta { base: base.id, ops }.encode());
             // The delta replaces the previous delta, never the base.
             let obsolete = if base.under_delta { n.physical.into_iter().collect() } else { Vec::new() };
-            // Cached as a reader would build it when the transaction put
-            // items here (the base's items with the delta's, decoded from
-            // its one buffer), not as the transaction's copy, whose new
-            // keys and values are allocations of their own: a read of
-            // each pays a cache miss for its reference count. (Whole nodes
-            // are cached as written: repacking them cost sequential loads
-            // 8 %, and they are a small share of a random load's writes.)
-            // A leaf changed through its overlay was never copied: this is
-            // the one time its items are.
-            let node = match (n.fresh || !n.overlay.is_empty()).then(|| LeafDelta::decode(&bytes)) {
-                Some(Ok(d)) => Arc::new(Node::Leaf { items: d.apply(base_items) }),
-                _ => n.effective().clone(),
-            };
-            return (bytes, CachedBlob::delta(node, base.id), obsolete);
+            // Cached as the base and the changes decoded from the delta's
+            // one buffer (`sop_cache::DeltaLeaf`): no pass over the leaf
+            // here, and the next writer takes the changes as they are.
+            // Merged by the first reader that needs the whole leaf.
+            let cached = LeafDelta::decode(&bytes)
+                .and_then(|d| DeltaLeaf::layered(base.node.clone(), base.index.clone(), d.ops))
+                .map_or_else(
+                    |_| CachedBlob::node(n.effective().clone()),
+                    |leaf| CachedBlob::delta(leaf, base.id),
+                );
+            return (bytes, cached, obsolete);
         }
     }
     let node = n.effective();
@@ -80,6 +77,10 @@ fn encode_dirty(n: &TxNode) -> (Bytes, CachedBlob, Vec<PhysicalId>) {
 /// or on top of the delta it was read through, without building the leaf.
 fn delta_ops(n: &TxNode, base: &[Item]) -> Option<Vec<DeltaOp>> {
     let Node::Leaf { items: read } = n.node.as_ref() else { return None };
+    if let Some(prior) = n.prior_ops() {
+        // Read as the base and a delta's changes (`n.node` is the base).
+        return Some(n.overlay.ops_over(prior.to_vec(), base));
+    }
     if n.overlay.is_empty() {
         return Some(LeafDelta::diff(base, read));
     }

@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use sop_core::{Error, Item, KeyIndex, LogicalId, Node, PhysicalId, Result, StoreInfo, Subject, TxId};
+use sop_cache::{CachedBlob, DeltaLeaf, Layers};
+use sop_core::{
+    DeltaOp, Error, Item, KeyIndex, LogicalId, Node, PhysicalId, Result, StoreInfo, Subject, TxId,
+};
 
 use crate::clock::Stamp;
 use crate::epoch::EpochGuard;
@@ -24,7 +27,12 @@ use crate::tx::overlay::Overlay;
 pub(crate) struct TxNode {
     /// The node as read, or as this transaction changed it in place (a
     /// copy of its own); a leaf's changes may instead sit in `overlay`.
+    /// For a leaf read through a delta with `prior` set, the delta's base.
     pub(crate) node: Arc<Node>,
+    /// For a leaf read through a delta, as the cache keeps it: the delta's
+    /// changes, which lie between `node` (the base) and `overlay`
+    /// (`sop_cache::DeltaLeaf`). The leaf as read is `node` with them.
+    prior: Option<Arc<DeltaLeaf>>,
     // `physical` is `None` also for a store's blob-less empty root.
     /// The handle version read; `None` for a node this transaction created.
     pub(crate) version: Option<u64>,
@@ -36,11 +44,6 @@ pub(crate) struct TxNode {
     pub(crate) base: Option<Base>,
     /// The search index of `node` as read; dropped on its first change.
     pub(crate) index: Option<Arc<KeyIndex>>,
-    /// Whether `node` holds items this transaction brought in (puts, or
-    /// a node it built), whose keys and values are allocations of their
-    /// own: the commit then caches the node rebuilt over shared buffers
-    /// (`crate::tx::commit`).
-    pub(crate) fresh: bool,
     /// A leaf's changes kept aside, `node` being the leaf as read
     /// (`crate::tx::overlay`).
     pub(crate) overlay: Overlay,
@@ -57,6 +60,8 @@ pub(crate) struct TxNode {
 pub(crate) struct Base {
     pub(crate) id: PhysicalId,
     pub(crate) node: Arc<Node>,
+    /// `node`'s search index.
+    pub(crate) index: Arc<KeyIndex>,
     /// Whether the leaf was read from a delta (on `id`), not from `id`.
     pub(crate) under_delta: bool,
 }
@@ -67,27 +72,50 @@ impl TxNode {
         let len = crate::tree::fill(&node);
         Self {
             node,
+            prior: None,
             version,
             physical,
             dirty: false,
             base: None,
             index: None,
-            fresh: false,
             overlay: Overlay::default(),
             len,
             merged: OnceLock::new(),
         }
     }
 
+    /// An entry for a leaf read through a delta, kept as its base and
+    /// changes (`layers` are `leaf`'s).
+    fn layered(leaf: Arc<DeltaLeaf>, layers: &Layers, version: u64, physical: PhysicalId) -> Self {
+        let mut entry = Self::new(layers.base.clone(), Some(version), Some(physical));
+        entry.index = Some(layers.base_index.clone());
+        entry.len = layers.len;
+        entry.prior = Some(leaf);
+        entry
+    }
+
     /// The node with this transaction's changes.
     pub(crate) fn effective(&self) -> &Arc<Node> {
-        if self.overlay.is_empty() {
-            return &self.node;
+        match (&self.prior, self.overlay.is_empty()) {
+            (None, true) => &self.node,
+            (Some(prior), true) => prior.merged().0,
+            (prior, false) => self.merged.get_or_init(|| {
+                let read = prior.as_ref().map_or(&self.node, |p| p.merged().0);
+                match read.as_ref() {
+                    Node::Leaf { items } => Arc::new(Node::Leaf { items: self.overlay.apply(items) }),
+                    internal => Arc::new(internal.clone()), // overlays are on leaves only
+                }
+            }),
         }
-        self.merged.get_or_init(|| match self.node.as_ref() {
-            Node::Leaf { items } => Arc::new(Node::Leaf { items: self.overlay.apply(items) }),
-            internal => Arc::new(internal.clone()), // overlays are on leaves only
-        })
+    }
+
+    /// The search index of `effective()`, when it has one.
+    fn effective_index(&self) -> Option<&KeyIndex> {
+        match (&self.prior, self.overlay.is_empty()) {
+            (None, true) => self.index.as_deref(),
+            (Some(prior), true) => prior.merged_if_built().map(|(_, index)| index.as_ref()),
+            (_, false) => None,
+        }
     }
 
     /// Whether changes to this leaf may go to its overlay: it is as read,
@@ -96,10 +124,24 @@ impl TxNode {
         self.node.is_leaf() && self.version.is_some() && (!self.dirty || !self.overlay.is_empty())
     }
 
-    /// The item under `key` in the leaf as read (searched by its index).
+    /// Whether finding an item takes more than a search of `node`.
+    fn layered_read(&self) -> bool {
+        self.prior.is_some() || !self.overlay.is_empty()
+    }
+
+    /// The item under `key` in the leaf as read (the delta's change, else
+    /// `node` searched by its index).
     fn read_item(&self, key: &[u8]) -> Option<&Item> {
+        if let Some(change) = self.prior.as_ref().and_then(|p| p.layers()).and_then(|l| l.change(key)) {
+            return change;
+        }
         let Node::Leaf { items } = self.node.as_ref() else { return None };
         search_items(items, self.index.as_deref(), key).ok().and_then(|i| items.get(i))
+    }
+
+    /// The delta changes this leaf was read through, on its base.
+    pub(crate) fn prior_ops(&self) -> Option<&[DeltaOp]> {
+        self.prior.as_ref().and_then(|p| p.layers()).map(|l| l.ops.as_slice())
     }
 
     /// The item under `key` with the overlay applied, and whether the
@@ -116,26 +158,24 @@ impl TxNode {
     }
 
     /// Notes a change made through the overlay; `len` is the new count.
-    /// The node is as read (`overlaid`), so an overlay that is empty again
-    /// (a key put and then deleted) leaves nothing to write: the leaf is a
-    /// clean read once more.
+    /// The leaf is as read with the overlay (`overlaid`), so an overlay
+    /// that is empty again (a key put and then deleted) leaves nothing to
+    /// write: the leaf is a clean read once more.
     fn changed(&mut self, len: usize) {
         self.len = len;
         self.dirty = !self.overlay.is_empty();
-        self.fresh &= self.dirty;
         self.merged = OnceLock::new();
     }
 
-    /// Turns the overlay into a copy of the node's own (for changes the
-    /// overlay does not take), reusing the built node when there is one.
+    /// Turns the delta and the overlay into a copy of the node's own (for
+    /// changes the overlay does not take), reusing the built node.
     fn materialize(&mut self) {
-        if !self.overlay.is_empty() {
-            let node = self.merged.take().unwrap_or_else(|| match self.node.as_ref() {
-                Node::Leaf { items } => Arc::new(Node::Leaf { items: self.overlay.apply(items) }),
-                internal => Arc::new(internal.clone()),
-            });
+        if self.layered_read() {
+            let node = self.effective().clone();
             self.node = node;
+            self.prior = None;
             self.overlay = Overlay::default();
+            self.merged = OnceLock::new();
         }
     }
 
@@ -362,15 +402,16 @@ impl NodeSource for Loader<'_> {
         self.view.nodes.get(&id).map(|n| n.node.is_leaf()).ok_or_else(|| not_loaded(id))
     }
 
-    /// The search index of node `id`, while it is as read.
+    /// The search index of node `id` as `node` returns it.
     fn index(&self, id: LogicalId) -> Option<&KeyIndex> {
-        self.view.nodes.get(&id).filter(|n| n.overlay.is_empty()).and_then(|n| n.index.as_deref())
+        self.view.nodes.get(&id).and_then(TxNode::effective_index)
     }
 
     /// The item under `key` in leaf `id` when its changes sit in an
-    /// overlay (found there, or in the leaf as read by its index).
+    /// overlay or a delta beside it (found there, or in the node by its
+    /// index).
     fn overlaid_item(&self, id: LogicalId, key: &[u8]) -> Option<Option<&Item>> {
-        let entry = self.view.nodes.get(&id).filter(|n| !n.overlay.is_empty())?;
+        let entry = self.view.nodes.get(&id).filter(|n| n.layered_read())?;
         Some(match entry.overlay.get(key) {
             Some(changed) => changed,
             None => entry.read_item(key),
@@ -389,7 +430,6 @@ impl NodeSource for Loader<'_> {
             return Ok(Placed::Declined(item));
         }
         entry.overlay.put(item, held);
-        entry.fresh = true;
         entry.changed(len);
         Ok(Placed::Done(old))
     }
@@ -426,10 +466,10 @@ impl NodeSource for Loader<'_> {
     fn set_node(&mut self, id: LogicalId, node: Node) -> Result<()> {
         let entry = self.view.nodes.get_mut(&id).ok_or_else(|| not_loaded(id))?;
         entry.overlay = Overlay::default();
+        entry.prior = None;
         entry.merged = OnceLock::new();
         entry.dirty = true;
         entry.index = None;
-        entry.fresh = true;
         entry.node = Arc::new(node);
         Ok(())
     }
@@ -439,16 +479,8 @@ impl NodeSource for Loader<'_> {
         let id = LogicalId::new();
         let mut entry = TxNode::new(Arc::new(node), None, None);
         entry.dirty = true;
-        entry.fresh = true;
         self.view.nodes.insert(id, entry);
         id
-    }
-
-    /// Marks leaf `id` as holding items of this transaction's own.
-    fn took_item(&mut self, id: LogicalId) {
-        if let Some(entry) = self.view.nodes.get_mut(&id) {
-            entry.fresh = true;
-        }
     }
 
     /// Removes node `id` from the tree.
@@ -469,13 +501,37 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Resul
     if id == EMPTY_ROOT {
         return Ok(TxNode::new(Arc::new(Node::empty_leaf()), version, None));
     }
-    let sop_cache::LoadedNode { node, index, base: under } = db.cache.node_and_base(id, &db.blobs).await?;
-    let base = match under {
-        _ if !with_base => None,
-        // Read through a delta: a writer caches its base (readers do not).
-        Some(b) => Some(Base { id: b, node: db.cache.node(b, &db.blobs).await?, under_delta: true }),
-        None if node.is_leaf() => Some(Base { id, node: node.clone(), under_delta: false }),
-        None => None,
+    let (node, index, base) = match db.cache.node_blob(id, &db.blobs).await? {
+        CachedBlob::Delta { leaf, base } if with_base => match leaf.layers() {
+            // A writer takes the base and the changes as they are.
+            Some(layers) => {
+                let mut entry = TxNode::layered(leaf.clone(), layers, handle.version, id);
+                let (node, index) = (layers.base.clone(), layers.base_index.clone());
+                entry.base = Some(Base { id: base, node, index, under_delta: true });
+                return Ok(entry);
+            }
+            // Known merged only (the cache's disk tier): diffed at commit.
+            None => {
+                let (node, index) = leaf.merged();
+                let b = db.cache.node_and_base(base, &db.blobs).await?;
+                let base = Base { id: base, node: b.node, index: b.index, under_delta: true };
+                (node.clone(), index.clone(), Some(base))
+            }
+        },
+        CachedBlob::Delta { leaf, .. } => {
+            let (node, index) = leaf.merged();
+            (node.clone(), index.clone(), None)
+        }
+        CachedBlob::Node { node, index } => {
+            let base = (with_base && node.is_leaf()).then(|| Base {
+                id,
+                node: node.clone(),
+                index: index.clone(),
+                under_delta: false,
+            });
+            (node, index, base)
+        }
+        CachedBlob::Value(_) => return Err(Error::corruption("node", format!("blob {id} is a value"))),
     };
     let mut entry = TxNode::new(node, version, Some(id));
     entry.base = base;
