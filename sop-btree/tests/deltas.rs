@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sop_btree::{Config, Database};
+use sop_cache::{CacheConfig, DiskTier};
 use sop_core::{BlobStore, LeafDelta};
 use sop_registry::MemRegistry;
 use sop_store::ObjectBlobStore;
@@ -208,11 +209,25 @@ async fn a_key_put_and_deleted_again_in_one_transaction_writes_nothing() {
     db.create_store("s", small(200)).await.unwrap();
     put(&db, (0..150).collect(), b"value").await;
     db.flush_gc().await.unwrap();
-    let before = (census(&blobs).await, all(&db).await);
+    check_put_and_delete_write_nothing(&registry, &blobs, &db).await;
+    // Again on a leaf read through a delta (its base and changes apart).
+    put(&db, vec![3, 500], b"changed").await;
+    db.flush_gc().await.unwrap();
+    assert_eq!(census(&blobs).await.1, 1, "a delta on the leaf");
+    check_put_and_delete_write_nothing(&registry, &blobs, &db).await;
+}
+
+async fn check_put_and_delete_write_nothing(
+    registry: &Arc<MemRegistry>,
+    blobs: &Arc<ObjectBlobStore>,
+    db: &Database,
+) {
+    let before = (census(blobs).await, all(db).await);
+    let count = before.1.len() as u64;
     db.run_write(|tx| async move {
         let s = tx.bytes_store("s").await?;
         s.insert(&key(1000), b"brief").await?;
-        assert_eq!(s.count().await?, 151);
+        assert_eq!(s.count().await?, count + 1);
         assert!(s.remove(&key(1000)).await?);
         // The leaf is as read again: later writes still go beside it.
         s.upsert(&key(2000), b"kept").await?;
@@ -222,7 +237,43 @@ async fn a_key_put_and_deleted_again_in_one_transaction_writes_nothing() {
     .await
     .unwrap();
     db.flush_gc().await.unwrap();
-    assert_eq!((census(&blobs).await, all(&db).await), before, "no blob written, nothing changed");
-    assert_eq!(all(&open(&registry, &blobs).await).await, before.1);
+    assert_eq!((census(blobs).await, all(db).await), before, "no blob written, nothing changed");
+    assert_eq!(all(&open(registry, blobs).await).await, before.1);
+    assert_healthy(db).await;
+}
+
+/// A cache whose memory tier holds almost nothing and whose disk tier
+/// holds the rest: delta leaves come back from disk merged only (no base
+/// and changes apart), and writers must still write the right deltas.
+#[tokio::test]
+async fn writes_through_a_disk_tier_cache_keep_every_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, blobs) = (Arc::new(MemRegistry::new()), Arc::new(ObjectBlobStore::memory()));
+    let mut config = Config::from_parts(registry.clone(), blobs.clone(), true);
+    config.gc_grace = Duration::ZERO;
+    config.cache = CacheConfig {
+        memory_bytes: 16 << 10,
+        disk: Some(DiskTier { dir: dir.path().to_path_buf(), capacity_bytes: 16 << 20 }),
+    };
+    let db = Database::open(config).await.unwrap();
+    db.create_store("s", small(64)).await.unwrap();
+    let mut model = std::collections::BTreeMap::new();
+    put(&db, (0..400).collect(), b"first").await;
+    model.extend((0..400u32).map(|k| (k, &b"first"[..])));
+    for round in 0..12u32 {
+        let keys: Vec<u32> = (0..8).map(|i| (round * 37 + i * 53) % 500).collect();
+        put(&db, keys.clone(), b"again").await;
+        model.extend(keys.into_iter().map(|k| (k, &b"again"[..])));
+        let gone = (round * 41) % 400;
+        db.run_write(move |tx| async move { tx.bytes_store("s").await?.remove(&key(gone)).await })
+            .await
+            .unwrap();
+        model.remove(&gone);
+    }
+    let want: Vec<(Bytes, Bytes)> =
+        model.iter().map(|(k, v)| (Bytes::copy_from_slice(&key(*k)), Bytes::from_static(v))).collect();
+    assert_eq!(all(&db).await, want);
+    assert_eq!(all(&open(&registry, &blobs).await).await, want, "a cold reader agrees");
+    assert!(census(&blobs).await.1 > 0, "deltas were written");
     assert_healthy(&db).await;
 }

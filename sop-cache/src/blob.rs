@@ -57,9 +57,11 @@ impl CachedBlob {
     }
 }
 
-/// A delta leaf's bytes in memory: the base it keeps alive, its changes,
-/// and the merged leaf's vector and index (built by the first reader; the
-/// merged leaf shares its keys and values with the base and the changes).
+/// A delta leaf's bytes in memory: the base it keeps alive and its
+/// changes. The merged leaf, once a reader builds it, shares its keys and
+/// values with those; its vector and index (about 100 bytes an item) are
+/// covered by the base's share, which is usually counted twice (the base
+/// is mostly cached under its own id as well).
 fn delta_weight(leaf: &DeltaLeaf) -> usize {
     let Some(layers) = leaf.layers() else {
         return leaf.merged_if_built().map_or(64, |(node, _)| node_weight(node)) + 16;
@@ -72,12 +74,8 @@ fn delta_weight(leaf: &DeltaLeaf) -> usize {
             DeltaOp::Delete(key) => key.len() + 48,
         })
         .sum();
-    node_weight(&layers.base) + ops + layers.len * MERGED_PER_ITEM + 16
+    node_weight(&layers.base) + ops + 16
 }
-
-/// The merged leaf's share per item: the item in its vector and its index
-/// word.
-const MERGED_PER_ITEM: usize = std::mem::size_of::<sop_core::Item>() + 16;
 
 /// The node's bytes in memory, its key index's 16-byte word per key
 /// included.
@@ -161,7 +159,10 @@ impl Code for CachedBlob {
     fn estimated_size(&self) -> usize {
         5 + match self {
             Self::Node { node, .. } => node_weight(node),
-            Self::Delta { leaf, .. } => delta_weight(leaf),
+            // The disk tier stores the merged leaf.
+            Self::Delta { leaf, .. } => {
+                16 + leaf.layers().map_or_else(|| leaf.merged().0.size_hint(), |l| l.sizes.size)
+            }
             Self::Value(b) => b.len(),
         }
     }
@@ -186,6 +187,7 @@ mod tests {
             DeltaOp::Put(item("aa")),
             DeltaOp::Delete(Bytes::from_static(b"b")),
             DeltaOp::Put(item("c")),
+            DeltaOp::Delete(Bytes::from_static(b"zz")), // not in the base
         ];
         DeltaLeaf::layered(base, index, ops).unwrap()
     }
@@ -195,10 +197,12 @@ mod tests {
         let leaf = layered();
         assert!(leaf.merged_if_built().is_none(), "merged only when asked");
         let layers = leaf.layers().unwrap();
-        assert_eq!(layers.len, 3);
+        assert_eq!(layers.sizes.len, 3);
+        assert_eq!(layers.sizes.size, leaf.merged().0.size_hint());
         assert!(layers.change(b"b").unwrap().is_none(), "deleted");
         assert_eq!(layers.change(b"aa").unwrap().unwrap().key.as_ref(), b"aa");
         assert!(layers.change(b"a").is_none(), "unchanged");
+        assert_eq!(layers.ops.len(), 3, "a delete of a key the base lacks is dropped");
         let Node::Leaf { items } = leaf.merged().0.as_ref() else { panic!("a leaf") };
         let keys: Vec<&[u8]> = items.iter().map(|i| i.key.as_ref()).collect();
         assert_eq!(keys, [&b"a"[..], b"aa", b"c"]);

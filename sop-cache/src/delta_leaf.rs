@@ -37,8 +37,44 @@ pub struct Layers {
     /// The changes, strictly ascending by key (as `LeafDelta::decode`
     /// checks).
     pub ops: Vec<DeltaOp>,
-    /// How many items the leaf holds with the changes applied.
+    /// The leaf's counts with the changes applied, and the base's size.
+    pub sizes: LeafSizes,
+}
+
+/// A delta leaf's item count and sizes (sums of `Item::size_hint`), which
+/// a writer keeps up to date as it changes the leaf (the consolidation
+/// decision needs them at every commit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeafSizes {
+    /// Items with the changes applied.
     pub len: usize,
+    /// The base's size.
+    pub base_size: usize,
+    /// The size with the changes applied.
+    pub size: usize,
+}
+
+impl LeafSizes {
+    /// The sizes of the leaf `base` (sorted, indexed by `index`) once
+    /// `ops` apply.
+    #[must_use]
+    pub fn of(base: &[Item], index: &KeyIndex, ops: &[DeltaOp]) -> Self {
+        let base_size: usize = base.iter().map(Item::size_hint).sum();
+        let (mut len, mut size) = (base.len(), base_size);
+        for op in ops {
+            if let Ok(i) = index.search(base, op.key())
+                && let Some(old) = base.get(i)
+            {
+                size = size.saturating_sub(old.size_hint());
+                len = len.saturating_sub(1);
+            }
+            if let DeltaOp::Put(item) = op {
+                size += item.size_hint();
+                len += 1;
+            }
+        }
+        Self { len, base_size, size }
+    }
 }
 
 impl Layers {
@@ -65,25 +101,32 @@ impl Layers {
 
 impl DeltaLeaf {
     /// The leaf `base` (a full leaf, indexed by `base_index`) with `ops`
-    /// (strictly ascending by key).
+    /// (strictly ascending by key). A delete of a key the base does not
+    /// hold changes nothing and is dropped (a writer would otherwise copy
+    /// it into every later delta).
     ///
     /// # Errors
     /// `Corruption` when `base` is not a leaf.
-    pub fn layered(base: Arc<Node>, base_index: Arc<KeyIndex>, ops: Vec<DeltaOp>) -> Result<Self> {
+    pub fn layered(base: Arc<Node>, base_index: Arc<KeyIndex>, mut ops: Vec<DeltaOp>) -> Result<Self> {
         let Node::Leaf { items } = base.as_ref() else {
             return Err(Error::corruption("leaf delta", "the base of a delta is not a leaf"));
         };
-        let held = |key: &[u8]| items.binary_search_by(|i| i.key.as_ref().cmp(key)).is_ok();
-        let mut len = items.len();
-        for op in &ops {
-            match (op, held(op.key())) {
-                (DeltaOp::Put(_), false) => len += 1,
-                (DeltaOp::Delete(_), true) => len = len.saturating_sub(1),
-                _ => {}
-            }
-        }
-        let layers = Layers { base, base_index, ops, len };
-        Ok(Self { layers: Some(layers), merged: OnceLock::new() })
+        ops.retain(|op| matches!(op, DeltaOp::Put(_)) || base_index.search(items, op.key()).is_ok());
+        let sizes = LeafSizes::of(items, &base_index, &ops);
+        Ok(Self::layered_with(base, base_index, ops, sizes))
+    }
+
+    /// As [`DeltaLeaf::layered`], with the sizes known (by the writer that
+    /// made `ops`; they must be [`LeafSizes::of`] the same leaf).
+    #[must_use]
+    pub fn layered_with(
+        base: Arc<Node>,
+        base_index: Arc<KeyIndex>,
+        ops: Vec<DeltaOp>,
+        sizes: LeafSizes,
+    ) -> Self {
+        let layers = Layers { base, base_index, ops, sizes };
+        Self { layers: Some(layers), merged: OnceLock::new() }
     }
 
     /// A delta leaf known only merged (`node`).

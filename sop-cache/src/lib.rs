@@ -36,6 +36,6 @@ mod delta_leaf;
 
 pub use blob::CachedBlob;
 pub use cache::{CacheConfig, CacheStats, DiskTier, LoadedNode, NodeCache};
-pub use delta_leaf::{DeltaLeaf, Layers};
+pub use delta_leaf::{DeltaLeaf, Layers, LeafSizes};
 #[doc(no_inline)]
 pub use sop_core::{Node, PhysicalId};

@@ -276,7 +276,8 @@ async fn cyclic_delta_bases_are_corruption_not_a_hang() {
 }
 
 /// A delta on a full leaf materializes as the base with its changes, and
-/// reports its base; only the materialized leaf is cached.
+/// reports its base; the delta's entry holds the base (it is not cached
+/// under its own id as well).
 #[tokio::test]
 async fn a_delta_materializes_on_its_base() {
     use sop_core::{DeltaOp, LeafDelta};
@@ -291,6 +292,6 @@ async fn a_delta_materializes_on_its_base() {
     let (node, got_base) = (loaded.node, loaded.base);
     assert_eq!(got_base, Some(base));
     assert_eq!(*node, Node::Leaf { items: vec![items[0].clone(), items[2].clone()] });
-    assert!(cache.get_in_memory(d).is_some(), "the materialized leaf is cached");
+    assert!(cache.get_in_memory(d).is_some(), "the delta leaf is cached");
     assert!(cache.get_in_memory(base).is_none(), "a reader cached the base too (twice the memory)");
 }

@@ -133,6 +133,25 @@ impl KeyIndex {
         self.words.is_empty()
     }
 
+    /// The position of `key` among a leaf's sorted `items` (as
+    /// `binary_search_by`), located by this index when it is the leaf's
+    /// (as many keys), else by comparing keys.
+    pub fn search(&self, items: &[Item], key: &[u8]) -> Result<usize, usize> {
+        let by = |i: &Item| i.key.as_ref().cmp(key);
+        let (lo, hi) = match self.len() == items.len() {
+            true => match self.locate(key) {
+                Located::Found(i) => return Ok(i),
+                Located::Absent(i) => return Err(i),
+                Located::Compare(lo, hi) => (lo, hi),
+            },
+            false => (0, items.len()),
+        };
+        match items.get(lo..hi) {
+            Some(part) => part.binary_search_by(by).map(|i| lo + i).map_err(|i| lo + i),
+            None => items.binary_search_by(by),
+        }
+    }
+
     /// Where `key` stands among the node's entries.
     #[must_use]
     pub fn locate(&self, key: &[u8]) -> Located {

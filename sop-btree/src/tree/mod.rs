@@ -38,8 +38,9 @@ pub(crate) trait NodeSource: Send {
     fn load(&mut self, id: LogicalId) -> impl Future<Output = Result<()>> + Send;
     /// Node `id`, already loaded.
     fn node(&self, id: LogicalId) -> Result<&Arc<Node>>;
-    /// The search index of node `id`, if it has one: only a node as read,
-    /// never one changed since (the index would describe other keys).
+    /// The search index of node `id` as [`NodeSource::node`] returns it,
+    /// if it has one: never an index of other keys (a node as read, before
+    /// a change since, or a base under changes kept aside).
     fn index(&self, _id: LogicalId) -> Option<&KeyIndex> {
         None
     }
@@ -193,14 +194,9 @@ pub(crate) fn search_items(
     index: Option<&KeyIndex>,
     key: &[u8],
 ) -> std::result::Result<usize, usize> {
-    let by = |i: &Item| i.key.as_ref().cmp(key);
-    match locate(index, items.len(), key) {
-        Located::Found(i) => Ok(i),
-        Located::Absent(i) => Err(i),
-        Located::Compare(lo, hi) => match items.get(lo..hi) {
-            Some(part) => part.binary_search_by(by).map(|i| lo + i).map_err(|i| lo + i),
-            None => items.binary_search_by(by),
-        },
+    match index {
+        Some(index) => index.search(items, key),
+        None => items.binary_search_by(|i| i.key.as_ref().cmp(key)),
     }
 }
 

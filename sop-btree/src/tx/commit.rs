@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sop_cache::{CachedBlob, DeltaLeaf};
+use sop_cache::{CachedBlob, DeltaLeaf, LeafSizes};
 use sop_core::{
     BlobStore, DeltaOp, Error, HandleWrite, Intent, IntentState, Item, LeafDelta, Node, PhysicalId,
     PublishRequest, Result, VersionCheck,
@@ -18,7 +18,6 @@ use crate::claims::Claim;
 use crate::failpoint::CommitStep;
 use crate::handles::EMPTY_ROOT;
 use crate::inner::DbInner;
-use crate::tx::overlay::size_after;
 use crate::tx::state::{TxNode, TxState};
 
 /// Everything one publish attempt writes.
@@ -47,8 +46,14 @@ fn encode_dirty(n: &TxNode) -> (Bytes, CachedBlob, Vec<PhysicalId>) {
         && let Node::Leaf { items: base_items } = base.node.as_ref()
         && let Some(ops) = delta_ops(n, base_items)
     {
-        let base_size = base.node.size_hint();
-        let dead = base_size.saturating_sub(size_after(base_size, base_items, &ops));
+        let sizes = n.leaf_sizes(base);
+        debug_assert_eq!(
+            sizes,
+            LeafSizes::of(base_items, &base.index, &ops),
+            "sizes kept as the leaf changed"
+        );
+        let base_size = sizes.base_size;
+        let dead = base_size.saturating_sub(sizes.size);
         if (LeafDelta::ops_size_hint(&ops) + dead) * DELTA_SHARE.1 <= base_size * DELTA_SHARE.0 {
             let bytes = Bytes::from(LeafDelta { base: base.id, ops }.encode());
             // The delta replaces the previous delta, never the base.
@@ -57,12 +62,10 @@ fn encode_dirty(n: &TxNode) -> (Bytes, CachedBlob, Vec<PhysicalId>) {
             // one buffer (`sop_cache::DeltaLeaf`): no pass over the leaf
             // here, and the next writer takes the changes as they are.
             // Merged by the first reader that needs the whole leaf.
-            let cached = LeafDelta::decode(&bytes)
-                .and_then(|d| DeltaLeaf::layered(base.node.clone(), base.index.clone(), d.ops))
-                .map_or_else(
-                    |_| CachedBlob::node(n.effective().clone()),
-                    |leaf| CachedBlob::delta(leaf, base.id),
-                );
+            let leaf = LeafDelta::decode(&bytes)
+                .map(|d| DeltaLeaf::layered_with(base.node.clone(), base.index.clone(), d.ops, sizes))
+                .unwrap_or_else(|_| DeltaLeaf::materialized(n.effective().clone()));
+            let cached = CachedBlob::delta(leaf, base.id);
             return (bytes, cached, obsolete);
         }
     }
@@ -79,13 +82,13 @@ fn delta_ops(n: &TxNode, base: &[Item]) -> Option<Vec<DeltaOp>> {
     let Node::Leaf { items: read } = n.node.as_ref() else { return None };
     if let Some(prior) = n.prior_ops() {
         // Read as the base and a delta's changes (`n.node` is the base).
-        return Some(n.overlay.ops_over(prior.to_vec(), base));
+        return Some(n.overlay.ops_over(prior, base));
     }
     if n.overlay.is_empty() {
         return Some(LeafDelta::diff(base, read));
     }
     match &n.base {
-        Some(b) if b.under_delta => Some(n.overlay.ops_over(LeafDelta::diff(base, read), base)),
+        Some(b) if b.under_delta => Some(n.overlay.ops_over(&LeafDelta::diff(base, read), base)),
         _ => Some(n.overlay.ops()),
     }
 }

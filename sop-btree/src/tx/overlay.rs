@@ -49,9 +49,11 @@ impl Overlay {
         self.position(key).ok().and_then(|i| self.changes.get(i)).map(|c| c.item.as_ref())
     }
 
-    /// Whether the leaf as read holds `key`, when the overlay changed it.
-    pub(crate) fn held_when_read(&self, key: &[u8]) -> Option<bool> {
-        self.position(key).ok().and_then(|i| self.changes.get(i)).map(|c| c.in_read)
+    /// The change under `key` (as [`Overlay::get`]) with whether the leaf
+    /// as read holds the key, when the overlay changed it.
+    pub(crate) fn change(&self, key: &[u8]) -> Option<(Option<&Item>, bool)> {
+        let c = self.position(key).ok().and_then(|i| self.changes.get(i))?;
+        Some((c.item.as_ref(), c.in_read))
     }
 
     /// Records a put of `item`; `in_read` as for the key's first change.
@@ -109,7 +111,7 @@ impl Overlay {
     /// `base` into the leaf as read), as operations on `base`: an
     /// overlay's change wins; a delete of a key the base does not hold
     /// (put by `prior`) leaves no operation.
-    pub(crate) fn ops_over(&self, prior: Vec<DeltaOp>, base: &[Item]) -> Vec<DeltaOp> {
+    pub(crate) fn ops_over(&self, prior: &[DeltaOp], base: &[Item]) -> Vec<DeltaOp> {
         let mut out = Vec::with_capacity(prior.len() + self.changes.len());
         let mut changes = self.changes.iter().peekable();
         for op in prior {
@@ -123,7 +125,7 @@ impl Overlay {
                         out.push(DeltaOp::Delete(key.clone()));
                     }
                 }
-                None => out.push(op),
+                None => out.push(op.clone()),
             }
         }
         out.extend(changes.filter_map(Change::op));
@@ -140,29 +142,13 @@ impl Change {
     }
 }
 
-/// The summed `Item::size_hint` of a leaf whose items were `base` (summing
-/// to `base_size`) once `ops` (on `base`, sorted) apply: a delta's
-/// consolidation decision without building the leaf.
-pub(crate) fn size_after(base_size: usize, base: &[Item], ops: &[DeltaOp]) -> usize {
-    let mut size = base_size;
-    for op in ops {
-        if let Ok(i) = base.binary_search_by(|i| i.key.as_ref().cmp(op.key()))
-            && let Some(old) = base.get(i)
-        {
-            size = size.saturating_sub(old.size_hint());
-        }
-        if let DeltaOp::Put(item) = op {
-            size += item.size_hint();
-        }
-    }
-    size
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{Overlay, size_after};
+    use super::Overlay;
     use bytes::Bytes;
+    use sop_cache::LeafSizes;
     use sop_core::{DeltaOp, Item, LeafDelta, TxId, Value};
+    use sop_core::{KeyIndex, Node};
 
     fn item(k: u8, v: &str) -> Item {
         Item {
@@ -206,7 +192,8 @@ mod tests {
             for _ in 0..next(8) {
                 let k = next(80) as u8;
                 let in_read = overlay
-                    .held_when_read(&[k])
+                    .change(&[k])
+                    .map(|(_, held)| held)
                     .unwrap_or_else(|| read.binary_search_by(|i| i.key[0].cmp(&k)).is_ok());
                 match copy.binary_search_by(|i| i.key[0].cmp(&k)) {
                     Ok(i) if next(2) == 0 => {
@@ -224,7 +211,7 @@ mod tests {
                 }
                 assert_eq!(overlay.apply(&read), copy, "round {round}");
             }
-            let ops = overlay.ops_over(LeafDelta::diff(&base, &read), &base);
+            let ops = overlay.ops_over(&LeafDelta::diff(&base, &read), &base);
             assert!(ops.windows(2).all(|w| w[0].key() < w[1].key()), "round {round}: ops out of order");
             assert!(
                 ops.iter().all(|op| !matches!(op, DeltaOp::Delete(k)
@@ -233,7 +220,13 @@ mod tests {
             );
             let delta = LeafDelta { base: sop_core::PhysicalId::new(), ops };
             assert_eq!(delta.apply(&base), copy, "round {round}");
-            assert_eq!(size_after(size(&base), &base, &delta.ops), size(&copy), "round {round}");
+            let index = KeyIndex::of_node(&Node::Leaf { items: base.clone() });
+            let sizes = LeafSizes::of(&base, &index, &delta.ops);
+            assert_eq!(
+                (sizes.base_size, sizes.size, sizes.len),
+                (size(&base), size(&copy), copy.len()),
+                "round {round}"
+            );
             if read == base {
                 let direct = LeafDelta { base: delta.base, ops: overlay.ops() };
                 assert_eq!(direct.apply(&base), copy, "round {round}");

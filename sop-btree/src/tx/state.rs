@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use sop_cache::{CachedBlob, DeltaLeaf, Layers};
+use sop_cache::{CachedBlob, DeltaLeaf, Layers, LeafSizes};
 use sop_core::{
     DeltaOp, Error, Item, KeyIndex, LogicalId, Node, PhysicalId, Result, StoreInfo, Subject, TxId,
 };
@@ -42,14 +42,19 @@ pub(crate) struct TxNode {
     /// For a leaf read from a blob: the full leaf blob a delta written for
     /// it would apply to (`crate::tx::commit`).
     pub(crate) base: Option<Base>,
-    /// The search index of `node` as read; dropped on its first change.
+    /// The search index of `node` as read (for a leaf with `prior`, the
+    /// base's); dropped on its first change.
     pub(crate) index: Option<Arc<KeyIndex>>,
     /// A leaf's changes kept aside, `node` being the leaf as read
     /// (`crate::tx::overlay`).
     pub(crate) overlay: Overlay,
-    /// The items `node` holds with the overlay applied; kept while the
+    /// The items the leaf as read holds (`node`, with `prior` when set)
+    /// with the overlay applied; kept while the
     /// leaf is `overlaid` (unused, and not kept, once it is copied).
     len: usize,
+    /// How the overlay changed the leaf's size (`Item::size_hint` sums),
+    /// kept as `len` is.
+    size_change: isize,
     /// `node` with the overlay applied, built on first use.
     merged: OnceLock<Arc<Node>>,
 }
@@ -80,6 +85,7 @@ impl TxNode {
             index: None,
             overlay: Overlay::default(),
             len,
+            size_change: 0,
             merged: OnceLock::new(),
         }
     }
@@ -89,7 +95,7 @@ impl TxNode {
     fn layered(leaf: Arc<DeltaLeaf>, layers: &Layers, version: u64, physical: PhysicalId) -> Self {
         let mut entry = Self::new(layers.base.clone(), Some(version), Some(physical));
         entry.index = Some(layers.base_index.clone());
-        entry.len = layers.len;
+        entry.len = layers.sizes.len;
         entry.prior = Some(leaf);
         entry
     }
@@ -111,11 +117,16 @@ impl TxNode {
 
     /// The search index of `effective()`, when it has one.
     fn effective_index(&self) -> Option<&KeyIndex> {
-        match (&self.prior, self.overlay.is_empty()) {
+        let index = match (&self.prior, self.overlay.is_empty()) {
             (None, true) => self.index.as_deref(),
             (Some(prior), true) => prior.merged_if_built().map(|(_, index)| index.as_ref()),
             (_, false) => None,
-        }
+        };
+        debug_assert!(
+            index.is_none_or(|i| i.len() == crate::tree::fill(self.effective())),
+            "an index of other keys than the node's"
+        );
+        index
     }
 
     /// Whether changes to this leaf may go to its overlay: it is as read,
@@ -141,15 +152,37 @@ impl TxNode {
 
     /// The delta changes this leaf was read through, on its base.
     pub(crate) fn prior_ops(&self) -> Option<&[DeltaOp]> {
-        self.prior.as_ref().and_then(|p| p.layers()).map(|l| l.ops.as_slice())
+        self.prior_layers().map(|l| l.ops.as_slice())
+    }
+
+    fn prior_layers(&self) -> Option<&Layers> {
+        self.prior.as_ref().and_then(|p| p.layers())
+    }
+
+    /// The leaf's count and size as this transaction leaves it, and its
+    /// base's size, without a pass over the leaf where the delta it was
+    /// read through knows them.
+    pub(crate) fn leaf_sizes(&self, base: &Base) -> LeafSizes {
+        let prior = self.prior_layers().map(|l| l.sizes);
+        let base_size = prior.map_or_else(|| base.node.size_hint(), |s| s.base_size);
+        if !self.layered_read() {
+            let node = self.effective();
+            return LeafSizes { len: crate::tree::fill(node), base_size, size: node.size_hint() };
+        }
+        let read = match prior {
+            Some(s) => s.size,
+            None if Arc::ptr_eq(&self.node, &base.node) => base_size,
+            None => self.node.size_hint(),
+        };
+        LeafSizes { len: self.len, base_size, size: read.saturating_add_signed(self.size_change) }
     }
 
     /// The item under `key` with the overlay applied, and whether the
     /// leaf as read holds the key.
     fn current(&self, key: &[u8]) -> (Option<Item>, bool) {
-        match (self.overlay.get(key), self.overlay.held_when_read(key)) {
-            (Some(item), Some(held)) => (item.cloned(), held),
-            _ => {
+        match self.overlay.change(key) {
+            Some((item, held)) => (item.cloned(), held),
+            None => {
                 let found = self.read_item(key).cloned();
                 let held = found.is_some();
                 (found, held)
@@ -176,6 +209,7 @@ impl TxNode {
             self.prior = None;
             self.overlay = Overlay::default();
             self.merged = OnceLock::new();
+            self.size_change = 0;
         }
     }
 
@@ -429,6 +463,7 @@ impl NodeSource for Loader<'_> {
         if len > slot {
             return Ok(Placed::Declined(item));
         }
+        entry.size_change += signed(item.size_hint()) - old.as_ref().map_or(0, |o| signed(o.size_hint()));
         entry.overlay.put(item, held);
         entry.changed(len);
         Ok(Placed::Done(old))
@@ -446,6 +481,7 @@ impl NodeSource for Loader<'_> {
         if entry.len <= min {
             return Ok(None);
         }
+        entry.size_change -= signed(old.size_hint());
         entry.overlay.delete(old.key.clone(), held);
         entry.changed(entry.len - 1);
         Ok(Some(Some(old)))
@@ -467,6 +503,7 @@ impl NodeSource for Loader<'_> {
         let entry = self.view.nodes.get_mut(&id).ok_or_else(|| not_loaded(id))?;
         entry.overlay = Overlay::default();
         entry.prior = None;
+        entry.size_change = 0;
         entry.merged = OnceLock::new();
         entry.dirty = true;
         entry.index = None;
@@ -537,6 +574,11 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Resul
     entry.base = base;
     entry.index = Some(index);
     Ok(entry)
+}
+
+/// A size as a signed change.
+fn signed(size: usize) -> isize {
+    isize::try_from(size).unwrap_or(isize::MAX)
 }
 
 /// A node vanished or moved under a transaction: retryable.
