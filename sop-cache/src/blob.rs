@@ -74,7 +74,9 @@ fn delta_weight(leaf: &DeltaLeaf) -> usize {
             DeltaOp::Delete(key) => key.len() + 48,
         })
         .sum();
-    node_weight(&layers.base) + ops + 16
+    // The base's `node_weight` from its size, with no pass over its items:
+    // an item weighs its `size_hint` plus about 68 bytes.
+    64 + layers.sizes.base_size + layers.base_items().len() * 68 + ops + 16
 }
 
 /// The node's bytes in memory, its key index's 16-byte word per key
@@ -199,6 +201,9 @@ mod tests {
         let layers = leaf.layers().unwrap();
         assert_eq!(layers.sizes.len, 3);
         assert_eq!(layers.sizes.size, leaf.merged().0.size_hint());
+        let weight = CachedBlob::Delta { leaf: Arc::new(layered()), base: PhysicalId::new() }.weight();
+        let base_weight = node_weight(&layers.base);
+        assert!(weight >= base_weight && weight < base_weight + 600, "{weight} for a base of {base_weight}");
         assert!(layers.change(b"b").unwrap().is_none(), "deleted");
         assert_eq!(layers.change(b"aa").unwrap().unwrap().key.as_ref(), b"aa");
         assert!(layers.change(b"a").is_none(), "unchanged");
