@@ -57,11 +57,9 @@ impl CachedBlob {
     }
 }
 
-/// A delta leaf's bytes in memory: the base it keeps alive and its
-/// changes. The merged leaf, once a reader builds it, shares its keys and
-/// values with those; its vector and index (about 100 bytes an item) are
-/// covered by the base's share, which is usually counted twice (the base
-/// is mostly cached under its own id as well).
+/// A delta leaf's bytes in memory: the base it keeps alive, its changes,
+/// and the merged leaf a reader may build (its vector and index words; its
+/// keys and values are the base's and the changes').
 fn delta_weight(leaf: &DeltaLeaf) -> usize {
     let Some(layers) = leaf.layers() else {
         return leaf.merged_if_built().map_or(64, |(node, _)| node_weight(node)) + 16;
@@ -76,8 +74,13 @@ fn delta_weight(leaf: &DeltaLeaf) -> usize {
         .sum();
     // The base's `node_weight` from its size, with no pass over its items:
     // an item weighs its `size_hint` plus about 68 bytes.
-    64 + layers.sizes.base_size + layers.base_items().len() * 68 + ops + 16
+    let base = 64 + layers.sizes.base_size + layers.base_items().len() * 68;
+    base + ops + layers.sizes.len * MERGED_PER_ITEM + 16
 }
+
+/// The merged leaf's share per item: the item in its vector and its index
+/// word.
+const MERGED_PER_ITEM: usize = std::mem::size_of::<sop_core::Item>() + 16;
 
 /// The node's bytes in memory, its key index's 16-byte word per key
 /// included.
@@ -203,7 +206,11 @@ mod tests {
         assert_eq!(layers.sizes.size, leaf.merged().0.size_hint());
         let weight = CachedBlob::Delta { leaf: Arc::new(layered()), base: PhysicalId::new() }.weight();
         let base_weight = node_weight(&layers.base);
-        assert!(weight >= base_weight && weight < base_weight + 600, "{weight} for a base of {base_weight}");
+        let merged = std::mem::size_of::<sop_core::Item>() + 16;
+        assert!(
+            weight >= base_weight + 3 * merged && weight < base_weight + 3 * merged + 600,
+            "{weight} for {base_weight}"
+        );
         assert!(layers.change(b"b").unwrap().is_none(), "deleted");
         assert_eq!(layers.change(b"aa").unwrap().unwrap().key.as_ref(), b"aa");
         assert!(layers.change(b"a").is_none(), "unchanged");

@@ -293,7 +293,15 @@ mod tests {
 
     /// What the index promises, against a plain comparison of every key.
     fn check(keys: &[Vec<u8>], probe: &[u8]) {
-        let index = KeyIndex::of_node(&leaf(keys));
+        let node = leaf(keys);
+        let index = KeyIndex::of_node(&node);
+        let Node::Leaf { items } = &node else { unreachable!() };
+        let plain = items.binary_search_by(|i| i.key.as_ref().cmp(probe));
+        assert_eq!(index.search(items, probe), plain, "search, probe {probe:?} over {keys:?}");
+        // An index of another node's length is not used: a plain search.
+        let Node::Leaf { items: fewer } = leaf(keys.get(1..).unwrap_or_default()) else { unreachable!() };
+        let plain = fewer.binary_search_by(|i| i.key.as_ref().cmp(probe));
+        assert_eq!(index.search(&fewer, probe), plain, "search of other items, probe {probe:?}");
         let below = keys.iter().filter(|k| k.as_slice() < probe).count();
         let found = keys.iter().position(|k| k.as_slice() == probe);
         match index.locate(probe) {
