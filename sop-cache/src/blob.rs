@@ -57,9 +57,14 @@ impl CachedBlob {
     }
 }
 
-/// A delta leaf's bytes in memory: the base it keeps alive, its changes,
-/// and the merged leaf a reader may build (its vector and index words; its
-/// keys and values are the base's and the changes').
+/// A delta leaf's bytes in memory: the base it keeps alive and its
+/// changes. The merged leaf a reader may build (its vector and index
+/// words, ~100 bytes an item; its keys and values are the base's and the
+/// changes') is not reserved for: reserving it made the cache hold so few
+/// leaves at 1 000 000 items that point reads fell from 461 000 to 99 600
+/// gets/s and full scans from 9.1 to 2.8 million items/s, for 23 MiB less
+/// peak RSS (648 → 625 MiB; `sop-bench --runs 1 --engines sop --phases
+/// main`, 2026-12-03).
 fn delta_weight(leaf: &DeltaLeaf) -> usize {
     let Some(layers) = leaf.layers() else {
         return leaf.merged_if_built().map_or(64, |(node, _)| node_weight(node)) + 16;
@@ -74,13 +79,8 @@ fn delta_weight(leaf: &DeltaLeaf) -> usize {
         .sum();
     // The base's `node_weight` from its size, with no pass over its items:
     // an item weighs its `size_hint` plus about 68 bytes.
-    let base = 64 + layers.sizes.base_size + layers.base_items().len() * 68;
-    base + ops + layers.sizes.len * MERGED_PER_ITEM + 16
+    64 + layers.sizes.base_size + layers.base_items().len() * 68 + ops + 16
 }
-
-/// The merged leaf's share per item: the item in its vector and its index
-/// word.
-const MERGED_PER_ITEM: usize = std::mem::size_of::<sop_core::Item>() + 16;
 
 /// The node's bytes in memory, its key index's 16-byte word per key
 /// included.
@@ -206,11 +206,7 @@ mod tests {
         assert_eq!(layers.sizes.size, leaf.merged().0.size_hint());
         let weight = CachedBlob::Delta { leaf: Arc::new(layered()), base: PhysicalId::new() }.weight();
         let base_weight = node_weight(&layers.base);
-        let merged = std::mem::size_of::<sop_core::Item>() + 16;
-        assert!(
-            weight >= base_weight + 3 * merged && weight < base_weight + 3 * merged + 600,
-            "{weight} for {base_weight}"
-        );
+        assert!(weight >= base_weight && weight < base_weight + 600, "{weight} for a base of {base_weight}");
         assert!(layers.change(b"b").unwrap().is_none(), "deleted");
         assert_eq!(layers.change(b"aa").unwrap().unwrap().key.as_ref(), b"aa");
         assert!(layers.change(b"a").is_none(), "unchanged");

@@ -12,6 +12,7 @@ use foyer::{
 };
 use sop_core::{BlobStore, Error, ErrorKind, KeyIndex, LeafDelta, Node, PhysicalId, Result};
 
+use crate::inflight::Inflight;
 use crate::{CachedBlob, DeltaLeaf};
 
 fn value_as_node(id: PhysicalId) -> Error {
@@ -93,6 +94,8 @@ impl EventListener for Evictions {
 pub struct NodeCache {
     cache: HybridCache<u128, CachedBlob>,
     counters: Arc<Counters>,
+    /// Misses in flight, when there is no disk tier (`crate::inflight`).
+    inflight: Option<Arc<Inflight>>,
 }
 
 impl std::fmt::Debug for NodeCache {
@@ -146,7 +149,8 @@ impl NodeCache {
             }
         }
         .map_err(foyer_err)?;
-        Ok(Self { cache, counters })
+        let inflight = config.disk.is_none().then(|| Arc::new(Inflight::default()));
+        Ok(Self { cache, counters, inflight })
     }
 
     /// The node stored in blob `id`: from memory, else the disk tier, else
@@ -288,6 +292,19 @@ impl NodeCache {
         }
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let counters = self.counters.clone();
+        if let Some(inflight) = &self.inflight {
+            let counted = move || {
+                let fut = load();
+                async move {
+                    counters.misses.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("sop_cache_misses_total").increment(1);
+                    fut.await
+                }
+            };
+            let cached = || self.cache.memory().get(&id.as_u128()).map(|e| e.value().clone());
+            let keep = |blob: &CachedBlob| self.insert(id, blob.clone());
+            return inflight.load(id.as_u128(), cached, counted, keep).await;
+        }
         let fut = load();
         let entry = self
             .cache

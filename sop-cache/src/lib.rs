@@ -7,7 +7,8 @@
 //!
 //! [`NodeCache`] keeps decoded [`Node`]s (and raw value blobs) in a memory
 //! tier and, optionally, encoded on a local disk tier. Concurrent misses on
-//! one id load it once (foyer's in-flight fetch deduplication). Hits,
+//! one id load it once (`inflight.rs`; with a disk tier, foyer's in-flight
+//! fetch deduplication). Hits,
 //! misses and evictions are counted through the `metrics` crate
 //! (`sop_cache_hits_total`, `sop_cache_misses_total`,
 //! `sop_cache_evictions_total`) and in [`NodeCache::stats`].
@@ -33,6 +34,7 @@
 mod blob;
 mod cache;
 mod delta_leaf;
+mod inflight;
 
 pub use blob::CachedBlob;
 pub use cache::{CacheConfig, CacheStats, DiskTier, LoadedNode, NodeCache};

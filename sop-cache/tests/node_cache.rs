@@ -16,6 +16,19 @@ struct CountingStore {
     inner: ObjectBlobStore,
     gets: AtomicU64,
     delay: Duration,
+    /// The threads the gets ran on.
+    threads: std::sync::Mutex<Vec<std::thread::ThreadId>>,
+}
+
+impl CountingStore {
+    fn new(delay: Duration) -> Self {
+        Self {
+            inner: ObjectBlobStore::memory(),
+            gets: AtomicU64::new(0),
+            delay,
+            threads: std::sync::Mutex::default(),
+        }
+    }
 }
 
 #[async_trait]
@@ -25,6 +38,7 @@ impl BlobStore for CountingStore {
     }
     async fn get(&self, id: PhysicalId) -> Result<Bytes> {
         self.gets.fetch_add(1, Ordering::SeqCst);
+        self.threads.lock().unwrap().push(std::thread::current().id());
         tokio::time::sleep(self.delay).await;
         self.inner.get(id).await
     }
@@ -68,8 +82,7 @@ async fn store_with_delay(
     node: &Node,
     delay: Duration,
 ) -> (Arc<CountingStore>, Arc<dyn BlobStore>, PhysicalId) {
-    let counting =
-        Arc::new(CountingStore { inner: ObjectBlobStore::memory(), gets: AtomicU64::new(0), delay });
+    let counting = Arc::new(CountingStore::new(delay));
     let id = PhysicalId::new();
     counting.put(id, Bytes::from(node.encode())).await.unwrap();
     let dyn_store: Arc<dyn BlobStore> = counting.clone();
@@ -102,11 +115,7 @@ async fn concurrent_misses_load_once() {
 /// loaded exactly once and every caller gets its own id's node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_misses_on_many_ids_load_each_once() {
-    let counting = Arc::new(CountingStore {
-        inner: ObjectBlobStore::memory(),
-        gets: AtomicU64::new(0),
-        delay: Duration::from_millis(5),
-    });
+    let counting = Arc::new(CountingStore::new(Duration::from_millis(5)));
     let mut nodes = Vec::new();
     for n in 1..=16 {
         let (id, node) = (PhysicalId::new(), leaf(n));
@@ -251,11 +260,7 @@ async fn disk_tier_serves_evicted_nodes_without_the_blob_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cyclic_delta_bases_are_corruption_not_a_hang() {
     use sop_core::LeafDelta;
-    let counting = Arc::new(CountingStore {
-        inner: ObjectBlobStore::memory(),
-        gets: AtomicU64::new(0),
-        delay: Duration::from_millis(20),
-    });
+    let counting = Arc::new(CountingStore::new(Duration::from_millis(20)));
     let blobs: Arc<dyn BlobStore> = counting.clone();
     let (own, a, b) = (PhysicalId::new(), PhysicalId::new(), PhysicalId::new());
     let delta = |base| Bytes::from(LeafDelta { base, ops: Vec::new() }.encode());
@@ -294,4 +299,33 @@ async fn a_delta_materializes_on_its_base() {
     assert_eq!(*node, Node::Leaf { items: vec![items[0].clone(), items[2].clone()] });
     assert!(cache.get_in_memory(d).is_some(), "the delta leaf is cached");
     assert!(cache.get_in_memory(base).is_none(), "a reader cached the base too (twice the memory)");
+}
+
+/// A miss is loaded by the caller that awaits it, on its own thread (no
+/// task of its own: with RocksDB, whose reads are synchronous, a read
+/// transaction that misses takes no context switch).
+#[test]
+fn a_miss_is_loaded_on_the_callers_thread() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let node = leaf(10);
+    let (counting, blobs, id) = rt.block_on(store_with(&node));
+    let cache = rt.block_on(NodeCache::new(&CacheConfig::default())).unwrap();
+    assert_eq!(*rt.block_on(cache.node(id, &blobs)).unwrap(), node);
+    assert_eq!(*counting.threads.lock().unwrap(), vec![std::thread::current().id()]);
+    assert_eq!(cache.stats().misses, 1);
+}
+
+/// A load whose only caller was dropped mid-way is finished by the next
+/// caller, not started again and not stranded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_whose_only_caller_was_dropped_is_finished_by_the_next() {
+    let node = leaf(10);
+    let (counting, blobs, id) = store_with_delay(&node, Duration::from_millis(100)).await;
+    let cache = NodeCache::new(&CacheConfig::default()).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_millis(20), cache.node(id, &blobs)).await;
+    assert!(first.is_err(), "the first caller gave up mid-load");
+    let got = tokio::time::timeout(Duration::from_secs(30), cache.node(id, &blobs)).await.expect("stranded");
+    assert_eq!(*got.unwrap(), node);
+    assert_eq!(counting.gets.load(Ordering::SeqCst), 1, "the dropped load went on");
+    assert!(cache.get_in_memory(id).is_some(), "and its blob is cached");
 }

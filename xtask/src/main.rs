@@ -379,6 +379,8 @@ fn loom() -> Result<(), String> {
         "-p",
         "sop-registry",
         "-p",
+        "sop-cache",
+        "-p",
         "sop-btree",
         "--no-default-features",
         "--lib",
