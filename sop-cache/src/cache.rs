@@ -323,8 +323,12 @@ impl NodeCache {
         self.cache.insert(id.as_u128(), blob);
     }
 
-    /// Drops `id` early (for example after its blob was deleted).
+    /// Drops `id` early (for example after its blob was deleted), and the
+    /// load in flight for it, if any, is not kept.
     pub fn remove(&self, id: PhysicalId) {
+        if let Some(inflight) = &self.inflight {
+            inflight.forget(id.as_u128());
+        }
         self.cache.remove(&id.as_u128());
     }
 

@@ -7,29 +7,63 @@
 //! where leaves miss). With no disk tier to consult, the cache runs its
 //! misses here instead: the first caller's load is a shared future that
 //! every caller for the same id polls, so the load goes on when the caller
-//! that started it is dropped, and a blob store that reads synchronously
-//! (RocksDB) answers on the caller's own thread.
+//! that started it is dropped while others wait (one no caller awaits is
+//! dropped), and a blob store that reads synchronously (RocksDB) answers
+//! on the caller's own thread.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use sop_core::Result;
 use sop_core::sync::{Mutex, MutexGuard, lock};
+use sop_core::{Error, ErrorKind, Result};
 
 use crate::CachedBlob;
 
 type Load = Shared<BoxFuture<'static, Result<CachedBlob>>>;
 
+/// A load in the table, with its number (to tell it from a later load of
+/// the same id).
+type Entry = (u64, Load);
+
 /// See the module documentation.
 #[derive(Default)]
 pub(crate) struct Inflight {
-    loads: Mutex<HashMap<u128, Load>>,
+    loads: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    entries: HashMap<u128, Entry>,
+    next: u64,
+}
+
+/// A caller's share of a load; dropping it (the caller gave up, or got
+/// its answer) removes the table's entry once no caller awaits the load,
+/// so that a load every caller gave up on is dropped (its request
+/// cancelled), not kept, with what it holds, by the table.
+struct Waiting<'a> {
+    inflight: &'a Inflight,
+    id: u128,
+    number: u64,
+    load: Option<Load>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        drop(self.load.take());
+        let mut table = self.inflight.table();
+        let abandoned = |(n, load): &Entry| *n == self.number && load.strong_count() == Some(1);
+        if table.entries.get(&self.id).is_some_and(abandoned) {
+            table.entries.remove(&self.id);
+        }
+    }
 }
 
 impl Inflight {
-    fn loads(&self) -> MutexGuard<'_, HashMap<u128, Load>> {
+    fn table(&self) -> MutexGuard<'_, Table> {
         lock(&self.loads)
     }
 
@@ -38,8 +72,9 @@ impl Inflight {
     /// see a load succeed hands its blob to `keep` (to cache it) before the
     /// load leaves the table, and `cached` is asked under the same lock,
     /// so one id is loaded once (until it is evicted): a miss finds the
-    /// blob cached or the load shared, never neither. A failed load is not
-    /// kept: the next miss loads again.
+    /// blob cached or the load shared, never neither. A failed load (an
+    /// error, or a panic, answered as a `Backend` error) is not kept: the
+    /// next miss loads again. A load every caller gave up on is dropped.
     pub(crate) async fn load<F, Fut>(
         &self,
         id: u128,
@@ -51,30 +86,60 @@ impl Inflight {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<CachedBlob>> + Send + 'static,
     {
-        let shared = {
-            let mut loads = self.loads();
-            match loads.get(&id) {
-                Some(in_flight) => in_flight.clone(),
+        let mut waiting = {
+            let mut table = self.table();
+            match table.entries.get(&id) {
+                Some((number, load)) => {
+                    Waiting { inflight: self, id, number: *number, load: Some(load.clone()) }
+                }
                 None => {
                     if let Some(blob) = cached() {
                         return Ok(blob);
                     }
-                    let started = load().boxed().shared();
-                    loads.insert(id, started.clone());
-                    started
+                    let started = AssertUnwindSafe(load())
+                        .catch_unwind()
+                        .map(|r| r.unwrap_or_else(|_| Err(panicked())));
+                    let started = started.boxed().shared();
+                    table.next += 1;
+                    let number = table.next;
+                    table.entries.insert(id, (number, started.clone()));
+                    Waiting { inflight: self, id, number, load: Some(started) }
                 }
             }
         };
-        let out = shared.clone().await;
-        let mut loads = self.loads();
-        if loads.get(&id).is_some_and(|l| l.ptr_eq(&shared)) {
+        // Awaited in place: this caller holds one handle on the load.
+        let out = match waiting.load.as_mut() {
+            Some(load) => load.await,
+            None => Err(panicked()),
+        };
+        let mut table = self.table();
+        if table.entries.get(&id).is_some_and(|(n, _)| *n == waiting.number) {
             if let Ok(blob) = &out {
                 keep(blob);
             }
-            loads.remove(&id);
+            table.entries.remove(&id);
         }
+        drop(table);
+        waiting.load = None;
         out
     }
+
+    /// Forgets the load in flight for `id` (its blob was deleted): callers
+    /// already waiting still get its answer, but it is not kept.
+    pub(crate) fn forget(&self, id: u128) {
+        self.table().entries.remove(&id);
+    }
+
+    /// Loads in the table (for the loom model).
+    #[cfg(all(test, sop_loom))]
+    fn len(&self) -> usize {
+        self.table().entries.len()
+    }
+}
+
+/// What a load that panicked answers.
+fn panicked() -> Error {
+    Error::backend("node cache", ErrorKind::Backend, std::io::Error::other("loading a blob panicked"))
 }
 
 #[cfg(all(test, sop_loom))]
@@ -115,7 +180,7 @@ mod loom_tests {
             }
             assert_eq!(loads.load(Ordering::SeqCst), 1, "loaded twice");
             assert!(lock(&cache).is_some(), "not cached");
-            assert!(inflight.loads().is_empty(), "a load left in the table");
+            assert_eq!(inflight.len(), 0, "a load left in the table");
         });
     }
 }

@@ -18,6 +18,8 @@ struct CountingStore {
     delay: Duration,
     /// The threads the gets ran on.
     threads: std::sync::Mutex<Vec<std::thread::ThreadId>>,
+    /// Whether a get panics (after its delay).
+    panics: std::sync::atomic::AtomicBool,
 }
 
 impl CountingStore {
@@ -27,6 +29,7 @@ impl CountingStore {
             gets: AtomicU64::new(0),
             delay,
             threads: std::sync::Mutex::default(),
+            panics: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -40,6 +43,7 @@ impl BlobStore for CountingStore {
         self.gets.fetch_add(1, Ordering::SeqCst);
         self.threads.lock().unwrap().push(std::thread::current().id());
         tokio::time::sleep(self.delay).await;
+        assert!(!self.panics.load(Ordering::SeqCst), "a blob store that panics");
         self.inner.get(id).await
     }
     async fn delete(&self, id: PhysicalId) -> Result<()> {
@@ -109,8 +113,6 @@ async fn concurrent_misses_load_once() {
     assert_eq!(cache.stats().hits, 32);
 }
 
-/// The single-flight is foyer's (`get_or_fetch`), not ours, so loom cannot
-/// model it; these two tests hold it to the contract we rely on.
 /// Many ids, many callers per id, on a multi-threaded runtime: each id is
 /// loaded exactly once and every caller gets its own id's node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -167,7 +169,7 @@ async fn a_cancelled_loader_does_not_strand_its_waiters() {
         let got = tokio::time::timeout(Duration::from_secs(30), w).await.expect("a waiter hung");
         assert_eq!(*got.unwrap().unwrap(), node);
     }
-    assert!(counting.gets.load(Ordering::SeqCst) <= 2, "at most the cancelled load and one more");
+    assert_eq!(counting.gets.load(Ordering::SeqCst), 1, "the waiters carried the cancelled load on");
 }
 
 #[tokio::test]
@@ -315,17 +317,60 @@ fn a_miss_is_loaded_on_the_callers_thread() {
     assert_eq!(cache.stats().misses, 1);
 }
 
-/// A load whose only caller was dropped mid-way is finished by the next
-/// caller, not started again and not stranded.
+/// A load every caller gave up on is dropped (nothing of it is kept,
+/// the blob store included), and the next miss loads again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_load_whose_only_caller_was_dropped_is_finished_by_the_next() {
+async fn a_load_every_caller_gave_up_on_is_dropped_and_the_next_miss_loads_again() {
     let node = leaf(10);
     let (counting, blobs, id) = store_with_delay(&node, Duration::from_millis(100)).await;
     let cache = NodeCache::new(&CacheConfig::default()).await.unwrap();
+    let held = Arc::strong_count(&counting);
     let first = tokio::time::timeout(Duration::from_millis(20), cache.node(id, &blobs)).await;
-    assert!(first.is_err(), "the first caller gave up mid-load");
+    assert!(first.is_err(), "the only caller gave up mid-load");
+    assert_eq!(Arc::strong_count(&counting), held, "the abandoned load still holds the blob store");
     let got = tokio::time::timeout(Duration::from_secs(30), cache.node(id, &blobs)).await.expect("stranded");
     assert_eq!(*got.unwrap(), node);
-    assert_eq!(counting.gets.load(Ordering::SeqCst), 1, "the dropped load went on");
-    assert!(cache.get_in_memory(id).is_some(), "and its blob is cached");
+    assert_eq!(counting.gets.load(Ordering::SeqCst), 2, "loaded again");
+    assert!(cache.get_in_memory(id).is_some(), "and cached");
+}
+
+/// A load that panics answers every waiter with an error (none hangs),
+/// is not kept, and the next miss loads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_that_panics_fails_its_waiters_and_is_not_kept() {
+    let node = leaf(10);
+    let (counting, blobs, id) = store_with_delay(&node, Duration::from_millis(50)).await;
+    counting.panics.store(true, Ordering::SeqCst);
+    let cache = NodeCache::new(&CacheConfig::default()).await.unwrap();
+    let waiters: Vec<_> = (0..4)
+        .map(|_| {
+            let (cache, blobs) = (cache.clone(), blobs.clone());
+            tokio::spawn(async move { cache.node(id, &blobs).await })
+        })
+        .collect();
+    for w in waiters {
+        let got = tokio::time::timeout(Duration::from_secs(30), w).await.expect("a waiter hung");
+        assert_eq!(got.unwrap().unwrap_err().kind(), ErrorKind::Backend);
+    }
+    assert_eq!(counting.gets.load(Ordering::SeqCst), 1, "one load for all four");
+    counting.panics.store(false, Ordering::SeqCst);
+    assert_eq!(*cache.node(id, &blobs).await.unwrap(), node);
+    assert_eq!(counting.gets.load(Ordering::SeqCst), 2);
+}
+
+/// A blob removed from the cache while its load is in flight (it was
+/// deleted) is not cached by that load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_removed_during_its_load_is_not_cached_by_it() {
+    let node = leaf(10);
+    let (_counting, blobs, id) = store_with_delay(&node, Duration::from_millis(100)).await;
+    let cache = NodeCache::new(&CacheConfig::default()).await.unwrap();
+    let reader = {
+        let (cache, blobs) = (cache.clone(), blobs.clone());
+        tokio::spawn(async move { cache.node(id, &blobs).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    cache.remove(id);
+    assert_eq!(*reader.await.unwrap().unwrap(), node, "the reader still gets its answer");
+    assert!(cache.get_in_memory(id).is_none(), "but it is not cached");
 }
