@@ -65,3 +65,54 @@ async fn an_exclusive_database_recovers_abandoned_intents_while_open() {
     assert!(blobs.list().await.unwrap().is_empty(), "its staged blob is still there");
     drop(db);
 }
+
+/// A delete whose future is dropped while it repairs the tree (its item
+/// already removed, a sibling still loading) left a view that no longer
+/// matched the write log and the counts: a later commit published the
+/// removal without its count (count above items, an underfull leaf). Such
+/// a transaction can now only be rolled back.
+#[tokio::test]
+async fn a_delete_cancelled_while_repairing_the_tree_cannot_be_committed() {
+    let registry: Arc<dyn Registry> = Arc::new(MemRegistry::new());
+    let slow = common::TestBlobs::memory();
+    let blobs: Arc<dyn BlobStore> = slow.clone();
+    let db = open(registry.clone(), blobs.clone(), Duration::from_secs(60)).await;
+    db.create_store("s", common::small(4)).await.unwrap();
+    db.run_write(|tx| async move {
+        let s = tx.store::<u32, u32>("s").await?;
+        for k in 0..40 {
+            s.insert(&k, &k).await?;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    db.close().await.unwrap();
+    // A cold database whose blob reads are slow: a repair's sibling load
+    // is where the delete is caught.
+    let db = open(registry.clone(), blobs, Duration::from_secs(60)).await;
+    slow.get_delay_ms.store(300, std::sync::atomic::Ordering::SeqCst);
+    let tx = db.begin_write().await.unwrap();
+    let s = tx.store::<u32, u32>("s").await.unwrap();
+    assert_eq!(s.get(&0).await.unwrap(), Some(0), "the first leaf's path, loaded");
+    let mut cancelled = false;
+    for k in 0..8 {
+        match tokio::time::timeout(Duration::from_millis(100), s.remove(&k)).await {
+            Ok(removed) => assert!(removed.unwrap()),
+            Err(_) => {
+                cancelled = true;
+                break;
+            }
+        }
+    }
+    assert!(cancelled, "a delete should have waited for a sibling");
+    let err = tx.commit().await.expect_err("a transaction with a write cut midway committed");
+    assert_eq!(err.kind(), sop_core::ErrorKind::Closed, "{err}");
+    slow.get_delay_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+    let report = db.check().await.unwrap();
+    assert!(report.is_ok(), "{:#?}", report.problems);
+    assert_eq!(report.items, 40);
+    let count =
+        db.run_read(|tx| async move { tx.store::<u32, u32>("s").await?.count().await }).await.unwrap();
+    assert_eq!(count, 40);
+}

@@ -281,6 +281,12 @@ pub(crate) struct TxState {
     pub(crate) leftover: Vec<PhysicalId>,
     /// Set when the transaction committed, rolled back or failed.
     pub(crate) finished: bool,
+    /// Set while a write changes the view, cleared when it has logged
+    /// itself: still set, the write was dropped (cancelled) or failed
+    /// midway (a delete that had removed its item was repairing the tree),
+    /// and the view no longer matches the write log and counts, so the
+    /// transaction can only be rolled back (`check_live`).
+    pub(crate) writing: bool,
     /// `finished`, readable without the state's lock (`TxShared::check_live`).
     pub(crate) over: Arc<AtomicBool>,
     /// This transaction's place among the live ones (`crate::epoch`);
@@ -308,6 +314,7 @@ impl TxState {
             pending_values: FxHashMap::default(),
             leftover: Vec::new(),
             finished: false,
+            writing: false,
             over: Arc::default(),
             epoch: Some(epoch),
             merges: 0,
@@ -330,6 +337,12 @@ impl TxState {
     pub(crate) fn check_live(&self) -> Result<()> {
         if self.finished {
             return Err(Error::Closed(format!("transaction {}", self.id)));
+        }
+        if self.writing {
+            return Err(Error::Closed(format!(
+                "transaction {}: a write was cancelled or failed midway; roll it back",
+                self.id
+            )));
         }
         if Instant::now() > self.deadline {
             return Err(Error::Timeout { what: format!("transaction {}", self.id), after: self.timeout });

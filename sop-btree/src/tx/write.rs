@@ -43,6 +43,7 @@ impl TxState {
         let s = self.store(db, store).await?;
         let (root, slot) = (s.info.root, s.info.options.slot_length as usize);
         let (threshold, name) = (s.info.options.value_in_node_threshold as usize, s.name.clone());
+        self.writing = true;
         let old = match &value {
             Some(v) => {
                 let value = self.place_value(v.clone(), threshold);
@@ -63,6 +64,7 @@ impl TxState {
         s.delta += i64::from(delta);
         s.written.insert(key.clone());
         self.writes.push(WriteOp { store: name, key, value, delta });
+        self.writing = false;
         Ok(old)
     }
 
@@ -72,14 +74,19 @@ impl TxState {
     pub(crate) async fn apply_remove(&mut self, db: &DbInner, store: &str, key: Bytes) -> Result<bool> {
         let s = self.store(db, store).await?;
         let (root, slot, name) = (s.info.root, s.info.options.slot_length as usize, s.name.clone());
+        self.writing = true;
         let old = self.tree(db, root, slot).delete(&key).await?;
         self.log_point(store, &key, old.as_ref());
-        let Some(old) = old else { return Ok(false) };
+        let Some(old) = old else {
+            self.writing = false;
+            return Ok(false);
+        };
         self.release_value(&old.value);
         let s = self.store(db, store).await?;
         s.delta -= 1;
         s.written.insert(key.clone());
         self.writes.push(WriteOp { store: name, key, value: None, delta: -1 });
+        self.writing = false;
         Ok(true)
     }
 

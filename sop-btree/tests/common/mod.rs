@@ -142,6 +142,8 @@ pub(crate) struct TestBlobs {
     inner: Arc<dyn BlobStore>,
     /// Delay of every `put_many`, in milliseconds (0: none).
     pub(crate) put_delay_ms: AtomicU64,
+    /// Delay of every `get`, in milliseconds (0: none).
+    pub(crate) get_delay_ms: AtomicU64,
     /// Whether `delete`/`delete_many` fail with an I/O error.
     pub(crate) fail_deletes: AtomicBool,
 }
@@ -152,6 +154,7 @@ impl TestBlobs {
         Arc::new(Self {
             inner: Arc::new(sop_store::ObjectBlobStore::memory()),
             put_delay_ms: AtomicU64::new(0),
+            get_delay_ms: AtomicU64::new(0),
             fail_deletes: AtomicBool::new(false),
         })
     }
@@ -170,6 +173,10 @@ impl BlobStore for TestBlobs {
         self.inner.put(id, data).await
     }
     async fn get(&self, id: PhysicalId) -> sop_core::Result<Bytes> {
+        let ms = self.get_delay_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         self.inner.get(id).await
     }
     async fn delete(&self, id: PhysicalId) -> sop_core::Result<()> {
