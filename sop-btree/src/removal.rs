@@ -12,12 +12,13 @@
 //!    transaction that may still read the tree is live, or by recovery):
 //!    the detached tree is walked and removed one depth at a time, deepest
 //!    first, [`SWEEP_CHUNK`] nodes per publish (a chunk never mixes
-//!    depths), each chunk's blobs deleted before its handles (values and
-//!    delta bases before the node's own blob, so a node still readable
-//!    still names them). A crash between the two leaves handles whose
-//!    blobs are gone, but whose children are all removed already (their
-//!    depth went first); the next sweep (the intent is still there)
-//!    removes those first. A walk that cannot read a blob for another
+//!    depths), each chunk's blobs deleted before its handles (values,
+//!    delta bases and links before the node's own blob, so a node whose
+//!    blob is left still names them: its blob is read alone for them when
+//!    a part is already gone). A crash between the two leaves handles
+//!    whose blobs are gone, but whose children are all removed already
+//!    (their depth went first); the next sweep (the intent is still
+//!    there) removes those first. A walk that cannot read a blob for another
 //!    reason than its being gone stops the sweep (retried later): it must
 //!    not lose a subtree. Then the intent goes.
 //!
@@ -98,8 +99,8 @@ pub(crate) async fn sweep(db: &DbInner, roots: &[LogicalId]) -> Result<()> {
         // Nodes whose blob an interrupted sweep deleted have no children
         // left: they go first. Then depth by depth, deepest first, so that
         // a node goes only after all its children went.
-        let gone = walked.unreadable.iter().map(|&(id, version, blob)| (id, version, blob, Vec::new()));
-        remove_chunks(db, gone.collect()).await?;
+        // Their delta's base and links, if any are left, go with them.
+        remove_chunks(db, walked.unreadable).await?;
         let mut nodes = walked.nodes;
         nodes.sort_by_key(|n| std::cmp::Reverse(n.depth));
         for level in nodes.chunk_by(|a, b| a.depth == b.depth) {

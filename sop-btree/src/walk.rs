@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sop_core::{LogicalId, Node, PhysicalId, Result, StoreInfo};
+use sop_core::{LeafDelta, LogicalId, Node, PhysicalId, Result, StoreInfo};
 
 use crate::handles::EMPTY_ROOT;
 use crate::inner::DbInner;
@@ -21,7 +21,8 @@ pub(crate) struct WalkedNode {
     pub(crate) hi: Option<Bytes>,
     /// The node's own blob (`EMPTY_ROOT` for an empty root).
     pub(crate) physical: PhysicalId,
-    /// The other blobs it references: a delta's base, its values'.
+    /// The other blobs it references: a delta's base and earlier links,
+    /// its values'.
     pub(crate) others: Vec<PhysicalId>,
 }
 
@@ -32,12 +33,24 @@ pub(crate) struct Walk {
     pub(crate) nodes: Vec<WalkedNode>,
     pub(crate) blobs: Vec<PhysicalId>,
     pub(crate) problems: Vec<String>,
-    /// Nodes whose handle exists but whose blob is gone: id, version, blob
-    /// (a sweep interrupted after deleting them).
-    pub(crate) unreadable: Vec<(LogicalId, u64, PhysicalId)>,
+    /// Nodes whose handle exists but whose blob, or a blob it is read
+    /// through, is gone: id, version, blob, and the delta base and links
+    /// its blob still names (a sweep interrupted after deleting some).
+    pub(crate) unreadable: Vec<(LogicalId, u64, PhysicalId, Vec<PhysicalId>)>,
     /// Whether a blob could not be read for another reason than being
     /// gone (the walk is incomplete: a sweep must not act on it).
     pub(crate) incomplete: bool,
+}
+
+/// The base and links a delta blob names, read from the blob alone (its
+/// base or a link may be gone); nothing when the blob is gone too or is
+/// not a delta.
+async fn delta_parts(db: &DbInner, blob: PhysicalId) -> Vec<PhysicalId> {
+    let Ok(bytes) = db.blobs.get(blob).await else { return Vec::new() };
+    match LeafDelta::decode(&bytes) {
+        Ok(delta) => std::iter::once(delta.base).chain(delta.chain).collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 pub(crate) async fn walk(db: &DbInner, info: &StoreInfo) -> Result<Walk> {
@@ -61,12 +74,14 @@ pub(crate) async fn walk_from(db: &DbInner, root: LogicalId, name: &str) -> Resu
                 Ok(loaded) => {
                     out.blobs.push(h.physical_id);
                     others.extend(loaded.base); // a delta's base leaf
+                    others.extend(loaded.chain); // and its earlier links
                     loaded.node
                 }
                 Err(e) => {
                     out.problems.push(format!("store {name:?}: node {id}: {e}"));
                     if e.kind() == sop_core::ErrorKind::NotFound {
-                        out.unreadable.push((id, h.version, h.physical_id));
+                        let parts = delta_parts(db, h.physical_id).await;
+                        out.unreadable.push((id, h.version, h.physical_id, parts));
                     } else {
                         out.incomplete = true;
                     }

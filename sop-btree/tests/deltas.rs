@@ -91,11 +91,15 @@ async fn a_small_change_writes_a_delta_that_a_cold_reader_materializes() {
     let seven =
         cold.run_read(|tx| async move { tx.bytes_store("s").await?.get(&key(7)).await }).await.unwrap();
     assert_eq!(seven.as_deref(), Some(&b"second"[..]));
-    // A second small change replaces the delta (the base still stays).
+    // A second small change adds a link to the chain: it writes only its
+    // own change, and the first delta stays (the new one names it).
     put(&db, vec![8], b"third").await;
     db.flush_gc().await.unwrap();
-    let (full, deltas, _) = census(&blobs).await;
-    assert_eq!((full, deltas), (1, 1));
+    let (full, deltas, third) = census(&blobs).await;
+    assert_eq!((full, deltas), (1, 2));
+    assert!(third - after < 200, "the link took {} bytes for one item", third - after);
+    let expected = all(&db).await;
+    assert_eq!(all(&open(&registry, &blobs).await).await, expected, "a cold reader of the chain");
     assert_healthy(&db).await;
 }
 
@@ -105,20 +109,29 @@ async fn consolidation_rewrites_the_leaf_and_frees_the_old_base_and_deltas() {
     let db = open(&registry, &blobs).await;
     db.create_store("s", small(200)).await.unwrap();
     put(&db, (0..150).collect(), b"value").await;
-    let (mut seen_delta, mut consolidated) = (false, false);
+    let (mut seen_delta, mut consolidated, mut restarted, mut longest) = (false, false, false, 0);
+    let mut last = 0;
     for round in 0..60u32 {
         put(&db, vec![round * 2 % 150], b"rewritten").await;
         db.flush_gc().await.unwrap();
         let (full, deltas, _) = census(&blobs).await;
         assert_eq!(full, 1, "round {round}: {full} full leaves for one leaf");
-        assert!(deltas <= 1, "round {round}: {deltas} deltas kept");
+        assert!(deltas <= 16, "round {round}: a chain of {deltas} links");
         consolidated |= seen_delta && deltas == 0;
-        seen_delta |= deltas == 1;
+        restarted |= last > 1 && deltas == 1;
+        seen_delta |= deltas >= 1;
+        longest = longest.max(deltas);
+        last = deltas;
         assert_healthy(&db).await;
+        if round % 5 == 4 {
+            assert_eq!(all(&open(&registry, &blobs).await).await, all(&db).await, "round {round}: cold");
+        }
     }
+    assert_eq!(longest, 16, "the chain never grew to its bound");
+    assert!(restarted, "a full chain was never replaced by one delta");
     assert!(seen_delta, "no delta was ever written");
     assert!(consolidated, "the leaf was never written whole again");
-    // 60 rewrites of distinct keys outgrow a fifth of the leaf: it was
+    // 60 rewrites of distinct keys outgrow a quarter of the leaf: it was
     // consolidated at least once, and the reads still agree.
     let rows = all(&db).await;
     assert_eq!(rows.len(), 150);
@@ -142,6 +155,46 @@ async fn removing_a_store_frees_its_bases_and_deltas() {
     db.flush_gc().await.unwrap();
     assert_eq!(census(&blobs).await, (0, 0, 0), "blobs left after the store's removal");
     assert_healthy(&db).await;
+}
+
+/// A sweep cut after it deleted some of a chained leaf's base and links
+/// (as a crash between `delete_many` calls would leave it) still frees the
+/// rest: the leaf's own blob names them, read alone.
+#[tokio::test]
+async fn a_store_whose_chain_lost_some_links_is_still_removed_whole() {
+    let registry = Arc::new(MemRegistry::new());
+    let blobs = Arc::new(common::Plain(ObjectBlobStore::memory()));
+    let open = |registry: &Arc<MemRegistry>, blobs: &Arc<common::Plain>| {
+        let mut config = Config::from_parts(registry.clone(), blobs.clone(), true);
+        config.gc_grace = Duration::ZERO;
+        Database::open(config)
+    };
+    let db = open(&registry, &blobs).await.unwrap();
+    db.create_store("s", small(200)).await.unwrap();
+    put(&db, (0..150).collect(), b"value").await;
+    for k in [3, 50, 120, 149] {
+        put(&db, vec![k], b"changed").await;
+    }
+    db.flush_gc().await.unwrap();
+    let mut newest = None;
+    for id in blobs.list().await.unwrap() {
+        let b = blobs.get(id).await.unwrap();
+        if LeafDelta::is_delta(&b) {
+            let d = LeafDelta::decode(&b).unwrap();
+            if d.chain.len() == 3 {
+                newest = Some(d);
+            }
+        }
+    }
+    let newest = newest.expect("a chain of four links");
+    blobs.delete(newest.chain[1]).await.unwrap();
+    blobs.delete(newest.base).await.unwrap();
+    // A cold database: its cache does not hold the leaf.
+    let cold = open(&registry, &blobs).await.unwrap();
+    cold.remove_store("s").await.unwrap();
+    cold.flush_gc().await.unwrap();
+    assert_eq!(blobs.list().await.unwrap(), Vec::new(), "blobs left after the store's removal");
+    assert_healthy(&cold).await;
 }
 
 /// Deleting every item of a leaf gives its bytes back: the emptied leaf is

@@ -11,12 +11,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use common::{assert_healthy, small};
 use sop_btree::{Config, Database, ErrorKind};
 use sop_core::testkit::fault::FaultConfig;
-use sop_core::{BlobStore, PhysicalId, Registry};
+use sop_core::{BlobStore, Registry};
 use sop_registry::{FaultyRegistry, MemRegistry};
 use sop_store::ObjectBlobStore;
 
@@ -142,27 +140,6 @@ async fn a_sweep_cut_between_blobs_and_handles_is_finished_by_recovery() {
     }
 }
 
-/// Blobs under plain ids, not packed into records: a deleted blob is gone
-/// at once (as in the RocksDB blob store), not when its record goes.
-#[derive(Debug)]
-struct Plain(ObjectBlobStore);
-
-#[async_trait]
-impl BlobStore for Plain {
-    async fn put(&self, id: PhysicalId, data: Bytes) -> sop_core::Result<()> {
-        self.0.put(id, data).await
-    }
-    async fn get(&self, id: PhysicalId) -> sop_core::Result<Bytes> {
-        self.0.get(id).await
-    }
-    async fn delete(&self, id: PhysicalId) -> sop_core::Result<()> {
-        self.0.delete(id).await
-    }
-    async fn list(&self) -> sop_core::Result<Vec<PhysicalId>> {
-        self.0.list().await
-    }
-}
-
 /// Another process, its store and node handles cached from before a
 /// store's removal, reads the store while the sweep has deleted some
 /// nodes' blobs but not yet their handles (the sweep's handle removals
@@ -172,7 +149,7 @@ impl BlobStore for Plain {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_of_a_store_being_swept_gets_a_conflict_not_corruption() {
     let reg = Arc::new(common::attack::LostReply::default());
-    let blobs: Arc<dyn BlobStore> = Arc::new(Plain(ObjectBlobStore::memory()));
+    let blobs: Arc<dyn BlobStore> = Arc::new(common::Plain(ObjectBlobStore::memory()));
     let shared = || {
         let mut config = Config::from_parts(reg.clone(), blobs.clone(), false);
         config.gc_grace = Duration::ZERO;

@@ -79,7 +79,7 @@ fn delta_weight(leaf: &DeltaLeaf) -> usize {
         .sum();
     // The base's `node_weight` from its size, with no pass over its items:
     // an item weighs its `size_hint` plus about 68 bytes.
-    64 + layers.sizes.base_size + layers.base_items().len() * 68 + ops + 16
+    64 + layers.sizes.base_size + layers.base_items().len() * 68 + ops + 16 + leaf.chain().len() * 16
 }
 
 /// The node's bytes in memory, its key index's 16-byte word per key
@@ -104,7 +104,11 @@ fn value_weight(value: &Value) -> usize {
 
 const TAG_NODE: u8 = 0;
 const TAG_VALUE: u8 = 1;
+/// A delta with no chain: its base, then the merged leaf.
 const TAG_DELTA: u8 = 2;
+/// A delta with a chain: its base, the link count (`u32`), the links,
+/// then the merged leaf.
+const TAG_CHAIN: u8 = 3;
 
 fn io_err(e: std::io::Error) -> foyer::Error {
     foyer::Error::io_error(e)
@@ -116,8 +120,17 @@ impl Code for CachedBlob {
             Self::Node { node, .. } => (TAG_NODE, Bytes::from(node.encode())),
             Self::Delta { leaf, base } => {
                 let mut b = base.as_u128().to_le_bytes().to_vec();
+                let tag = if leaf.chain().is_empty() {
+                    TAG_DELTA
+                } else {
+                    let n = u32::try_from(leaf.chain().len())
+                        .map_err(|_| io_err(std::io::Error::other("chain too long to cache")))?;
+                    b.extend_from_slice(&n.to_le_bytes());
+                    leaf.chain().iter().for_each(|l| b.extend_from_slice(&l.as_u128().to_le_bytes()));
+                    TAG_CHAIN
+                };
                 b.extend_from_slice(&leaf.merged().0.encode());
-                (TAG_DELTA, Bytes::from(b))
+                (tag, Bytes::from(b))
             }
             Self::Value(b) => (TAG_VALUE, b.clone()),
         };
@@ -144,16 +157,11 @@ impl Code for CachedBlob {
                 .map(|n| Self::node(Arc::new(n)))
                 .map_err(|e| io_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e))),
             TAG_VALUE => Ok(Self::Value(bytes)),
-            TAG_DELTA if bytes.len() >= 16 => {
-                let mut base = [0u8; 16];
-                base.copy_from_slice(&bytes[..16]);
-                Node::decode(&bytes.slice(16..))
-                    .map(|n| {
-                        let leaf = DeltaLeaf::materialized(Arc::new(n));
-                        Self::delta(leaf, PhysicalId::from_u128(u128::from_le_bytes(base)))
-                    })
-                    .map_err(|e| io_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
-            }
+            TAG_DELTA | TAG_CHAIN => decode_delta(&bytes, tag == TAG_CHAIN)
+                .ok_or_else(|| {
+                    io_err(std::io::Error::new(std::io::ErrorKind::InvalidData, "bad cached delta"))
+                })?
+                .map_err(|e| io_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e))),
             t => Err(io_err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("unknown cache tag {t}"),
@@ -166,11 +174,42 @@ impl Code for CachedBlob {
             Self::Node { node, .. } => node_weight(node),
             // The disk tier stores the merged leaf.
             Self::Delta { leaf, .. } => {
-                16 + leaf.layers().map_or_else(|| leaf.merged().0.size_hint(), |l| l.sizes.size)
+                20 + 16 * leaf.chain().len()
+                    + leaf.layers().map_or_else(|| leaf.merged().0.size_hint(), |l| l.sizes.size)
             }
             Self::Value(b) => b.len(),
         }
     }
+}
+
+/// A cached delta as [`CachedBlob::encode`] writes it (`chained`: with a
+/// link count and links); `None` when the bytes are too short.
+fn decode_delta(bytes: &Bytes, chained: bool) -> Option<sop_core::Result<CachedBlob>> {
+    let id = |at: usize| -> Option<PhysicalId> {
+        let b: [u8; 16] = bytes.get(at..at + 16)?.try_into().ok()?;
+        Some(PhysicalId::from_u128(u128::from_le_bytes(b)))
+    };
+    let base = id(0)?;
+    let mut at = 16;
+    let mut chain = Vec::new();
+    if chained {
+        let n: [u8; 4] = bytes.get(16..20)?.try_into().ok()?;
+        let n = u32::from_le_bytes(n) as usize;
+        at = 20;
+        // Every link is 16 bytes of what is left.
+        if n > bytes.len().saturating_sub(at) / 16 {
+            return None;
+        }
+        for _ in 0..n {
+            chain.push(id(at)?);
+            at += 16;
+        }
+    }
+    let node = Node::decode(&bytes.slice(at..));
+    Some(node.map(|n| {
+        let leaf = DeltaLeaf::materialized(Arc::new(n)).with_chain(chain);
+        CachedBlob::delta(leaf, base)
+    }))
 }
 
 #[cfg(test)]
@@ -225,6 +264,10 @@ mod tests {
         for blob in [
             CachedBlob::node(Arc::new(Node::empty_leaf())),
             CachedBlob::delta(layered(), PhysicalId::new()),
+            CachedBlob::delta(
+                layered().with_chain(vec![PhysicalId::new(), PhysicalId::new()]),
+                PhysicalId::new(),
+            ),
             CachedBlob::Value(Bytes::from_static(b"v")),
         ] {
             let mut buf = Vec::new();
@@ -236,6 +279,7 @@ mod tests {
                 }
                 (CachedBlob::Delta { leaf: a, base: x }, CachedBlob::Delta { leaf: b, base: y }) => {
                     assert_eq!(x, y);
+                    assert_eq!(a.chain(), b.chain());
                     assert!(b.layers().is_none(), "read back merged only");
                     assert_eq!(a.merged(), b.merged());
                 }

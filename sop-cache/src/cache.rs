@@ -10,7 +10,7 @@ use foyer::{
     BlockEngineConfig, DeviceBuilder, Event, EventListener, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
     S3FifoConfig,
 };
-use sop_core::{BlobStore, Error, ErrorKind, KeyIndex, LeafDelta, Node, PhysicalId, Result};
+use sop_core::{BlobStore, DeltaOp, Error, ErrorKind, KeyIndex, LeafDelta, Node, PhysicalId, Result};
 
 use crate::inflight::Inflight;
 use crate::{CachedBlob, DeltaLeaf};
@@ -28,6 +28,9 @@ pub struct LoadedNode {
     pub index: Arc<KeyIndex>,
     /// The full leaf blob the node's delta applies to, when it is a delta.
     pub base: Option<PhysicalId>,
+    /// The earlier links of the delta's chain, oldest first (empty for a
+    /// full node or a delta with no chain).
+    pub chain: Vec<PhysicalId>,
 }
 
 /// A local disk tier for the cache.
@@ -174,9 +177,10 @@ impl NodeCache {
         match self.node_blob(id, blobs).await? {
             CachedBlob::Delta { leaf, base } => {
                 let (node, index) = leaf.merged();
-                Ok(LoadedNode { node: node.clone(), index: index.clone(), base: Some(base) })
+                let chain = leaf.chain().to_vec();
+                Ok(LoadedNode { node: node.clone(), index: index.clone(), base: Some(base), chain })
             }
-            CachedBlob::Node { node, index } => Ok(LoadedNode { node, index, base: None }),
+            CachedBlob::Node { node, index } => Ok(LoadedNode { node, index, base: None, chain: Vec::new() }),
             CachedBlob::Value(_) => Err(value_as_node(id)),
         }
     }
@@ -209,19 +213,41 @@ impl NodeCache {
                 return Ok(CachedBlob::node(Arc::new(Node::decode(&bytes)?)));
             }
             let delta = LeafDelta::decode(&bytes)?;
-            if delta.base == id {
+            if delta.base == id || delta.chain.iter().any(|l| *l == id || *l == delta.base) {
                 return Err(Error::corruption(
                     "leaf delta",
-                    format!("the delta {id} names itself as its base"),
+                    format!("the delta {id} names itself or its base as its base or a link"),
                 ));
             }
-            let (base, index) = this.full_node(delta.base, &blobs).await?;
-            let leaf = DeltaLeaf::layered(base, index, delta.ops).map_err(|_| {
-                Error::corruption("leaf delta", format!("the base {} of {id} is not a leaf", delta.base))
-            })?;
+            let (base, index, prior) = match this.cached_link(&delta) {
+                Some(l) => (l.0, l.1, l.2),
+                None => {
+                    let (base, index) = this.full_node(delta.base, &blobs).await?;
+                    (base, index, read_links(&delta, &blobs).await?)
+                }
+            };
+            let Node::Leaf { items } = base.as_ref() else {
+                return Err(Error::corruption(
+                    "leaf delta",
+                    format!("the base {} of {id} is not a leaf", delta.base),
+                ));
+            };
+            let in_base = |k: &[u8]| index.search(items, k).is_ok();
+            let ops =
+                if delta.chain.is_empty() { delta.ops } else { LeafDelta::fold(&prior, &delta.ops, in_base) };
+            let leaf = DeltaLeaf::layered(base.clone(), index.clone(), ops)?.with_chain(delta.chain);
             Ok(CachedBlob::delta(leaf, delta.base))
         })
         .await
+    }
+
+    /// The base, its index and the changes since it of `delta`'s last
+    /// link, when that link is cached as layers of the same chain.
+    fn cached_link(&self, delta: &LeafDelta) -> Option<(Arc<Node>, Arc<KeyIndex>, Vec<DeltaOp>)> {
+        let (last, earlier) = delta.chain.split_last()?;
+        let Some(CachedBlob::Delta { leaf, base }) = self.get_in_memory(*last) else { return None };
+        let layers = leaf.layers().filter(|_| base == delta.base && leaf.chain() == earlier)?;
+        Some((layers.base.clone(), layers.base_index.clone(), layers.ops.clone()))
     }
 
     /// A full node blob (a delta's base), never a delta, with its index:
@@ -356,4 +382,20 @@ impl NodeCache {
     pub async fn close(&self) -> Result<()> {
         self.cache.close().await.map_err(foyer_err)
     }
+}
+
+/// The changes of `delta`'s earlier links, every link's blob read and
+/// folded in order. Each link must be a delta on the same base whose own
+/// chain is the links before it.
+async fn read_links(delta: &LeafDelta, blobs: &Arc<dyn BlobStore>) -> Result<Vec<DeltaOp>> {
+    let links = futures::future::try_join_all(delta.chain.iter().map(|l| blobs.get(*l))).await?;
+    let mut ops: Vec<DeltaOp> = Vec::new();
+    for (i, (bytes, id)) in links.iter().zip(&delta.chain).enumerate() {
+        let link = LeafDelta::decode(bytes)?;
+        if link.base != delta.base || delta.chain.get(..i) != Some(link.chain.as_slice()) {
+            return Err(Error::corruption("leaf delta", format!("the link {id} belongs to another chain")));
+        }
+        ops = LeafDelta::fold(&ops, &link.ops, |_| true);
+    }
+    Ok(ops)
 }

@@ -15,7 +15,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use sop_core::{DeltaOp, Error, Item, KeyIndex, LeafDelta, Node, Result};
+use sop_core::{DeltaOp, Error, Item, KeyIndex, LeafDelta, Node, PhysicalId, Result};
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -25,6 +25,10 @@ pub struct DeltaLeaf {
     layers: Option<Layers>,
     /// The leaf with the changes applied, and its index.
     merged: OnceLock<(Arc<Node>, Arc<KeyIndex>)>,
+    /// The earlier links of the delta's chain, oldest first
+    /// (`sop_core::LeafDelta::chain`): blobs this leaf is read from, with
+    /// its own and its base.
+    chain: Vec<PhysicalId>,
 }
 
 /// A delta leaf's base and changes.
@@ -126,7 +130,7 @@ impl DeltaLeaf {
         sizes: LeafSizes,
     ) -> Self {
         let layers = Layers { base, base_index, ops, sizes };
-        Self { layers: Some(layers), merged: OnceLock::new() }
+        Self { layers: Some(layers), merged: OnceLock::new(), chain: Vec::new() }
     }
 
     /// A delta leaf known only merged (`node`).
@@ -135,7 +139,21 @@ impl DeltaLeaf {
         let merged = OnceLock::new();
         let index = Arc::new(KeyIndex::of_node(&node));
         let _ = merged.set((node, index));
-        Self { layers: None, merged }
+        Self { layers: None, merged, chain: Vec::new() }
+    }
+
+    /// The same leaf, read through a delta whose earlier links are
+    /// `chain` (oldest first).
+    #[must_use]
+    pub fn with_chain(mut self, chain: Vec<PhysicalId>) -> Self {
+        self.chain = chain;
+        self
+    }
+
+    /// The earlier links of the delta's chain, oldest first.
+    #[must_use]
+    pub fn chain(&self) -> &[PhysicalId] {
+        &self.chain
     }
 
     /// The base and the changes, when known.

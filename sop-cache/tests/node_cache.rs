@@ -265,7 +265,7 @@ async fn cyclic_delta_bases_are_corruption_not_a_hang() {
     let counting = Arc::new(CountingStore::new(Duration::from_millis(20)));
     let blobs: Arc<dyn BlobStore> = counting.clone();
     let (own, a, b) = (PhysicalId::new(), PhysicalId::new(), PhysicalId::new());
-    let delta = |base| Bytes::from(LeafDelta { base, ops: Vec::new() }.encode());
+    let delta = |base| Bytes::from(LeafDelta { base, chain: Vec::new(), ops: Vec::new() }.encode());
     blobs.put(own, delta(own)).await.unwrap();
     blobs.put(a, delta(b)).await.unwrap();
     blobs.put(b, delta(a)).await.unwrap();
@@ -293,7 +293,10 @@ async fn a_delta_materializes_on_its_base() {
     let Node::Leaf { items } = &base_node else { unreachable!() };
     let gone = items[1].key.clone();
     let d = PhysicalId::new();
-    blobs.put(d, Bytes::from(LeafDelta { base, ops: vec![DeltaOp::Delete(gone)] }.encode())).await.unwrap();
+    blobs
+        .put(d, Bytes::from(LeafDelta { base, chain: Vec::new(), ops: vec![DeltaOp::Delete(gone)] }.encode()))
+        .await
+        .unwrap();
     let cache = NodeCache::new(&CacheConfig::default()).await.unwrap();
     let loaded = cache.node_and_base(d, &blobs).await.unwrap();
     let (node, got_base) = (loaded.node, loaded.base);
@@ -301,6 +304,71 @@ async fn a_delta_materializes_on_its_base() {
     assert_eq!(*node, Node::Leaf { items: vec![items[0].clone(), items[2].clone()] });
     assert!(cache.get_in_memory(d).is_some(), "the delta leaf is cached");
     assert!(cache.get_in_memory(base).is_none(), "a reader cached the base too (twice the memory)");
+}
+
+/// A chain of deltas materializes as its base with every link's changes
+/// applied in order, cold (every link read) and with the previous link
+/// cached (only the newest read); it reports its base and links. A link
+/// that belongs to another chain, or names the delta itself, is
+/// `Corruption`; a link that is gone is `NotFound`.
+#[tokio::test]
+async fn a_chain_of_deltas_materializes_link_by_link() {
+    use sop_core::{DeltaOp, LeafDelta};
+    let base_node = leaf(4);
+    let (counting, blobs, base) = store_with(&base_node).await;
+    let Node::Leaf { items } = &base_node else { unreachable!() };
+    let put = |k: &str, v: &str| {
+        DeltaOp::Put(Item {
+            key: Bytes::from(k.to_owned()),
+            version: TxId::new(),
+            value: Value::Inline(Bytes::from(v.to_owned())),
+        })
+    };
+    // Link 1 deletes key1 and adds "key00001a"; link 2 puts key1 back and
+    // rewrites "key00001a"; link 3 deletes "key00001a" (put by a link only).
+    let steps = [
+        vec![put("key00000a", "1"), DeltaOp::Delete(items[1].key.clone())],
+        vec![put("key00000a", "2"), put("key00001", "back")],
+        vec![DeltaOp::Delete(Bytes::from_static(b"key00000a"))],
+    ];
+    let mut chain = Vec::new();
+    let mut expected = items.clone();
+    for ops in steps {
+        expected = LeafDelta::apply_ops(&expected, &ops);
+        let id = PhysicalId::new();
+        let delta = LeafDelta { base, chain: chain.clone(), ops };
+        blobs.put(id, Bytes::from(delta.encode())).await.unwrap();
+        chain.push(id);
+    }
+    let newest = *chain.last().unwrap();
+    let earlier = chain[..2].to_vec();
+    let cold = NodeCache::new(&CacheConfig::default()).await.unwrap();
+    let gets = counting.gets.load(Ordering::SeqCst);
+    let loaded = cold.node_and_base(newest, &blobs).await.unwrap();
+    assert_eq!(*loaded.node, Node::Leaf { items: expected.clone() });
+    assert_eq!((loaded.base, loaded.chain.clone()), (Some(base), earlier.clone()));
+    assert_eq!(counting.gets.load(Ordering::SeqCst) - gets, 4, "the link, its base and two earlier links");
+    // With the previous link cached, only the newest link is read.
+    let warm = NodeCache::new(&CacheConfig::default()).await.unwrap();
+    warm.node(chain[1], &blobs).await.unwrap();
+    let gets = counting.gets.load(Ordering::SeqCst);
+    assert_eq!(*warm.node(newest, &blobs).await.unwrap(), Node::Leaf { items: expected });
+    assert_eq!(counting.gets.load(Ordering::SeqCst) - gets, 1, "the previous link's changes reused");
+    // A link of another chain (it names other earlier links), a link that
+    // names the delta itself, a link that is gone.
+    let (stray, looped, gone) = (PhysicalId::new(), PhysicalId::new(), PhysicalId::new());
+    let odd = LeafDelta { base, chain: vec![chain[1], chain[0]], ops: Vec::new() };
+    blobs.put(stray, Bytes::from(odd.encode())).await.unwrap();
+    let looping = LeafDelta { base, chain: vec![chain[0], looped], ops: Vec::new() };
+    blobs.put(looped, Bytes::from(looping.encode())).await.unwrap();
+    let missing = LeafDelta { base, chain: vec![chain[0], PhysicalId::new()], ops: Vec::new() };
+    blobs.put(gone, Bytes::from(missing.encode())).await.unwrap();
+    let fresh = NodeCache::new(&CacheConfig::default()).await.unwrap();
+    for (id, kind) in
+        [(stray, ErrorKind::Corruption), (looped, ErrorKind::Corruption), (gone, ErrorKind::NotFound)]
+    {
+        assert_eq!(fresh.node(id, &blobs).await.unwrap_err().kind(), kind, "{id}");
+    }
 }
 
 /// A miss is loaded by the caller that awaits it, on its own thread (no

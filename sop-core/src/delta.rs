@@ -2,11 +2,14 @@
 //! blob — what a commit writes for a leaf it changed a little, instead of
 //! the whole leaf.
 //!
-//! A delta is cumulative: it holds every change since the base, so a reader
-//! needs exactly two blobs (base and delta) and the next commit to the leaf
-//! writes a new delta on the same base, which makes the previous delta
-//! obsolete and leaves the base alone. The engine writes a full leaf again
-//! (consolidation) once a delta would outgrow a share of its base.
+//! A delta is one link of a *chain*: its changes apply to its base with the
+//! changes of the earlier links of its chain (`LeafDelta::chain`, oldest
+//! first) applied in order, so the next commit to the leaf writes only its
+//! own changes, as a new link naming every earlier one; nothing of the
+//! leaf becomes obsolete. A delta with an empty chain holds every change
+//! since its base (format version 1 wrote only those: they still decode).
+//! The engine writes a full leaf again (consolidation) once a chain grows
+//! past a length or its changes outgrow a share of the base.
 
 use bytes::Bytes;
 
@@ -14,7 +17,8 @@ use crate::codec::{begin_frame, open_frame, tag};
 use crate::node::{decode_item, encode_item, slice_of};
 use crate::{Error, Item, PhysicalId, Result, Value};
 
-const FORMAT_VERSION: u8 = 1;
+/// Version 2 added the chain; version 1 (no chain) is still read.
+const FORMAT_VERSION: u8 = 2;
 const WHAT: &str = "leaf delta";
 const PUT: u8 = 0;
 const DELETE: u8 = 1;
@@ -51,6 +55,10 @@ impl DeltaOp {
 pub struct LeafDelta {
     /// The full leaf blob the changes apply to.
     pub base: PhysicalId,
+    /// The earlier links, oldest first: deltas on the same base whose
+    /// changes apply before these (empty: these are every change since
+    /// the base).
+    pub chain: Vec<PhysicalId>,
     /// The changes, in strictly ascending key order.
     pub ops: Vec<DeltaOp>,
 }
@@ -95,7 +103,9 @@ impl LeafDelta {
         }
     }
 
-    /// The items of the base with the changes applied (sorted by key).
+    /// The items of the base with the changes applied (sorted by key),
+    /// for a delta with no chain (a link's changes apply on top of its
+    /// chain's: fold them first).
     #[must_use]
     pub fn apply(&self, base: &[Item]) -> Vec<Item> {
         Self::apply_ops(base, &self.ops)
@@ -127,6 +137,28 @@ impl LeafDelta {
         out
     }
 
+    /// The changes `older` followed by `newer` (both strictly ascending by
+    /// key) as one list of changes: where both change a key, `newer`'s
+    /// wins; a delete of a key `in_base` says the base lacks (put by
+    /// `older` only) is no change and is dropped.
+    #[must_use]
+    pub fn fold(older: &[DeltaOp], newer: &[DeltaOp], in_base: impl Fn(&[u8]) -> bool) -> Vec<DeltaOp> {
+        let mut out = Vec::with_capacity(older.len() + newer.len());
+        let mut newer = newer.iter().peekable();
+        for op in older {
+            while let Some(n) = newer.next_if(|n| n.key() < op.key()) {
+                out.push(n.clone());
+            }
+            match newer.next_if(|n| n.key() == op.key()) {
+                Some(DeltaOp::Delete(key)) if !in_base(key) => {}
+                Some(n) => out.push(n.clone()),
+                None => out.push(op.clone()),
+            }
+        }
+        out.extend(newer.cloned());
+        out
+    }
+
     /// About how many bytes the changes take encoded.
     #[must_use]
     pub fn ops_size_hint(ops: &[DeltaOp]) -> usize {
@@ -145,6 +177,10 @@ impl LeafDelta {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = begin_frame(tag::DELTA, FORMAT_VERSION, Self::ops_size_hint(&self.ops));
         w.u128(self.base.as_u128());
+        w.varint(self.chain.len() as u64);
+        for link in &self.chain {
+            w.u128(link.as_u128());
+        }
         w.varint(self.ops.len() as u64);
         for op in &self.ops {
             match op {
@@ -168,8 +204,16 @@ impl LeafDelta {
     /// `Corruption` (or `UnsupportedVersion`) for bytes that are not a
     /// well-formed delta, including changes out of key order; never panics.
     pub fn decode(bytes: &Bytes) -> Result<Self> {
-        let (_, mut r) = open_frame(bytes, tag::DELTA, FORMAT_VERSION, WHAT)?;
+        let (version, mut r) = open_frame(bytes, tag::DELTA, FORMAT_VERSION, WHAT)?;
         let base = PhysicalId::from_u128(r.u128()?);
+        let mut chain = Vec::new();
+        if version >= 2 {
+            let n = r.count(16)?;
+            chain.reserve(n);
+            for _ in 0..n {
+                chain.push(PhysicalId::from_u128(r.u128()?));
+            }
+        }
         // A change is at least 1 (kind) + 1 (key length) byte.
         let n = r.count(2)?;
         let mut ops: Vec<DeltaOp> = Vec::with_capacity(n);
@@ -185,7 +229,7 @@ impl LeafDelta {
             ops.push(op);
         }
         r.finish()?;
-        Ok(Self { base, ops })
+        Ok(Self { base, chain, ops })
     }
 }
 
@@ -234,13 +278,13 @@ mod tests {
         new.push(item("z", "9")); // z added after everything
         let ops = LeafDelta::diff(&base, &new);
         assert_eq!(ops.len(), 5, "{ops:?}");
-        let delta = LeafDelta { base: PhysicalId::new(), ops };
+        let delta = LeafDelta { base: PhysicalId::new(), chain: Vec::new(), ops };
         assert_eq!(delta.apply(&base), new);
         let bytes = Bytes::from(delta.encode());
         assert!(LeafDelta::is_delta(&bytes));
         assert_eq!(LeafDelta::decode(&bytes).unwrap(), delta);
         assert!(LeafDelta::diff(&new, &new).is_empty());
-        assert_eq!(LeafDelta { base: delta.base, ops: LeafDelta::diff(&base, &[]) }.apply(&base), vec![]);
+        assert_eq!(LeafDelta::apply_ops(&base, &LeafDelta::diff(&base, &[])), vec![]);
     }
 
     /// Equal contents in other buffers are unchanged; a rewrite at the same
@@ -270,6 +314,7 @@ mod tests {
     fn damaged_or_disordered_deltas_are_corruption_never_a_panic() {
         let delta = LeafDelta {
             base: PhysicalId::new(),
+            chain: vec![PhysicalId::new(), PhysicalId::new()],
             ops: vec![DeltaOp::Put(item("a", "1")), DeltaOp::Delete(Bytes::from_static(b"c"))],
         };
         let bytes = delta.encode();
@@ -286,7 +331,7 @@ mod tests {
                 "bit {i}"
             );
         }
-        let backwards = LeafDelta { base: delta.base, ops: delta.ops.iter().rev().cloned().collect() };
+        let backwards = LeafDelta { ops: delta.ops.iter().rev().cloned().collect(), ..delta.clone() };
         let err = LeafDelta::decode(&Bytes::from(backwards.encode())).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
         // A node blob is not a delta, and the other way round.
@@ -294,6 +339,83 @@ mod tests {
         assert!(!LeafDelta::is_delta(&node));
         assert!(LeafDelta::decode(&Bytes::from(node)).is_err());
         assert!(crate::Node::decode(&Bytes::from(delta.encode())).is_err());
+    }
+
+    /// A chain's links folded in order give the leaf the changes made one
+    /// after the other give; a delete of a key only a link put vanishes.
+    #[test]
+    fn folding_a_chain_gives_the_changes_made_in_order() {
+        let base = vec![item("b", "1"), item("d", "2"), item("f", "3")];
+        let in_base = |k: &[u8]| base.iter().any(|i| i.key.as_ref() == k);
+        let mut leaf = base.clone();
+        let mut folded = Vec::new();
+        let steps: [&[(&str, Option<&str>)]; 4] = [
+            &[("a", Some("x")), ("d", None)],
+            &[("a", None), ("c", Some("y")), ("f", Some("z"))],
+            &[("d", Some("back")), ("g", Some("w"))],
+            &[("b", None), ("c", Some("y2")), ("g", None)],
+        ];
+        for step in steps {
+            let ops: Vec<DeltaOp> = step
+                .iter()
+                .map(|(k, v)| match v {
+                    Some(v) => DeltaOp::Put(item(k, v)),
+                    None => DeltaOp::Delete(Bytes::copy_from_slice(k.as_bytes())),
+                })
+                .collect();
+            leaf = LeafDelta::apply_ops(&leaf, &ops);
+            folded = LeafDelta::fold(&folded, &ops, in_base);
+            assert_eq!(LeafDelta::apply_ops(&base, &folded), leaf);
+        }
+        let keys: Vec<&[u8]> = folded.iter().map(|op| op.key().as_ref()).collect();
+        assert_eq!(keys, [&b"b"[..], b"c", b"d", b"f"], "a and g, put then deleted, leave nothing");
+    }
+
+    /// A delta of format version 1 (no chain; 2026-12-02) still decodes,
+    /// as a delta with an empty chain. The bytes are a fixture: they
+    /// pin the old layout, not the current encoder's.
+    #[test]
+    fn a_version_one_delta_still_decodes() {
+        let fixture = V1_FIXTURE;
+        let bytes = Bytes::from(hex(fixture));
+        let delta = LeafDelta::decode(&bytes).unwrap();
+        assert_eq!(delta.base, PhysicalId::from_u128(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10));
+        assert!(delta.chain.is_empty());
+        assert_eq!(delta.ops.len(), 2);
+        let DeltaOp::Put(put) = &delta.ops[0] else { panic!("a put first") };
+        assert_eq!((put.key.as_ref(), &put.value), (&b"a"[..], &Value::Inline(Bytes::from_static(b"v"))));
+        assert_eq!(delta.ops[1], DeltaOp::Delete(Bytes::from_static(b"c")));
+        // The same delta written today is version 2 and reads back equal.
+        let again = LeafDelta::decode(&Bytes::from(delta.encode())).unwrap();
+        assert_eq!(again, delta);
+    }
+
+    const V1_FIXTURE: &str =
+        "4401100f0e0d0c0b0a0908070605040302010200016188887777666655554444333322221111000176010163ccca1479";
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    /// The fixture is a version-1 delta as docs/format.md lays it out
+    /// (written field by field here, as the version-1 encoder did).
+    #[test]
+    fn version_one_layout() {
+        let put = Item {
+            key: Bytes::from_static(b"a"),
+            version: TxId::from_u128(0x1111_2222_3333_4444_5555_6666_7777_8888),
+            value: Value::Inline(Bytes::from_static(b"v")),
+        };
+        let mut w = begin_frame(tag::DELTA, 1, 64);
+        w.u128(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10);
+        w.varint(2);
+        w.u8(PUT);
+        encode_item(&mut w, &put);
+        w.u8(DELETE);
+        w.bytes(b"c");
+        let bytes = w.finish_frame();
+        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(text, V1_FIXTURE);
     }
 
     #[test]

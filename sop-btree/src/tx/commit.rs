@@ -18,46 +18,70 @@ use crate::claims::Claim;
 use crate::failpoint::CommitStep;
 use crate::handles::EMPTY_ROOT;
 use crate::inner::DbInner;
-use crate::tx::state::{TxNode, TxState};
+use crate::tx::state::{Base, TxNode, TxState};
 
 /// Everything one publish attempt writes.
 struct Plan {
     request: PublishRequest,
     /// Blobs to stage, with what the node cache should hold for a node.
     staged: Vec<(PhysicalId, Bytes, Option<CachedBlob>)>,
+    /// Blobs the leaves were read from that stay live as links of the
+    /// chains written: they leave the cache on publish.
+    superseded: Vec<PhysicalId>,
     /// Whether the blobs and the committed intent go in the publish's own
     /// atomic write (the blob store is the registry's own): nothing is
     /// written ahead of the publish, so a failed attempt leaves nothing.
     one_write: bool,
 }
 
-/// A leaf is written as a delta while the delta's encoding plus the bytes
-/// its base holds for nothing (items deleted since, or moved out by a
-/// split) stay within this share (numerator, denominator) of the base's
-/// encoding; past it, the leaf is written whole again (consolidation),
-/// which starts a new base. Counting the dead bytes keeps a mass delete or
-/// a split from pinning a base full of gone items.
-const DELTA_SHARE: (usize, usize) = (1, 5);
+/// A leaf is written as a delta while its changes since its base (all of
+/// its chain's) plus the bytes the base holds for nothing (items deleted
+/// since, or moved out by a split) stay within this share (numerator,
+/// denominator) of the base's encoding; past it, the leaf is written whole
+/// again (consolidation), which starts a new base. Counting the dead bytes
+/// keeps a mass delete or a split from pinning a base full of gone items.
+const DELTA_SHARE: (usize, usize) = (1, 4);
 
-/// How one dirty node is written: the blob, what the cache holds for it,
-/// and the blobs it makes obsolete.
-fn encode_dirty(n: &TxNode) -> (Bytes, CachedBlob, Vec<PhysicalId>) {
+/// A leaf's delta chain holds at most this many links (the newest
+/// included): a cold read of the leaf reads its base and every link. A
+/// commit to a leaf whose chain is full writes its changes since the base
+/// as one delta with no chain (a restart), which makes the links obsolete.
+const MAX_LINKS: usize = 16;
+
+/// How one dirty node is written.
+struct Encoded {
+    bytes: Bytes,
+    /// What the node cache holds for it.
+    cached: CachedBlob,
+    /// The blobs it makes obsolete.
+    obsolete: Vec<PhysicalId>,
+    /// The blob it was read from, still live (a link of its chain) but no
+    /// longer the leaf's: it leaves the cache.
+    superseded: Option<PhysicalId>,
+}
+
+/// How one dirty node is written: a new link on the delta chain it was
+/// read through, a delta with no chain, or the whole node.
+fn encode_dirty(n: &TxNode) -> Encoded {
     if let Some(base) = &n.base
         && let Node::Leaf { items: base_items } = base.node.as_ref()
-        && let Some(ops) = delta_ops(n, base_items)
     {
         let sizes = n.leaf_sizes(base);
-        debug_assert_eq!(
-            sizes,
-            LeafSizes::of(base_items, &base.index, &ops),
-            "sizes kept as the leaf changed"
-        );
-        let base_size = sizes.base_size;
-        let dead = base_size.saturating_sub(sizes.size);
-        if (LeafDelta::ops_size_hint(&ops) + dead) * DELTA_SHARE.1 <= base_size * DELTA_SHARE.0 {
-            let bytes = Bytes::from(LeafDelta { base: base.id, ops }.encode());
-            // The delta replaces the previous delta, never the base.
-            let obsolete = if base.under_delta { n.physical.into_iter().collect() } else { Vec::new() };
+        if let Some((bytes, ops, chain)) = link(n, base, base_items) {
+            if within_share(&ops, sizes) {
+                debug_assert_eq!(sizes, LeafSizes::of(base_items, &base.index, &ops), "sizes kept");
+                let leaf = DeltaLeaf::layered_with(base.node.clone(), base.index.clone(), ops, sizes);
+                let cached = CachedBlob::delta(leaf.with_chain(chain), base.id);
+                return Encoded { bytes, cached, obsolete: Vec::new(), superseded: n.physical };
+            }
+        } else if let Some(ops) = delta_ops(n, base_items)
+            && within_share(&ops, sizes)
+        {
+            debug_assert_eq!(sizes, LeafSizes::of(base_items, &base.index, &ops), "sizes kept");
+            let bytes = Bytes::from(LeafDelta { base: base.id, chain: Vec::new(), ops }.encode());
+            // A delta with no chain replaces the delta it was read from
+            // and that delta's links, never the base.
+            let obsolete = if base.under_delta { n.links().collect() } else { Vec::new() };
             // Cached as the base and the changes decoded from the delta's
             // one buffer (`sop_cache::DeltaLeaf`): no pass over the leaf
             // here, and the next writer takes the changes as they are.
@@ -66,12 +90,42 @@ fn encode_dirty(n: &TxNode) -> (Bytes, CachedBlob, Vec<PhysicalId>) {
                 .map(|d| DeltaLeaf::layered_with(base.node.clone(), base.index.clone(), d.ops, sizes))
                 .unwrap_or_else(|_| DeltaLeaf::materialized(n.effective().clone()));
             let cached = CachedBlob::delta(leaf, base.id);
-            return (bytes, cached, obsolete);
+            return Encoded { bytes, cached, obsolete, superseded: None };
         }
     }
     let node = n.effective();
     let obsolete = n.blobs().filter(|p| *p != EMPTY_ROOT).collect();
-    (Bytes::from(node.encode()), CachedBlob::node(node.clone()), obsolete)
+    Encoded {
+        bytes: Bytes::from(node.encode()),
+        cached: CachedBlob::node(node.clone()),
+        obsolete,
+        superseded: None,
+    }
+}
+
+/// Whether changes `ops` to a leaf of `sizes` stay a delta (`DELTA_SHARE`).
+fn within_share(ops: &[DeltaOp], sizes: LeafSizes) -> bool {
+    let dead = sizes.base_size.saturating_sub(sizes.size);
+    (LeafDelta::ops_size_hint(ops) + dead) * DELTA_SHARE.1 <= sizes.base_size * DELTA_SHARE.0
+}
+
+/// For a leaf read through a delta's layers and changed only through its
+/// overlay, with room on its chain: the new link (this transaction's
+/// changes, naming the delta read and its links), the leaf's changes since
+/// its base with the link's (decoded from the link's own buffer, so that
+/// the cached leaf does not point into the transaction's allocations), and
+/// the link's chain.
+fn link(n: &TxNode, base: &Base, base_items: &[Item]) -> Option<(Bytes, Vec<DeltaOp>, Vec<PhysicalId>)> {
+    let prior = n.prior_ops()?;
+    if !base.under_delta || base.chain.len() + 1 >= MAX_LINKS {
+        return None;
+    }
+    let chain: Vec<PhysicalId> = n.links().collect();
+    let bytes = Bytes::from(LeafDelta { base: base.id, chain, ops: n.overlay.ops() }.encode());
+    let link = LeafDelta::decode(&bytes).ok()?;
+    let in_base = |k: &[u8]| base.index.search(base_items, k).is_ok();
+    let ops = LeafDelta::fold(prior, &link.ops, in_base);
+    Some((bytes, ops, link.chain))
 }
 
 /// The changes that turn a dirty leaf's base (`base`) into the leaf as
@@ -150,15 +204,17 @@ pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<Commit
 fn plan(st: &TxState, blobs: &dyn BlobStore, one_write: bool) -> Result<Plan> {
     let mut request = PublishRequest { tx_id: st.id, ..PublishRequest::default() };
     let mut obsolete: Vec<PhysicalId> = st.obsolete_values.clone();
+    let mut superseded = Vec::new();
     let mut dirty = Vec::new();
     for (&id, n) in &st.view.nodes {
         match (n.dirty, n.version) {
             (false, Some(version)) => request.checks.push(VersionCheck { id, version }),
             (false, None) => {}
             (true, version) => {
-                let (bytes, cached, freed) = encode_dirty(n);
-                obsolete.extend(freed);
-                dirty.push((id, version, bytes, cached));
+                let e = encode_dirty(n);
+                obsolete.extend(e.obsolete);
+                superseded.extend(e.superseded);
+                dirty.push((id, version, e.bytes, e.cached));
             }
         }
     }
@@ -194,7 +250,7 @@ fn plan(st: &TxState, blobs: &dyn BlobStore, one_write: bool) -> Result<Plan> {
         intent.obsolete = obsolete;
         request.intent = Some(intent);
     }
-    Ok(Plan { request, staged, one_write })
+    Ok(Plan { request, staged, superseded, one_write })
 }
 
 async fn publish_with_intent(db: &DbInner, st: &TxState, plan: &mut Plan) -> Result<()> {
@@ -234,6 +290,11 @@ async fn after_publish(db: &Arc<DbInner>, plan: &Plan, claim: Claim) -> Result<(
         if let Some(cached) = cached {
             db.cache.insert(*id, cached.clone());
         }
+    }
+    // A leaf's previous link is read through its new one now; cached,
+    // it would count its base a second time against the cache's size.
+    for id in &plan.superseded {
+        db.cache.remove(*id);
     }
     if let Some(intent) = plan.request.intent.clone() {
         // What this commit replaced leaves the cache now, not when it is

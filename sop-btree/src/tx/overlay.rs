@@ -218,7 +218,7 @@ mod tests {
                     if base.binary_search_by(|i| i.key.as_ref().cmp(k)).is_err())),
                 "round {round}: a delete of a key the base lacks"
             );
-            let delta = LeafDelta { base: sop_core::PhysicalId::new(), ops };
+            let delta = LeafDelta { base: sop_core::PhysicalId::new(), chain: Vec::new(), ops };
             assert_eq!(delta.apply(&base), copy, "round {round}");
             let index = KeyIndex::of_node(&Node::Leaf { items: base.clone() });
             let sizes = LeafSizes::of(&base, &index, &delta.ops);
@@ -228,7 +228,7 @@ mod tests {
                 "round {round}"
             );
             if read == base {
-                let direct = LeafDelta { base: delta.base, ops: overlay.ops() };
+                let direct = LeafDelta { base: delta.base, chain: Vec::new(), ops: overlay.ops() };
                 assert_eq!(direct.apply(&base), copy, "round {round}");
             }
         }

@@ -69,6 +69,9 @@ pub(crate) struct Base {
     pub(crate) index: Arc<KeyIndex>,
     /// Whether the leaf was read from a delta (on `id`), not from `id`.
     pub(crate) under_delta: bool,
+    /// The earlier links of the delta it was read from, oldest first (the
+    /// delta itself is the leaf's `physical`).
+    pub(crate) chain: Vec<PhysicalId>,
 }
 
 impl TxNode {
@@ -214,10 +217,20 @@ impl TxNode {
     }
 
     /// The blobs that hold this node as read: its own, and its delta's
-    /// base (freed together when the node is rewritten whole or removed).
+    /// base and earlier links (freed together when the node is rewritten
+    /// whole or removed).
     pub(crate) fn blobs(&self) -> impl Iterator<Item = PhysicalId> {
-        let base = self.base.as_ref().filter(|b| b.under_delta).map(|b| b.id);
-        self.physical.into_iter().chain(base)
+        let under = self.base.as_ref().filter(|b| b.under_delta);
+        let base = under.map(|b| b.id);
+        let links = under.into_iter().flat_map(|b| b.chain.iter().copied());
+        self.physical.into_iter().chain(base).chain(links)
+    }
+
+    /// The earlier links of the delta this leaf was read from, and its
+    /// own blob: the chain a new link on it names.
+    pub(crate) fn links(&self) -> impl Iterator<Item = PhysicalId> {
+        let under = self.base.as_ref().filter(|b| b.under_delta);
+        under.into_iter().flat_map(|b| b.chain.iter().copied()).chain(self.physical)
     }
 }
 
@@ -557,14 +570,16 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Resul
             Some(layers) => {
                 let mut entry = TxNode::layered(leaf.clone(), layers, handle.version, id);
                 let (node, index) = (layers.base.clone(), layers.base_index.clone());
-                entry.base = Some(Base { id: base, node, index, under_delta: true });
+                let chain = leaf.chain().to_vec();
+                entry.base = Some(Base { id: base, node, index, under_delta: true, chain });
                 return Ok(entry);
             }
             // Known merged only (the cache's disk tier): diffed at commit.
             None => {
                 let (node, index) = leaf.merged();
                 let b = db.cache.node_and_base(base, &db.blobs).await?;
-                let base = Base { id: base, node: b.node, index: b.index, under_delta: true };
+                let chain = leaf.chain().to_vec();
+                let base = Base { id: base, node: b.node, index: b.index, under_delta: true, chain };
                 (node.clone(), index.clone(), Some(base))
             }
         },
@@ -578,6 +593,7 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Resul
                 node: node.clone(),
                 index: index.clone(),
                 under_delta: false,
+                chain: Vec::new(),
             });
             (node, index, base)
         }

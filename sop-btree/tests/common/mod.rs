@@ -204,3 +204,24 @@ impl BlobStore for TestBlobs {
         self.inner.reclaim().await
     }
 }
+
+/// Blobs under plain ids, not packed into records: a deleted blob is gone
+/// at once (as in the RocksDB blob store), not when its record goes.
+#[derive(Debug)]
+pub(crate) struct Plain(pub(crate) sop_store::ObjectBlobStore);
+
+#[async_trait]
+impl BlobStore for Plain {
+    async fn put(&self, id: PhysicalId, data: Bytes) -> sop_core::Result<()> {
+        self.0.put(id, data).await
+    }
+    async fn get(&self, id: PhysicalId) -> sop_core::Result<Bytes> {
+        self.0.get(id).await
+    }
+    async fn delete(&self, id: PhysicalId) -> sop_core::Result<()> {
+        self.0.delete(id).await
+    }
+    async fn list(&self) -> sop_core::Result<Vec<PhysicalId>> {
+        self.0.list().await
+    }
+}
