@@ -10,7 +10,8 @@
 //! (ascending, so never deadlocking; exclusive for the ids it writes,
 //! shared for the ids it only checks), then the count locks of the stores
 //! whose counts it changes (shared) or checks (exclusive), then a shared
-//! lock on the store table, reads the current versions, and applies
+//! lock on the store table, reads the current versions (from the handle
+//! table in memory, `table.rs`), and applies
 //! everything in one unsynced `WriteBatch`. With the locks released it
 //! waits for a WAL sync that covers it (group commit, `sop_registry::group`:
 //! one leader syncs for every publish waiting), so it is acknowledged only
@@ -28,6 +29,7 @@
 
 mod blobs;
 mod error;
+mod table;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -44,6 +46,7 @@ use sop_core::{
 };
 
 use error::from_rocks;
+use table::HandleTable;
 
 use sop_registry::group::GroupSync;
 use sop_registry::stripes::{CountLocks, Stripes};
@@ -62,8 +65,9 @@ const CF_INTENTS: &str = "intents";
 const CF_META: &str = "meta";
 const CF_BLOBS: &str = "blobs";
 const FORMAT_KEY: &[u8] = b"format";
-/// Format 2: node blobs may be leaf deltas (`sop_core::LeafDelta`).
-const FORMAT_VERSION: u8 = 2;
+/// Format 2: node blobs may be leaf deltas (`sop_core::LeafDelta`);
+/// format 3: deltas may be links of a chain (delta frame version 2).
+const FORMAT_VERSION: u8 = 3;
 /// The bound on the write-ahead log's total size (64 MiB left 57 MiB of
 /// log behind a 100 000-item load: half the database's disk space).
 const MAX_WAL_BYTES: u64 = 16 << 20;
@@ -106,6 +110,9 @@ struct Inner {
     /// Whether a publish waits for its WAL sync (`RocksConfig::sync`).
     sync: bool,
     stores_lock: RwLock<()>,
+    /// Every handle, in memory (`table.rs`): reads and validation take no
+    /// RocksDB read.
+    table: HandleTable,
     /// Held (with an OS lock) for as long as the registry is open.
     _lock_file: std::fs::File,
 }
@@ -154,9 +161,11 @@ impl RocksRegistry {
             group: GroupSync::default(),
             sync: config.sync,
             stores_lock: RwLock::new(()),
+            table: HandleTable::new([], Default::default()),
             _lock_file: lock_file,
         };
         inner.check_format()?;
+        let inner = Inner { table: inner.load_table()?, ..inner };
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -246,10 +255,11 @@ impl Inner {
         let meta = self.cf(CF_META)?;
         let found = self.db.get_cf(meta, FORMAT_KEY).map_err(|e| from_rocks(e, "reading format"))?;
         match found.as_deref() {
-            // New, or format 1 (full node blobs only), which format 2 reads
-            // as is: mark it 2, so that builds that cannot read leaf deltas
-            // refuse it (`UnsupportedVersion`) instead of failing on one.
-            None | Some([1]) => {
+            // New, format 1 (full node blobs only) or format 2 (deltas with
+            // no chain), which format 3 reads as is: mark it 3, so that
+            // builds that cannot read what this one writes refuse it
+            // (`UnsupportedVersion`) instead of failing on one blob.
+            None | Some([1 | 2]) => {
                 let mut batch = WriteBatch::default();
                 batch.put_cf(meta, FORMAT_KEY, [FORMAT_VERSION]);
                 self.write(batch)
@@ -265,7 +275,36 @@ impl Inner {
         self.db.write_opt(batch, &self.write_opts).map_err(|e| from_rocks(e, "writing batch"))
     }
 
+    /// Every handle stored, as the in-memory table.
+    fn load_table(&self) -> Result<HandleTable> {
+        let cf = self.cf(CF_HANDLES)?;
+        let (mut handles, mut damaged) = (Vec::new(), rustc_hash::FxHashSet::default());
+        for kv in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = kv.map_err(|e| from_rocks(e, "loading handles"))?;
+            let key: [u8; 16] = (*k).try_into().map_err(|_| Error::corruption("handle", "bad key length"))?;
+            let id = LogicalId::from_bytes(key);
+            match decode_handle(id, &v) {
+                Ok(h) => handles.push(h),
+                Err(_) => {
+                    damaged.insert(id);
+                }
+            }
+        }
+        Ok(HandleTable::new(handles, damaged))
+    }
+
+    /// The handles of `ids`, from the in-memory table (a damaged record
+    /// is read from RocksDB, which reports it).
     fn get_handles(&self, ids: &[LogicalId]) -> Result<Vec<Option<Handle>>> {
+        ids.iter()
+            .map(|id| match self.table.get(*id) {
+                Ok(h) => Ok(h),
+                Err(()) => self.read_handles(&[*id]).map(|h| h.into_iter().next().flatten()),
+            })
+            .collect()
+    }
+
+    fn read_handles(&self, ids: &[LogicalId]) -> Result<Vec<Option<Handle>>> {
         let cf = self.cf(CF_HANDLES)?;
         let keys = ids.iter().map(|id| (cf, id.to_bytes()));
         ids.iter()
@@ -336,6 +375,7 @@ impl Inner {
             }
         }
         self.write_lazy(batch)?;
+        self.table.apply(&req.writes);
         // Still under the locks: a validation that reads these versions
         // afterwards also sees them counted as written.
         let seq = self.db.latest_sequence_number();
@@ -375,7 +415,9 @@ impl Inner {
         batch.put_cf(stores, &info.name, StoreInfo { count: 0, ..info.clone() }.encode());
         batch.put_cf(counts, &info.name, i64::try_from(info.count).unwrap_or(i64::MAX).to_le_bytes());
         batch.put_cf(handles, root.logical_id.to_bytes(), root.encode());
-        self.write(batch)
+        self.write(batch)?;
+        self.table.put(*root);
+        Ok(())
     }
 
     fn get_store(&self, name: &str) -> Result<Option<StoreInfo>> {
