@@ -12,10 +12,10 @@
 //!    transaction that may still read the tree is live, or by recovery):
 //!    the detached tree is walked and removed one depth at a time, deepest
 //!    first, [`SWEEP_CHUNK`] nodes per publish (a chunk never mixes
-//!    depths), each chunk's blobs deleted before its handles (values,
-//!    delta bases and links before the node's own blob, so a node whose
-//!    blob is left still names them: its blob is read alone for them when
-//!    a part is already gone). A crash between the two leaves handles
+//!    depths), each chunk's blobs deleted before its handles (values, then
+//!    delta bases and links, then the node's own blob, each step its own
+//!    deletion, so a node whose blob is left still names what is left of
+//!    the rest: its blob is read alone for them when a part is gone). A crash between the two leaves handles
 //!    whose blobs are gone, but whose children are all removed already
 //!    (their depth went first); the next sweep (the intent is still
 //!    there) removes those first. A walk that cannot read a blob for another
@@ -96,37 +96,66 @@ pub(crate) async fn sweep(db: &DbInner, roots: &[LogicalId]) -> Result<()> {
                 )),
             ));
         }
-        // Nodes whose blob an interrupted sweep deleted have no children
-        // left: they go first. Then depth by depth, deepest first, so that
-        // a node goes only after all its children went.
-        // Their delta's base and links, if any are left, go with them.
-        remove_chunks(db, walked.unreadable).await?;
+        // Nodes whose blob (or a blob they are read through) an
+        // interrupted sweep deleted have no children left and no values
+        // (deleted first): they go first, with what is left of their
+        // delta's base and links. Then depth by depth, deepest first, so
+        // that a node goes only after all its children went.
+        let gone = walked.unreadable.into_iter().map(|(id, version, own, parts)| Doomed {
+            id,
+            version,
+            own,
+            parts,
+            values: Vec::new(),
+        });
+        remove_chunks(db, gone.collect()).await?;
         let mut nodes = walked.nodes;
         nodes.sort_by_key(|n| std::cmp::Reverse(n.depth));
         for level in nodes.chunk_by(|a, b| a.depth == b.depth) {
-            let level = level.iter().map(|n| (n.id, n.version, n.physical, n.others.clone())).collect();
-            remove_chunks(db, level).await?;
+            let level = level.iter().map(|n| Doomed {
+                id: n.id,
+                version: n.version,
+                own: n.physical,
+                parts: n.parts.clone(),
+                values: n.values.clone(),
+            });
+            remove_chunks(db, level.collect()).await?;
         }
     }
     Ok(())
 }
 
-/// Removes `nodes` (id, version, own blob, other blobs), [`SWEEP_CHUNK`] at
-/// a time: the other blobs, then the own blobs, then the handles.
-async fn remove_chunks(
-    db: &DbInner,
-    nodes: Vec<(LogicalId, u64, PhysicalId, Vec<PhysicalId>)>,
-) -> Result<()> {
+/// A node a sweep removes: its handle, its own blob, the blobs it is
+/// read through (a delta's base and links) and its values' blobs.
+struct Doomed {
+    id: LogicalId,
+    version: u64,
+    own: PhysicalId,
+    parts: Vec<PhysicalId>,
+    values: Vec<PhysicalId>,
+}
+
+/// Removes `nodes`, [`SWEEP_CHUNK`] at a time: their values, then the
+/// blobs they are read through, then their own blobs, then the handles.
+/// Each step is its own deletion, so a sweep cut anywhere (a deletion of
+/// several blobs is not atomic on object storage) leaves every node
+/// either readable with all it names, or unreadable with no values left
+/// and its own blob naming what is left of the rest.
+async fn remove_chunks(db: &DbInner, nodes: Vec<Doomed>) -> Result<()> {
     for chunk in nodes.chunks(SWEEP_CHUNK) {
-        let others: Vec<PhysicalId> = chunk.iter().flat_map(|n| n.3.iter().copied()).collect();
+        let values: Vec<PhysicalId> = chunk.iter().flat_map(|n| n.values.iter().copied()).collect();
+        let parts: Vec<PhysicalId> = chunk.iter().flat_map(|n| n.parts.iter().copied()).collect();
         let own: Vec<PhysicalId> =
-            chunk.iter().map(|n| n.2).filter(|b| *b != crate::handles::EMPTY_ROOT).collect();
-        for b in others.iter().chain(&own) {
+            chunk.iter().map(|n| n.own).filter(|b| *b != crate::handles::EMPTY_ROOT).collect();
+        for b in values.iter().chain(&parts).chain(&own) {
             db.cache.remove(*b);
         }
-        db.blobs.delete_many(&others).await?;
-        db.blobs.delete_many(&own).await?;
-        let writes = chunk.iter().map(|n| HandleWrite::Remove { id: n.0, expected: n.1 }).collect();
+        for step in [&values, &parts, &own] {
+            if !step.is_empty() {
+                db.blobs.delete_many(step).await?;
+            }
+        }
+        let writes = chunk.iter().map(|n| HandleWrite::Remove { id: n.id, expected: n.version }).collect();
         db.publish(&PublishRequest { tx_id: TxId::new(), writes, ..Default::default() }).await?;
     }
     Ok(())

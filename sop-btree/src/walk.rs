@@ -21,9 +21,11 @@ pub(crate) struct WalkedNode {
     pub(crate) hi: Option<Bytes>,
     /// The node's own blob (`EMPTY_ROOT` for an empty root).
     pub(crate) physical: PhysicalId,
-    /// The other blobs it references: a delta's base and earlier links,
-    /// its values'.
-    pub(crate) others: Vec<PhysicalId>,
+    /// The blobs it is read through besides its own: a delta's base and
+    /// earlier links.
+    pub(crate) parts: Vec<PhysicalId>,
+    /// Its values' blobs.
+    pub(crate) values: Vec<PhysicalId>,
 }
 
 /// Every node of a store (read straight from the registry) and every blob
@@ -43,14 +45,20 @@ pub(crate) struct Walk {
 }
 
 /// The base and links a delta blob names, read from the blob alone (its
-/// base or a link may be gone); nothing when the blob is gone too or is
-/// not a delta.
-async fn delta_parts(db: &DbInner, blob: PhysicalId) -> Vec<PhysicalId> {
-    let Ok(bytes) = db.blobs.get(blob).await else { return Vec::new() };
-    match LeafDelta::decode(&bytes) {
-        Ok(delta) => std::iter::once(delta.base).chain(delta.chain).collect(),
-        Err(_) => Vec::new(),
+/// base or a link may be gone): nothing when the blob is gone too (it is
+/// deleted after them) or is a full node; `None` when it cannot be read
+/// or decoded for another reason (the walk is then incomplete).
+async fn delta_parts(db: &DbInner, blob: PhysicalId) -> Option<Vec<PhysicalId>> {
+    let bytes = match db.blobs.get(blob).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == sop_core::ErrorKind::NotFound => return Some(Vec::new()),
+        Err(_) => return None,
+    };
+    if !LeafDelta::is_delta(&bytes) {
+        return Some(Vec::new());
     }
+    let delta = LeafDelta::decode(&bytes).ok()?;
+    Some(std::iter::once(delta.base).chain(delta.chain).collect())
 }
 
 pub(crate) async fn walk(db: &DbInner, info: &StoreInfo) -> Result<Walk> {
@@ -66,31 +74,39 @@ pub(crate) async fn walk_from(db: &DbInner, root: LogicalId, name: &str) -> Resu
             out.problems.push(format!("store {name:?}: dangling reference to node {id}"));
             continue;
         };
-        let mut others = Vec::new();
+        let mut parts = Vec::new();
         let node = if h.physical_id == EMPTY_ROOT {
             Arc::new(Node::empty_leaf())
         } else {
             match db.cache.node_and_base(h.physical_id, &db.blobs).await {
                 Ok(loaded) => {
                     out.blobs.push(h.physical_id);
-                    others.extend(loaded.base); // a delta's base leaf
-                    others.extend(loaded.chain); // and its earlier links
+                    parts.extend(loaded.base); // a delta's base leaf
+                    parts.extend(loaded.chain); // and its earlier links
                     loaded.node
                 }
                 Err(e) => {
                     out.problems.push(format!("store {name:?}: node {id}: {e}"));
-                    if e.kind() == sop_core::ErrorKind::NotFound {
-                        let parts = delta_parts(db, h.physical_id).await;
-                        out.unreadable.push((id, h.version, h.physical_id, parts));
-                    } else {
-                        out.incomplete = true;
+                    let parts = match e.kind() {
+                        sop_core::ErrorKind::NotFound => delta_parts(db, h.physical_id).await,
+                        _ => None,
+                    };
+                    match parts {
+                        Some(parts) => {
+                            // Still referenced (a sweep finishing them is
+                            // under way), whatever of them is left.
+                            out.blobs.push(h.physical_id);
+                            out.blobs.extend(parts.iter().copied());
+                            out.unreadable.push((id, h.version, h.physical_id, parts));
+                        }
+                        None => out.incomplete = true,
                     }
                     continue;
                 }
             }
         };
-        others.extend(node.value_blobs());
-        out.blobs.extend(others.iter().copied());
+        let values: Vec<PhysicalId> = node.value_blobs().collect();
+        out.blobs.extend(parts.iter().chain(&values).copied());
         if let Node::Internal { keys, children } = node.as_ref() {
             for (i, child) in children.iter().enumerate() {
                 let clo = if i == 0 { lo.clone() } else { keys.get(i - 1).cloned() };
@@ -106,7 +122,8 @@ pub(crate) async fn walk_from(db: &DbInner, root: LogicalId, name: &str) -> Resu
             lo,
             hi,
             physical: h.physical_id,
-            others,
+            parts,
+            values,
         });
     }
     Ok(out)

@@ -64,6 +64,11 @@ pub struct LeafDelta {
 }
 
 impl LeafDelta {
+    /// The most earlier links a delta may name (the engine writes at most
+    /// 15; a decoder refuses more, so that damaged bytes cannot make a
+    /// reader fetch thousands of blobs).
+    pub const MAX_CHAIN: usize = 64;
+
     /// The changes that turn the items `base` into the items `new` (both
     /// sorted by key): a put for every item added or rewritten (a new item
     /// version), a delete for every key gone.
@@ -209,6 +214,9 @@ impl LeafDelta {
         let mut chain = Vec::new();
         if version >= 2 {
             let n = r.count(16)?;
+            if n > Self::MAX_CHAIN {
+                return Err(Error::corruption(WHAT, format!("a chain of {n} links")));
+            }
             chain.reserve(n);
             for _ in 0..n {
                 chain.push(PhysicalId::from_u128(r.u128()?));
@@ -331,6 +339,11 @@ mod tests {
                 "bit {i}"
             );
         }
+        let long = LeafDelta { chain: vec![PhysicalId::new(); LeafDelta::MAX_CHAIN + 1], ..delta.clone() };
+        let err = LeafDelta::decode(&Bytes::from(long.encode())).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corruption, "a chain past the bound: {err}");
+        let longest = LeafDelta { chain: vec![PhysicalId::new(); LeafDelta::MAX_CHAIN], ..delta.clone() };
+        assert_eq!(LeafDelta::decode(&Bytes::from(longest.encode())).unwrap(), longest);
         let backwards = LeafDelta { ops: delta.ops.iter().rev().cloned().collect(), ..delta.clone() };
         let err = LeafDelta::decode(&Bytes::from(backwards.encode())).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");

@@ -65,22 +65,30 @@ impl HandleTable {
 
     /// Records `h` as written.
     pub(super) fn put(&self, h: Handle) {
-        self.undamage(h.logical_id);
         if let Some(shard) = self.shard(h.logical_id) {
             shard.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(h.logical_id, h);
         }
+        self.undamage(h.logical_id);
     }
 
-    /// Records a publish's handle writes as applied.
+    /// Records a publish's handle writes as applied: inserts first, then
+    /// updates, then removals. A reader (which takes no stripe lock) may
+    /// see part of a publish, as with any registry read outside one
+    /// (validation at commit catches it), but never a node naming a child
+    /// it cannot find: a new child is there before the parent that names
+    /// it, and a removed child goes after the parent stopped naming it.
     pub(super) fn apply(&self, writes: &[HandleWrite]) {
-        for w in writes {
+        let inserts = writes.iter().filter(|w| matches!(w, HandleWrite::Insert { .. }));
+        let updates = writes.iter().filter(|w| matches!(w, HandleWrite::Update { .. }));
+        let removals = writes.iter().filter(|w| matches!(w, HandleWrite::Remove { .. }));
+        for w in inserts.chain(updates).chain(removals) {
             match w.result() {
                 Some(h) => self.put(h),
                 None => {
-                    self.undamage(w.id());
                     if let Some(shard) = self.shard(w.id()) {
                         shard.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&w.id());
                     }
+                    self.undamage(w.id());
                 }
             }
         }

@@ -53,6 +53,7 @@ const DELTA_SHARE: (usize, usize) = (1, 2);
 /// Measured as `DELTA_SHARE`: 32 links wrote 717 bytes per item against
 /// 743 for 16, and cold point reads fell from 2 589 to 1 432 per second.
 const MAX_LINKS: usize = 16;
+const _: () = assert!(MAX_LINKS <= LeafDelta::MAX_CHAIN, "readers refuse longer chains");
 
 /// How one dirty node is written.
 struct Encoded {
