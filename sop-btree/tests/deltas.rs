@@ -103,6 +103,35 @@ async fn a_small_change_writes_a_delta_that_a_cold_reader_materializes() {
     assert_healthy(&db).await;
 }
 
+/// A writer that had to read a leaf's chain link by link (a cold cache)
+/// restarts it: its commit writes one delta with no chain holding every
+/// change since the base, and the links go, so the next cold read is two
+/// blobs again. A warm writer (the chain folded in its cache) adds a link.
+#[tokio::test]
+async fn a_writer_that_read_a_chain_cold_restarts_it() {
+    let (registry, blobs) = (Arc::new(MemRegistry::new()), Arc::new(ObjectBlobStore::memory()));
+    let db = open(&registry, &blobs).await;
+    db.create_store("s", small(200)).await.unwrap();
+    put(&db, (0..150).collect(), b"value").await;
+    for k in [3, 50, 120] {
+        put(&db, vec![k], b"changed").await;
+    }
+    db.flush_gc().await.unwrap();
+    assert_eq!(census(&blobs).await.1, 3, "a chain of three links");
+    let cold = open(&registry, &blobs).await;
+    put(&cold, vec![7], b"cold").await;
+    cold.flush_gc().await.unwrap();
+    let (full, deltas, _) = census(&blobs).await;
+    assert_eq!((full, deltas), (1, 1), "restarted: the base and one delta");
+    let expected = all(&cold).await;
+    assert_eq!(expected.iter().filter(|(_, v)| v.as_ref() != b"value").count(), 4);
+    put(&cold, vec![8], b"warm").await;
+    cold.flush_gc().await.unwrap();
+    assert_eq!(census(&blobs).await.1, 2, "a warm writer adds a link");
+    assert_eq!(all(&open(&registry, &blobs).await).await, all(&cold).await);
+    assert_healthy(&cold).await;
+}
+
 #[tokio::test]
 async fn consolidation_rewrites_the_leaf_and_frees_the_old_base_and_deltas() {
     let (registry, blobs) = (Arc::new(MemRegistry::new()), Arc::new(ObjectBlobStore::memory()));

@@ -219,11 +219,11 @@ impl NodeCache {
                     format!("the delta {id} names itself or its base as its base or a link"),
                 ));
             }
-            let (base, index, prior) = match this.cached_link(&delta) {
-                Some(l) => (l.0, l.1, l.2),
+            let (base, index, prior, links_read) = match this.cached_link(&delta) {
+                Some(l) => (l.0, l.1, l.2, false),
                 None => {
                     let (base, index) = this.full_node(delta.base, &blobs).await?;
-                    (base, index, read_links(&delta, &blobs).await?)
+                    (base, index, read_links(&delta, &blobs).await?, !delta.chain.is_empty())
                 }
             };
             let Node::Leaf { items } = base.as_ref() else {
@@ -235,7 +235,10 @@ impl NodeCache {
             let in_base = |k: &[u8]| index.search(items, k).is_ok();
             let ops =
                 if delta.chain.is_empty() { delta.ops } else { LeafDelta::fold(&prior, &delta.ops, in_base) };
-            let leaf = DeltaLeaf::layered(base.clone(), index.clone(), ops)?.with_chain(delta.chain);
+            let mut leaf = DeltaLeaf::layered(base.clone(), index.clone(), ops)?.with_chain(delta.chain);
+            if links_read {
+                leaf = leaf.with_links_read();
+            }
             Ok(CachedBlob::delta(leaf, delta.base))
         })
         .await

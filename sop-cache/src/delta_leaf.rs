@@ -29,6 +29,10 @@ pub struct DeltaLeaf {
     /// (`sop_core::LeafDelta::chain`): blobs this leaf is read from, with
     /// its own and its base.
     chain: Vec<PhysicalId>,
+    /// Whether its earlier links were read from the blob store (a cold
+    /// load of a chain), not folded by the commit that wrote it or from
+    /// the previous link's cached entry.
+    links_read: bool,
 }
 
 /// A delta leaf's base and changes.
@@ -130,7 +134,7 @@ impl DeltaLeaf {
         sizes: LeafSizes,
     ) -> Self {
         let layers = Layers { base, base_index, ops, sizes };
-        Self { layers: Some(layers), merged: OnceLock::new(), chain: Vec::new() }
+        Self { layers: Some(layers), merged: OnceLock::new(), chain: Vec::new(), links_read: false }
     }
 
     /// A delta leaf known only merged (`node`).
@@ -139,7 +143,7 @@ impl DeltaLeaf {
         let merged = OnceLock::new();
         let index = Arc::new(KeyIndex::of_node(&node));
         let _ = merged.set((node, index));
-        Self { layers: None, merged, chain: Vec::new() }
+        Self { layers: None, merged, chain: Vec::new(), links_read: false }
     }
 
     /// The same leaf, read through a delta whose earlier links are
@@ -148,6 +152,22 @@ impl DeltaLeaf {
     pub fn with_chain(mut self, chain: Vec<PhysicalId>) -> Self {
         self.chain = chain;
         self
+    }
+
+    /// The same leaf, marked as loaded by reading its earlier links from
+    /// the blob store.
+    #[must_use]
+    pub fn with_links_read(mut self) -> Self {
+        self.links_read = true;
+        self
+    }
+
+    /// Whether its earlier links were read from the blob store to load it
+    /// (a cold read of its chain): a writer then shortens the chain, so
+    /// that the next cold read does not pay for it again.
+    #[must_use]
+    pub fn links_read(&self) -> bool {
+        self.links_read
     }
 
     /// The earlier links of the delta's chain, oldest first.

@@ -132,7 +132,10 @@ fn within_share(ops: &[DeltaOp], sizes: LeafSizes) -> bool {
 /// the link's chain.
 fn link(n: &TxNode, base: &Base, base_items: &[Item]) -> Option<(Bytes, Vec<DeltaOp>, Vec<PhysicalId>)> {
     let prior = n.prior_ops()?;
-    if !base.under_delta || base.chain.len() + 1 >= MAX_LINKS {
+    if !base.under_delta || base.chain.len() + 1 >= MAX_LINKS || n.prior_links_read() {
+        // A full chain, or one a cold read had to read link by link:
+        // restart it (one delta with no chain), so that the next cold
+        // read of the leaf is two blobs again.
         return None;
     }
     let chain: Vec<PhysicalId> = n.links().collect();

@@ -158,6 +158,12 @@ impl TxNode {
         self.prior_layers().map(|l| l.ops.as_slice())
     }
 
+    /// Whether the delta this leaf was read through was loaded by reading
+    /// its earlier links from the blob store.
+    pub(crate) fn prior_links_read(&self) -> bool {
+        self.prior.as_ref().is_some_and(|p| p.links_read())
+    }
+
     fn prior_layers(&self) -> Option<&Layers> {
         self.prior.as_ref().and_then(|p| p.layers())
     }
