@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use sop_core::{LogicalId, Node, PhysicalId, Result, StoreInfo};
+use sop_core::{Error, LogicalId, Node, PhysicalId, Result, StoreInfo};
 
 use crate::inner::DbInner;
 use crate::tree::fill;
@@ -84,6 +84,15 @@ pub(crate) async fn check(db: &DbInner) -> Result<CheckReport> {
         in_flight.extend(intent.staged.iter().chain(&intent.obsolete).copied());
         for root in &intent.detached {
             let walked = walk_from(db, *root, "(removed store)").await?;
+            if walked.incomplete {
+                // A node of the tree could not be read (not for being
+                // gone): what is under it would look unreferenced.
+                let why = walked.problems.join("; ");
+                return Err(Error::io(
+                    "checking a removed store's tree",
+                    std::io::Error::other(format!("part of the tree under {root} could not be read: {why}")),
+                ));
+            }
             reached.extend(walked.nodes.iter().map(|n| n.id).chain(walked.unreadable.iter().map(|u| u.0)));
             in_flight.extend(walked.blobs);
         }

@@ -238,7 +238,9 @@ impl Database {
     /// references (outside in-flight intents), no referenced blob missing.
     ///
     /// # Errors
-    /// Backend errors while reading; problems found are in the report.
+    /// Backend errors while reading (`Io` also when a removed store's tree,
+    /// still being swept, cannot be read whole: try again); problems found
+    /// are in the report.
     pub async fn check(&self) -> Result<CheckReport> {
         crate::check::check(&self.inner).await
     }
