@@ -15,6 +15,7 @@
 //! `Corruption`, until a write replaces it.
 
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use sop_core::{Handle, HandleWrite, LogicalId};
@@ -29,6 +30,9 @@ pub(super) struct HandleTable {
     shards: Vec<RwLock<FxHashMap<LogicalId, Handle>>>,
     /// Ids whose stored record does not decode.
     damaged: RwLock<FxHashSet<LogicalId>>,
+    /// Whether `damaged` may hold any id: it only shrinks after open, so
+    /// a get of a healthy registry takes no lock for it.
+    any_damaged: AtomicBool,
 }
 
 impl HandleTable {
@@ -41,7 +45,12 @@ impl HandleTable {
                 shard.insert(h.logical_id, h);
             }
         }
-        Self { shards: shards.into_iter().map(RwLock::new).collect(), damaged: RwLock::new(damaged) }
+        let any_damaged = AtomicBool::new(!damaged.is_empty());
+        Self {
+            shards: shards.into_iter().map(RwLock::new).collect(),
+            damaged: RwLock::new(damaged),
+            any_damaged,
+        }
     }
 
     fn shard(&self, id: LogicalId) -> Option<&RwLock<FxHashMap<LogicalId, Handle>>> {
@@ -59,8 +68,10 @@ impl HandleTable {
     }
 
     fn is_damaged(&self, id: LogicalId) -> bool {
-        let damaged = self.damaged.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        !damaged.is_empty() && damaged.contains(&id)
+        if !self.any_damaged.load(Ordering::Acquire) {
+            return false;
+        }
+        self.damaged.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&id)
     }
 
     /// Records `h` as written.
@@ -96,7 +107,11 @@ impl HandleTable {
 
     fn undamage(&self, id: LogicalId) {
         if self.is_damaged(id) {
-            self.damaged.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+            let mut damaged = self.damaged.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            damaged.remove(&id);
+            if damaged.is_empty() {
+                self.any_damaged.store(false, Ordering::Release);
+            }
         }
     }
 }
