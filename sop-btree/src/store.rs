@@ -404,12 +404,25 @@ pub struct Cursor {
     buffer: Option<(Arc<Node>, Range<usize>)>,
     /// Where the next batch starts; `None` once exhausted.
     next: Option<Bound<Bytes>>,
+    /// [`Cursor::next_ref`]'s key when it is not the stored key (a
+    /// non-unique store's) and its value when it is not inline.
+    scratch_key: Bytes,
+    scratch_value: Bytes,
 }
 
 impl Cursor {
     fn new(store: Store, lo: Bound<Bytes>, hi: Bound<Bytes>, reverse: bool) -> Self {
         let next = Some(if reverse { hi.clone() } else { lo.clone() });
-        Self { store, lo, hi, reverse, buffer: None, next }
+        Self {
+            store,
+            lo,
+            hi,
+            reverse,
+            buffer: None,
+            next,
+            scratch_key: Bytes::new(),
+            scratch_value: Bytes::new(),
+        }
     }
 
     /// Moves the cursor to `key`: the next item is the first at or after
@@ -459,34 +472,55 @@ impl Cursor {
         Ok(())
     }
 
-    /// The next buffered item, from the front (from the back in reverse).
-    fn pop(&mut self) -> Option<Item> {
-        let (leaf, range) = self.buffer.as_mut()?;
-        let at = if self.reverse { range.next_back() } else { range.next() }?;
-        leaf_items(leaf).get(at).cloned()
+    /// The position of the next buffered item, from the front (from the
+    /// back in reverse).
+    fn pop(&mut self) -> Option<usize> {
+        let (_, range) = self.buffer.as_mut()?;
+        if self.reverse { range.next_back() } else { range.next() }
+    }
+
+    /// The buffered item at `at`.
+    fn item(&self, at: usize) -> Option<&Item> {
+        self.buffer.as_ref().and_then(|(leaf, _)| leaf_items(leaf).get(at))
     }
 
     fn buffered(&self) -> bool {
         self.buffer.as_ref().is_some_and(|(_, r)| !r.is_empty())
     }
 
-    async fn next_item(&mut self) -> Result<Option<(Bytes, Item)>> {
+    /// Moves to the next item: its position in the buffered leaf.
+    ///
+    /// The transaction's deadline is checked as each leaf is read; an item
+    /// of a leaf already read needs only the transaction to be open (one
+    /// atomic load, no clock read per item).
+    async fn advance(&mut self) -> Result<Option<usize>> {
         while !self.buffered() && self.next.is_some() {
             self.fill().await?;
         }
-        let Some(item) = self.pop() else { return Ok(None) };
-        let tx = &self.store.tx;
+        let Some(at) = self.pop() else { return Ok(None) };
+        self.store.tx.shared.check_open()?;
+        Ok(Some(at))
+    }
+
+    /// The value of `item`: shared with the leaf when inline, else read
+    /// from its blob, which this transaction keeps alive while it lives.
+    async fn value(&self, item: &Item) -> Result<Bytes> {
         if let Value::Inline(v) = &item.value {
-            // No blob to keep alive: only the transaction's liveness.
-            tx.shared.check_live()?;
-            return Ok(Some((v.clone(), item)));
+            return Ok(v.clone());
         }
+        let tx = &self.store.tx;
         let st = tx.shared.state.lock().await;
         // A buffered item is read from this transaction's view: once it is
         // over, its blobs are no longer kept for it.
         st.check_live()?;
-        let value = st.value_of(&tx.shared.db, &item).await?;
-        Ok(Some((value, item)))
+        st.value_of(&tx.shared.db, item).await
+    }
+
+    async fn next_item(&mut self) -> Result<Option<(Bytes, Item)>> {
+        let Some(at) = self.advance().await? else { return Ok(None) };
+        let Some(item) = self.item(at) else { return Ok(None) };
+        let value = self.value(item).await?;
+        Ok(Some((value, item.clone())))
     }
 
     /// The next key and value, or `None` at the end of the range.
@@ -494,10 +528,43 @@ impl Cursor {
     /// # Errors
     /// As [`Store::get`].
     pub async fn next(&mut self) -> Result<Option<(Bytes, Bytes)>> {
-        match self.next_item().await? {
-            Some((value, item)) => Ok(Some((self.store.user_key(&item.key)?, value))),
-            None => Ok(None),
+        let Some(at) = self.advance().await? else { return Ok(None) };
+        let Some(item) = self.item(at) else { return Ok(None) };
+        let value = self.value(item).await?;
+        Ok(Some((self.store.user_key(&item.key)?, value)))
+    }
+
+    /// As [`Cursor::next`], borrowing the key and the value from the
+    /// cursor instead of handing out shared handles: no reference count
+    /// is touched for an inline value in a unique store, the common case
+    /// of a scan. The borrow ends at the next call.
+    ///
+    /// # Errors
+    /// As [`Store::get`].
+    pub async fn next_ref(&mut self) -> Result<Option<(&[u8], &[u8])>> {
+        let Some(at) = self.advance().await? else { return Ok(None) };
+        let Some(item) = self.item(at) else { return Ok(None) };
+        let value = match &item.value {
+            Value::Inline(_) => None,
+            Value::Blob { .. } => Some(self.value(item).await?),
+        };
+        let key = match self.store.unique() {
+            true => None,
+            false => Some(self.store.user_key(&item.key)?),
+        };
+        if let Some(v) = value {
+            self.scratch_value = v;
         }
+        if let Some(k) = key {
+            self.scratch_key = k;
+        }
+        let Some(item) = self.item(at) else { return Ok(None) };
+        let key: &[u8] = if self.store.unique() { &item.key } else { &self.scratch_key };
+        let value: &[u8] = match &item.value {
+            Value::Inline(v) => v,
+            Value::Blob { .. } => &self.scratch_value,
+        };
+        Ok(Some((key, value)))
     }
 
     /// Up to `limit` more items.

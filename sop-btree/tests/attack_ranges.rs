@@ -38,7 +38,14 @@ fn nasty_keys() -> Vec<Vec<u8>> {
 async fn collect(mut cur: sop_btree::Cursor, rng: &mut Rng) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     loop {
-        // Mix `take` batches and single steps.
+        // Mix `take` batches, single steps and borrowed single steps.
+        if rng.below(3) == 0 {
+            match cur.next_ref().await.unwrap() {
+                Some((k, v)) => out.push((k.to_vec(), v.to_vec())),
+                None => return out,
+            }
+            continue;
+        }
         let n = 1 + rng.below(5) as usize;
         let batch = cur.take(n).await.unwrap();
         let done = batch.len() < n;

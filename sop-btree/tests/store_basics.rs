@@ -162,3 +162,49 @@ async fn typed_stores_keep_natural_order() {
     assert_eq!(bobs.iter().map(|(k, _)| k.1).collect::<Vec<_>>(), vec![3, -1, -5]);
     assert_eq!(t.get(&("carol".into(), 3)).await.unwrap(), Some(vec![2, 2, 2]));
 }
+
+/// `Cursor::next_ref` hands out what `Cursor::next` does, in both
+/// directions, for inline values and values in blobs of their own, in
+/// unique and non-unique stores (whose stored keys are escaped); it fails
+/// once the transaction is over, even inside a leaf already read.
+#[tokio::test]
+async fn borrowed_cursor_steps_match_owned_ones() {
+    let db = memory_db().await;
+    for unique in [true, false] {
+        let name = if unique { "u" } else { "d" };
+        let opts = StoreOptions { unique, slot_length: 4, value_in_node_threshold: 8 };
+        db.create_store(name, opts).await.unwrap();
+        let tx = db.begin_write().await.unwrap();
+        let s = tx.bytes_store(name).await.unwrap();
+        for i in 0..40u32 {
+            // Every third value is over the threshold: a blob of its own.
+            let v = if i % 3 == 0 { vec![i as u8; 100] } else { i.to_be_bytes().to_vec() };
+            s.insert(&[0, i as u8, 0xff], &v).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+
+        let tx = db.begin_read().await.unwrap();
+        let s = tx.bytes_store(name).await.unwrap();
+        for reverse in [false, true] {
+            let cursor = || match reverse {
+                false => s.range(Bound::Unbounded, Bound::Unbounded),
+                true => s.range_rev(Bound::Unbounded, Bound::Unbounded),
+            };
+            let owned = cursor().take(usize::MAX).await.unwrap();
+            assert_eq!(owned.len(), 40, "{name} reverse={reverse}");
+            let mut borrowed = Vec::new();
+            let mut cur = cursor();
+            while let Some((k, v)) = cur.next_ref().await.unwrap() {
+                borrowed.push((k.to_vec(), v.to_vec()));
+            }
+            let owned: Vec<(Vec<u8>, Vec<u8>)> =
+                owned.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+            assert_eq!(borrowed, owned, "{name} reverse={reverse}");
+            assert!(borrowed.iter().any(|(_, v)| v.len() == 100), "blob values were read");
+        }
+        let mut cur = s.range(Bound::Unbounded, Bound::Unbounded);
+        assert!(cur.next_ref().await.unwrap().is_some());
+        tx.commit().await.unwrap();
+        assert_eq!(cur.next_ref().await.unwrap_err().kind(), ErrorKind::Closed, "{name}");
+    }
+}

@@ -118,7 +118,7 @@ impl Engine for SopEngine {
                 let lo = from.map_or(Bound::Unbounded, Bound::Included);
                 let mut cur = st.range(lo, Bound::Unbounded);
                 let mut n = 0;
-                while n < limit && cur.next().await?.is_some() {
+                while n < limit && cur.next_ref().await?.is_some() {
                     n += 1;
                 }
                 tx.commit().await?;

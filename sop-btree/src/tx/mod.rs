@@ -43,10 +43,8 @@ pub(crate) struct TxShared {
     /// Whether the transaction may write (fixed at begin).
     pub(crate) writable: bool,
     pub(crate) state: tokio::sync::Mutex<TxState>,
-    /// The state's `over` flag and deadline, for checks without its lock.
+    /// The state's `over` flag, for checks without its lock.
     over: Arc<std::sync::atomic::AtomicBool>,
-    deadline: std::time::Instant,
-    timeout: std::time::Duration,
 }
 
 impl Drop for TxShared {
@@ -68,9 +66,9 @@ impl Transaction {
         // time limit: a margin for a read that began just before it.
         let expiry = std::time::Instant::now() + timeout.saturating_mul(2);
         let state = TxState::new(writable, timeout, db.epochs.begin(expiry), db.clock.now());
-        let (id, over, deadline) = (state.id, state.over.clone(), state.deadline);
+        let (id, over) = (state.id, state.over.clone());
         let state = tokio::sync::Mutex::new(state);
-        Self { shared: Arc::new(TxShared { db, id, writable, state, over, deadline, timeout }) }
+        Self { shared: Arc::new(TxShared { db, id, writable, state, over }) }
     }
 
     /// This transaction's id (also the item version of what it writes).
@@ -130,16 +128,11 @@ impl Transaction {
 }
 
 impl TxShared {
-    /// As `TxState::check_live`, without the state's lock.
-    pub(crate) fn check_live(&self) -> sop_core::Result<()> {
+    /// Fails once the transaction is over (committed, rolled back or
+    /// failed): one atomic load, no clock read.
+    pub(crate) fn check_open(&self) -> sop_core::Result<()> {
         if self.over.load(Ordering::Acquire) {
             return Err(sop_core::Error::Closed(format!("transaction {}", self.id)));
-        }
-        if std::time::Instant::now() > self.deadline {
-            return Err(sop_core::Error::Timeout {
-                what: format!("transaction {}", self.id),
-                after: self.timeout,
-            });
         }
         Ok(())
     }
