@@ -229,8 +229,9 @@ fn cold_reads(
 }
 
 /// Warm point reads for `s.contention` (read transactions of
-/// `s.read_batch` random keys) over `s.n` loaded items: a steady loop to
-/// profile the read path (`--phases reads`).
+/// `s.read_batch` random keys) over `s.n` loaded items, then short scans
+/// (`s.short_len` items from a random key) for as long: steady loops to
+/// profile the read paths (`--phases reads`).
 pub(crate) fn read_loop(name: &str, dir: &Path, sync: bool, s: &Sizes, rec: &mut Recorder) -> Result<()> {
     let mut rng = Rng::new(0x5eed);
     let keys: Vec<Vec<u8>> = (0..s.n).map(|_| rng.key()).collect();
@@ -246,6 +247,10 @@ pub(crate) fn read_loop(name: &str, dir: &Path, sync: bool, s: &Sizes, rec: &mut
         n => Err(format!("{name}: {n} of {} keys found", c.len())),
     })?;
     rec.add("point_read_loop", name, m);
+    let deadline = Instant::now() + s.contention;
+    let starts = (0..).map(|_| &keys[rng.below(keys.len())]).take_while(|_| Instant::now() < deadline);
+    let m = timed(starts, |k| e.scan(Some(k), s.short_len).map(|n| n as u64))?;
+    rec.add("scan_short_loop", name, m);
     Ok(())
 }
 
