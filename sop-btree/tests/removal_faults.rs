@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{assert_healthy, small};
-use sop_btree::{Config, Database, ErrorKind};
+use sop_btree::{Config, Database, ErrorKind, StoreOptions};
 use sop_core::testkit::fault::FaultConfig;
-use sop_core::{BlobStore, Registry};
+use sop_core::{BlobStore, LeafDelta, Registry};
 use sop_registry::{FaultyRegistry, MemRegistry};
 use sop_store::ObjectBlobStore;
 
@@ -225,4 +225,94 @@ async fn a_half_removed_store_is_neither_damage_nor_stuck() {
     db.remove_store("half").await.expect("the removal is finished");
     assert!(db.list_stores().await.unwrap().is_empty());
     assert_healthy(&db).await;
+}
+
+/// Whether some blob in `blobs` is a leaf delta that names earlier links
+/// (a chain).
+async fn has_chain(blobs: &dyn BlobStore) -> bool {
+    for id in blobs.list().await.unwrap() {
+        let bytes = blobs.get(id).await.unwrap();
+        if LeafDelta::is_delta(&bytes) && !LeafDelta::decode(&bytes).unwrap().chain.is_empty() {
+            return true;
+        }
+    }
+    false
+}
+
+/// A store of leaf delta chains and values in blobs of their own, over
+/// blobs that are gone as soon as they are deleted (as in RocksDB), removed
+/// with its sweep cut at each of its first deletions in turn (between the
+/// values, the bases and links, and the nodes' own blobs of a chunk, half
+/// of the cut deletion done, as on object storage), then
+/// reopened while every third read fails (not "gone": the walk of a
+/// sweep must stop, not drop an unreadable delta's base and links from
+/// what it deletes). `check` between the cut and recovery reports no
+/// problem. Once the faults stop and recovery runs, nothing of
+/// the store is left — no handle, no blob (no base, link or value
+/// orphaned by a blob deleted before it), no intent — and `check` is
+/// clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_sweep_read_with_errors_orphans_no_part_of_a_chain() {
+    let mut cut_sweeps = 0;
+    for cut in 1..=6u64 {
+        let registry: Arc<dyn Registry> = Arc::new(MemRegistry::new());
+        let inner: Arc<dyn BlobStore> = Arc::new(common::Plain(ObjectBlobStore::memory()));
+        let blobs = common::TestBlobs::over(inner.clone());
+        let db = open(registry.clone(), blobs.clone()).await.unwrap();
+        let opts = StoreOptions { slot_length: 32, value_in_node_threshold: 8, ..StoreOptions::default() };
+        db.create_store("big", opts).await.unwrap();
+        db.create_store("kept", small(4)).await.unwrap();
+        db.run_write(|tx| async move {
+            let big = tx.bytes_store("big").await?;
+            for k in 0..200u32 {
+                // Every other value is a blob of its own.
+                big.insert(&k.to_be_bytes(), &vec![1; if k % 2 == 0 { 4 } else { 40 }]).await?;
+            }
+            tx.bytes_store("kept").await?.insert(b"k", b"v").await
+        })
+        .await
+        .unwrap();
+        // Small commits to a few leaves: deltas, then chains of links.
+        for round in 0..24u32 {
+            db.run_write(move |tx| async move {
+                let big = tx.bytes_store("big").await?;
+                let k = (round * 37) % 200;
+                big.upsert(&k.to_be_bytes(), &vec![2; if round % 2 == 0 { 4 } else { 40 }]).await
+            })
+            .await
+            .unwrap();
+        }
+        db.flush_gc().await.unwrap();
+        assert!(has_chain(inner.as_ref()).await, "cut {cut}: no delta chain to remove");
+
+        blobs.deletes.store(0, Ordering::SeqCst);
+        blobs.fail_delete_at.store(cut, Ordering::SeqCst);
+        db.remove_store("big").await.unwrap();
+        let _ = db.flush_gc().await;
+        // A cut sweep is work in flight, not damage: what is left of the
+        // store (unreadable nodes among it) is neither orphaned nor lost.
+        assert_healthy(&db).await;
+        db.close().await.unwrap();
+        // The cut deletion was reached, and left part of the store.
+        let left = registry.list_handles().await.unwrap().len();
+        cut_sweeps += usize::from(blobs.deletes.load(Ordering::SeqCst) >= cut && left > 1);
+        blobs.fail_delete_at.store(0, Ordering::SeqCst);
+
+        // Recovery while reads fail.
+        blobs.fail_get_every.store(3, Ordering::SeqCst);
+        if let Ok(db) = open(registry.clone(), blobs.clone()).await {
+            let _ = db.flush_gc().await;
+            let _ = db.close().await;
+        }
+        blobs.fail_get_every.store(0, Ordering::SeqCst);
+
+        let db = open(registry.clone(), blobs.clone()).await.unwrap();
+        db.flush_gc().await.unwrap();
+        assert!(db.list_stores().await.unwrap().iter().all(|s| s.name != "big"), "cut {cut}");
+        assert_healthy(&db).await;
+        assert!(registry.list_intents(u64::MAX).await.unwrap().is_empty(), "cut {cut}: an intent is left");
+        assert_eq!(registry.list_handles().await.unwrap().len(), 1, "cut {cut}: only kept's root");
+        assert_eq!(inner.list().await.unwrap().len(), 1, "cut {cut}: only kept's root leaf");
+    }
+    assert!(cut_sweeps >= 3, "the cuts interrupted {cut_sweeps} sweeps");
 }

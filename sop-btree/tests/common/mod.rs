@@ -135,8 +135,9 @@ pub(crate) fn model_range(
     model.range(range).map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
-/// A blob store for tests over an in-memory one: batch puts (staging) can
-/// be slowed and deletions made to fail, while the test runs.
+/// A blob store for tests over an in-memory one: batch puts (staging) and
+/// gets can be slowed, and deletions and gets made to fail, while the
+/// test runs.
 #[derive(Debug)]
 pub(crate) struct TestBlobs {
     inner: Arc<dyn BlobStore>,
@@ -146,25 +147,63 @@ pub(crate) struct TestBlobs {
     pub(crate) get_delay_ms: AtomicU64,
     /// Whether `delete`/`delete_many` fail with an I/O error.
     pub(crate) fail_deletes: AtomicBool,
+    /// `delete`/`delete_many` calls so far.
+    pub(crate) deletes: AtomicU64,
+    /// The number of the one `delete`/`delete_many` call that fails with
+    /// an I/O error (0: none); a failing `delete_many` deletes the first
+    /// half of its blobs first, as a deletion on object storage may.
+    pub(crate) fail_delete_at: AtomicU64,
+    /// When `n` > 0, every `n`th `get` fails with an I/O error (not
+    /// "gone": a read to retry).
+    pub(crate) fail_get_every: AtomicU64,
+    gets: AtomicU64,
 }
 
 impl TestBlobs {
     /// Over `ObjectBlobStore::memory()`, undisturbed.
     pub(crate) fn memory() -> Arc<Self> {
+        Self::over(Arc::new(sop_store::ObjectBlobStore::memory()))
+    }
+
+    /// Over `inner`, undisturbed.
+    pub(crate) fn over(inner: Arc<dyn BlobStore>) -> Arc<Self> {
         Arc::new(Self {
-            inner: Arc::new(sop_store::ObjectBlobStore::memory()),
+            inner,
             put_delay_ms: AtomicU64::new(0),
             get_delay_ms: AtomicU64::new(0),
             fail_deletes: AtomicBool::new(false),
+            deletes: AtomicU64::new(0),
+            fail_delete_at: AtomicU64::new(0),
+            fail_get_every: AtomicU64::new(0),
+            gets: AtomicU64::new(0),
         })
     }
 
-    fn check_delete(&self) -> sop_core::Result<()> {
+    /// Whether this `delete`/`delete_many` call fails: `Err(true)` for the
+    /// one cut deletion (which deletes half first), `Err(false)` while all
+    /// deletions fail.
+    fn delete_fault(&self) -> Result<(), bool> {
+        let n = self.deletes.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.fail_delete_at.load(Ordering::SeqCst) == n {
+            return Err(true);
+        }
         if self.fail_deletes.load(Ordering::SeqCst) {
-            return Err(Error::io("deleting", std::io::Error::other("injected")));
+            return Err(false);
         }
         Ok(())
     }
+
+    fn check_get(&self) -> sop_core::Result<()> {
+        let every = self.fail_get_every.load(Ordering::SeqCst);
+        if every > 0 && (self.gets.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(every) {
+            return Err(injected("reading"));
+        }
+        Ok(())
+    }
+}
+
+fn injected(what: &str) -> Error {
+    Error::io(what, std::io::Error::other("injected"))
 }
 
 #[async_trait]
@@ -177,10 +216,13 @@ impl BlobStore for TestBlobs {
         if ms > 0 {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
+        self.check_get()?;
         self.inner.get(id).await
     }
     async fn delete(&self, id: PhysicalId) -> sop_core::Result<()> {
-        self.check_delete()?;
+        if self.delete_fault().is_err() {
+            return Err(injected("deleting"));
+        }
         self.inner.delete(id).await
     }
     async fn put_many(&self, blobs: Vec<(PhysicalId, Bytes)>) -> sop_core::Result<()> {
@@ -191,7 +233,13 @@ impl BlobStore for TestBlobs {
         self.inner.put_many(blobs).await
     }
     async fn delete_many(&self, ids: &[PhysicalId]) -> sop_core::Result<()> {
-        self.check_delete()?;
+        if let Err(cut) = self.delete_fault() {
+            if cut {
+                // Not atomic, as on object storage: the first half went.
+                self.inner.delete_many(ids.get(..ids.len() / 2).unwrap_or_default()).await?;
+            }
+            return Err(injected("deleting"));
+        }
         self.inner.delete_many(ids).await
     }
     async fn list(&self) -> sop_core::Result<Vec<PhysicalId>> {
