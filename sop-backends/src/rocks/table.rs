@@ -145,4 +145,46 @@ mod tests {
         assert_eq!(table.get(b), Ok(None), "inserted, then removed");
         assert_eq!(table.get(c), Ok(Some(Handle::new(c, pc))), "a damaged record rewritten");
     }
+
+    /// The apply order, attacked by a concurrent reader: each publish
+    /// moves parent `p` to a new blob that names a new child and drops the
+    /// old child, its writes listed in the worst order (removal, update,
+    /// insert). A reader that finds the child `p` names missing must find
+    /// that `p` has moved on meanwhile: never a parent naming a child not
+    /// yet inserted or already removed.
+    #[test]
+    fn a_reader_never_sees_a_parent_naming_a_missing_child() {
+        const ROUNDS: usize = 20_000;
+        let p = LogicalId::new();
+        let blobs: Vec<PhysicalId> = (0..=ROUNDS).map(|_| PhysicalId::new()).collect();
+        let children: Vec<LogicalId> = (0..=ROUNDS).map(|_| LogicalId::new()).collect();
+        let first = [Handle::new(p, blobs[0]), Handle::new(children[0], PhysicalId::new())];
+        let table = HandleTable::new(first, FxHashSet::default());
+        let child_of: FxHashMap<PhysicalId, LogicalId> =
+            blobs.iter().copied().zip(children.iter().copied()).collect();
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for i in 1..=ROUNDS {
+                    table.apply(&[
+                        HandleWrite::Remove { id: children[i - 1], expected: 1 },
+                        HandleWrite::Update { id: p, expected: i as u64, physical_id: blobs[i] },
+                        HandleWrite::Insert { id: children[i], physical_id: PhysicalId::new() },
+                    ]);
+                }
+                done.store(true, Ordering::SeqCst);
+            });
+            let mut checked = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                let Ok(Some(parent)) = table.get(p) else { panic!("the parent is always there") };
+                let child = child_of[&parent.physical_id];
+                if table.get(child) == Ok(None) {
+                    let now = table.get(p).ok().flatten().map(|h| h.physical_id);
+                    assert_ne!(now, Some(parent.physical_id), "{parent:?} names {child}, which is missing");
+                }
+                checked += 1;
+            }
+            assert!(checked > 0);
+        });
+    }
 }
