@@ -495,7 +495,10 @@ impl Cursor {
     /// atomic load, no clock read per item).
     async fn advance(&mut self) -> Result<Option<usize>> {
         while !self.buffered() && self.next.is_some() {
-            self.fill().await?;
+            // Boxed: reading a leaf is a large future, and most steps do
+            // not read one; held inline, it would be moved with every
+            // step's future (measured: `memmove` 4.6 % of a short scan).
+            Box::pin(self.fill()).await?;
         }
         let Some(at) = self.pop() else { return Ok(None) };
         self.store.tx.shared.check_open()?;
@@ -546,7 +549,7 @@ impl Cursor {
         let Some(item) = self.item(at) else { return Ok(None) };
         let value = match &item.value {
             Value::Inline(_) => None,
-            Value::Blob { .. } => Some(self.value(item).await?),
+            Value::Blob { .. } => Some(Box::pin(self.value(item)).await?),
         };
         let key = match self.store.unique() {
             true => None,

@@ -570,7 +570,13 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Resul
     if id == EMPTY_ROOT {
         return Ok(TxNode::new(Arc::new(Node::empty_leaf()), version, None));
     }
-    let (node, index, base) = match db.cache.node_blob(id, &db.blobs).await? {
+    // A hit is taken here; only a miss awaits the cache's loader, boxed
+    // (a large future, moved with every read's otherwise).
+    let blob = match db.cache.get_in_memory(id) {
+        Some(hit) if !matches!(hit, CachedBlob::Value(_)) => hit,
+        _ => Box::pin(db.cache.node_blob(id, &db.blobs)).await?,
+    };
+    let (node, index, base) = match blob {
         CachedBlob::Delta { leaf, base } if with_base => match leaf.layers() {
             // A writer takes the base and the changes as they are.
             Some(layers) => {
@@ -583,7 +589,7 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Resul
             // Known merged only (the cache's disk tier): diffed at commit.
             None => {
                 let (node, index) = leaf.merged();
-                let b = db.cache.node_and_base(base, &db.blobs).await?;
+                let b = Box::pin(db.cache.node_and_base(base, &db.blobs)).await?;
                 let chain = leaf.chain().to_vec();
                 let base = Base { id: base, node: b.node, index: b.index, under_delta: true, chain };
                 (node.clone(), index.clone(), Some(base))

@@ -130,7 +130,7 @@ impl TxState {
             Value::Inline(b) => Ok(b),
             Value::Blob { id, .. } => match self.pending_values.get(&id) {
                 Some(b) => Ok(b.clone()),
-                None => db.cache.value(id, &db.blobs).await.map_err(|e| {
+                None => Box::pin(db.cache.value(id, &db.blobs)).await.map_err(|e| {
                     if e.kind() == sop_core::ErrorKind::NotFound {
                         Error::corruption("value", format!("the blob {id} of key {key:?} is missing"))
                     } else {
