@@ -118,7 +118,10 @@ impl Engine for SopEngine {
                 let lo = from.map_or(Bound::Unbounded, Bound::Included);
                 let mut cur = st.range(lo, Bound::Unbounded);
                 let mut n = 0;
-                while n < limit && cur.next_ref().await?.is_some() {
+                while n < limit {
+                    // Borrowed, as the peers' iterators lend theirs.
+                    let Some(kv) = cur.next_ref().await? else { break };
+                    std::hint::black_box(kv);
                     n += 1;
                 }
                 tx.commit().await?;
