@@ -11,7 +11,9 @@
 //! - [`stripes`]: the lock stripes a registry's validate-and-publish takes
 //!   (also used by the RocksDB registry in `sop-backends`), loom-checked;
 //! - [`group`]: group commit (one leader syncs the log for every writer
-//!   waiting), loom-checked.
+//!   waiting), loom-checked;
+//! - [`table`]: every handle of an exclusive registry in memory (the
+//!   RocksDB registry's), its apply order loom-checked.
 //!
 //! The embedded default registry, on RocksDB, lives in `sop-backends`, the
 //! one crate that builds backends; this crate compiles no C++. It is not a
@@ -36,6 +38,7 @@ mod faulty;
 pub mod group;
 mod mem;
 pub mod stripes;
+pub mod table;
 
 #[cfg(feature = "testkit")]
 pub use faulty::FaultyRegistry;

@@ -29,7 +29,6 @@
 
 mod blobs;
 mod error;
-mod table;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -46,7 +45,7 @@ use sop_core::{
 };
 
 use error::from_rocks;
-use table::HandleTable;
+use sop_registry::table::HandleTable;
 
 use sop_registry::group::GroupSync;
 use sop_registry::stripes::{CountLocks, Stripes};
@@ -301,7 +300,9 @@ impl Inner {
         ids.iter()
             .map(|id| match self.table.get(*id) {
                 Ok(h) => Ok(h),
-                Err(()) => self.read_handles(&[*id]).map(|h| h.into_iter().next().flatten()),
+                Err(sop_registry::table::Damaged) => {
+                    self.read_handles(&[*id]).map(|h| h.into_iter().next().flatten())
+                }
             })
             .collect()
     }

@@ -1,4 +1,5 @@
-//! [`HandleTable`]: every handle of the registry in memory, authoritative.
+//! [`HandleTable`]: every handle of a registry in memory, authoritative
+//! (the embedded RocksDB registry's, in `sop-backends`).
 //!
 //! The embedded registry is exclusive (its lock file keeps the directory to
 //! one process), so this process makes every change to its handles and can
@@ -14,19 +15,26 @@
 //! remembered as damaged and read from RocksDB, which reports the
 //! `Corruption`, until a write replaces it.
 
-use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use rustc_hash::{FxHashMap, FxHashSet};
+use sop_core::sync::RwLock;
+use sop_core::sync::atomic::{AtomicBool, Ordering};
 use sop_core::{Handle, HandleWrite, LogicalId};
 
 /// Shards of the table, so that readers of different ids rarely meet on
-/// one lock.
+/// one lock (two in the loom model, which explores every interleaving).
+#[cfg(not(sop_loom))]
 const SHARDS: usize = 64;
+#[cfg(sop_loom)]
+const SHARDS: usize = 2;
+
+/// [`HandleTable::get`]'s answer for an id whose stored record does not
+/// decode: read it from the store for the `Corruption` error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Damaged;
 
 /// See the module documentation.
 #[derive(Debug)]
-pub(super) struct HandleTable {
+pub struct HandleTable {
     shards: Vec<RwLock<FxHashMap<LogicalId, Handle>>>,
     /// Ids whose stored record does not decode.
     damaged: RwLock<FxHashSet<LogicalId>>,
@@ -37,7 +45,8 @@ pub(super) struct HandleTable {
 
 impl HandleTable {
     /// A table of `handles`, with the ids of `damaged` records.
-    pub(super) fn new(handles: impl IntoIterator<Item = Handle>, damaged: FxHashSet<LogicalId>) -> Self {
+    #[must_use]
+    pub fn new(handles: impl IntoIterator<Item = Handle>, damaged: FxHashSet<LogicalId>) -> Self {
         let mut shards: Vec<FxHashMap<LogicalId, Handle>> =
             (0..SHARDS).map(|_| FxHashMap::default()).collect();
         for h in handles {
@@ -57,13 +66,15 @@ impl HandleTable {
         self.shards.get(shard_of(id))
     }
 
-    /// The handle of `id`: `Ok(None)` when absent, `Err(())` when its
-    /// record is damaged (read it from RocksDB for the error).
-    pub(super) fn get(&self, id: LogicalId) -> Result<Option<Handle>, ()> {
+    /// The handle of `id`: `Ok(None)` when absent.
+    ///
+    /// # Errors
+    /// [`Damaged`] when its record is damaged.
+    pub fn get(&self, id: LogicalId) -> Result<Option<Handle>, Damaged> {
         if self.is_damaged(id) {
-            return Err(());
+            return Err(Damaged);
         }
-        let shard = self.shard(id).ok_or(())?;
+        let shard = self.shard(id).ok_or(Damaged)?;
         Ok(shard.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).copied())
     }
 
@@ -75,7 +86,7 @@ impl HandleTable {
     }
 
     /// Records `h` as written.
-    pub(super) fn put(&self, h: Handle) {
+    pub fn put(&self, h: Handle) {
         if let Some(shard) = self.shard(h.logical_id) {
             shard.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(h.logical_id, h);
         }
@@ -88,7 +99,7 @@ impl HandleTable {
     /// (validation at commit catches it), but never a node naming a child
     /// it cannot find: a new child is there before the parent that names
     /// it, and a removed child goes after the parent stopped naming it.
-    pub(super) fn apply(&self, writes: &[HandleWrite]) {
+    pub fn apply(&self, writes: &[HandleWrite]) {
         let inserts = writes.iter().filter(|w| matches!(w, HandleWrite::Insert { .. }));
         let updates = writes.iter().filter(|w| matches!(w, HandleWrite::Update { .. }));
         let removals = writes.iter().filter(|w| matches!(w, HandleWrite::Remove { .. }));
@@ -121,7 +132,7 @@ fn shard_of(id: LogicalId) -> usize {
     usize::try_from(id.as_u128() % SHARDS as u128).unwrap_or(0)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(sop_loom)))]
 mod tests {
     use super::*;
     use sop_core::PhysicalId;
@@ -133,7 +144,7 @@ mod tests {
         let table = HandleTable::new([ha], [c].into_iter().collect());
         assert_eq!(table.get(a), Ok(Some(ha)));
         assert_eq!(table.get(b), Ok(None));
-        assert_eq!(table.get(c), Err(()));
+        assert_eq!(table.get(c), Err(Damaged));
         let (pa, pc) = (PhysicalId::new(), PhysicalId::new());
         table.apply(&[
             HandleWrite::Update { id: a, expected: 1, physical_id: pa },
@@ -185,6 +196,45 @@ mod tests {
                 checked += 1;
             }
             assert!(checked > 0);
+        });
+    }
+}
+
+#[cfg(all(test, sop_loom))]
+mod loom_tests {
+    use super::*;
+    use sop_core::PhysicalId;
+    use sop_core::sync::{Arc, thread};
+
+    /// A publish moves parent `p` to a blob naming a new child and drops
+    /// the old child, its writes listed removal-first, while a reader
+    /// resolves the parent, then the child it names, then the parent
+    /// again: in no interleaving is the child missing while the parent
+    /// still names it.
+    #[test]
+    fn loom_a_reader_never_sees_a_parent_naming_a_missing_child() {
+        loom::model(|| {
+            let (p, old, new) = (LogicalId::new(), LogicalId::new(), LogicalId::new());
+            let (b0, b1) = (PhysicalId::new(), PhysicalId::new());
+            let first = [Handle::new(p, b0), Handle::new(old, PhysicalId::new())];
+            let table = Arc::new(HandleTable::new(first, FxHashSet::default()));
+            let writer = {
+                let table = table.clone();
+                thread::spawn(move || {
+                    table.apply(&[
+                        HandleWrite::Remove { id: old, expected: 1 },
+                        HandleWrite::Update { id: p, expected: 1, physical_id: b1 },
+                        HandleWrite::Insert { id: new, physical_id: PhysicalId::new() },
+                    ]);
+                })
+            };
+            let parent = table.get(p).ok().flatten().map(|h| h.physical_id);
+            let child = if parent == Some(b0) { old } else { new };
+            if table.get(child) == Ok(None) {
+                let now = table.get(p).ok().flatten().map(|h| h.physical_id);
+                assert_ne!(now, parent, "the parent names {child}, which is missing");
+            }
+            writer.join().unwrap();
         });
     }
 }
