@@ -11,8 +11,10 @@
 //! at once when none is, otherwise when the last one ends, from that
 //! transaction's drop (the job is parked here until then).
 //!
-//! A transaction past its deadline reads nothing more (every read checks
-//! it), so one that is never ended (a forgotten handle) stops counting a
+//! A transaction past its deadline reads nothing more from storage or the
+//! caches (every point read, every leaf a cursor reads and every value
+//! kept in a blob of its own checks it; a cursor may still hand out the
+//! inline items of a leaf it holds in memory), so one that is never ended (a forgotten handle) stops counting a
 //! while after its deadline: [`Epochs::sweep`], which the database's
 //! periodic task calls, forgets places whose expiry (the deadline plus the
 //! transaction's own time limit, a margin for a read in progress) passed.

@@ -435,8 +435,10 @@ impl Cursor {
         self.next = Some(if self.reverse { later_upper(hi, &self.hi) } else { later_lower(lo, &self.lo) });
     }
 
+    /// Reads the next leaf of the range into the buffer. On an error the
+    /// cursor stays where it was: a retry reads the same leaf again.
     async fn fill(&mut self) -> Result<()> {
-        let Some(from) = self.next.take() else { return Ok(()) };
+        let Some(from) = self.next.clone() else { return Ok(()) };
         let tx = &self.store.tx;
         let db = &tx.shared.db;
         let mut st = tx.shared.state.lock().await;
@@ -479,6 +481,14 @@ impl Cursor {
         if self.reverse { range.next_back() } else { range.next() }
     }
 
+    /// Puts back the item at `at`, just popped: its value could not be
+    /// read, and a retry must return it, not skip it.
+    fn unpop(&mut self, at: usize) {
+        if let Some((_, range)) = self.buffer.as_mut() {
+            if self.reverse { range.end = at + 1 } else { range.start = at }
+        }
+    }
+
     /// The buffered item at `at`.
     fn item(&self, at: usize) -> Option<&Item> {
         self.buffer.as_ref().and_then(|(leaf, _)| leaf_items(leaf).get(at))
@@ -505,6 +515,12 @@ impl Cursor {
         Ok(Some(at))
     }
 
+    /// `e`, after putting back the item at `at`.
+    fn put_back(&mut self, at: usize, e: Error) -> Error {
+        self.unpop(at);
+        e
+    }
+
     /// The value of `item`: shared with the leaf when inline, else read
     /// from its blob, which this transaction keeps alive while it lives.
     async fn value(&self, item: &Item) -> Result<Bytes> {
@@ -522,7 +538,11 @@ impl Cursor {
     async fn next_item(&mut self) -> Result<Option<(Bytes, Item)>> {
         let Some(at) = self.advance().await? else { return Ok(None) };
         let Some(item) = self.item(at) else { return Ok(None) };
-        let value = self.value(item).await?;
+        let value = match self.value(item).await {
+            Ok(v) => v,
+            Err(e) => return Err(self.put_back(at, e)),
+        };
+        let Some(item) = self.item(at) else { return Ok(None) };
         Ok(Some((value, item.clone())))
     }
 
@@ -533,7 +553,11 @@ impl Cursor {
     pub async fn next(&mut self) -> Result<Option<(Bytes, Bytes)>> {
         let Some(at) = self.advance().await? else { return Ok(None) };
         let Some(item) = self.item(at) else { return Ok(None) };
-        let value = self.value(item).await?;
+        let value = match self.value(item).await {
+            Ok(v) => v,
+            Err(e) => return Err(self.put_back(at, e)),
+        };
+        let Some(item) = self.item(at) else { return Ok(None) };
         Ok(Some((self.store.user_key(&item.key)?, value)))
     }
 
@@ -549,7 +573,10 @@ impl Cursor {
         let Some(item) = self.item(at) else { return Ok(None) };
         let value = match &item.value {
             Value::Inline(_) => None,
-            Value::Blob { .. } => Some(Box::pin(self.value(item)).await?),
+            Value::Blob { .. } => match Box::pin(self.value(item)).await {
+                Ok(v) => Some(v),
+                Err(e) => return Err(self.put_back(at, e)),
+            },
         };
         let key = match self.store.unique() {
             true => None,

@@ -5,6 +5,9 @@
 //!   they are now carried into the next attempt's intent.
 //! - The 4 096-byte key limit held for the user key, not for the stored
 //!   form of keys in non-unique stores (escaped, plus an 18-byte suffix).
+//! - A cursor step that failed (a leaf or a value in a blob of its own
+//!   that could not be read) had already moved the cursor on: a caller
+//!   that retried silently missed that item, or the rest of the range.
 
 mod common;
 
@@ -61,4 +64,69 @@ async fn the_key_limit_holds_for_stored_keys_of_non_unique_stores() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     s.insert(&vec![b'k'; MAX_KEY_LEN - 18], b"v").await.unwrap();
     tx.commit().await.unwrap();
+}
+
+/// A cursor over values kept in blobs of their own, on a cold cache, while
+/// every third blob read fails (an I/O error, not "gone"): a caller that
+/// retries each failed step gets every item, in order, none skipped, with
+/// `next` and with `next_ref`, in both directions.
+#[tokio::test]
+async fn a_cursor_step_that_failed_is_retried_not_skipped() {
+    let registry: Arc<dyn Registry> = Arc::new(MemRegistry::new());
+    let blobs = common::TestBlobs::memory();
+    let open = || Database::open(Config::from_parts(registry.clone(), blobs.clone(), true));
+    let db = open().await.unwrap();
+    let opts = StoreOptions { slot_length: 4, value_in_node_threshold: 8, ..StoreOptions::default() };
+    db.create_store("s", opts).await.unwrap();
+    let expected: Vec<(Vec<u8>, Vec<u8>)> =
+        (0..30u32).map(|k| (k.to_be_bytes().to_vec(), vec![k as u8; 20])).collect();
+    let items = expected.clone();
+    db.run_write(move |tx| {
+        let items = items.clone();
+        async move {
+            let s = tx.bytes_store("s").await?;
+            for (k, v) in items {
+                s.insert(&k, &v).await?;
+            }
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    db.close().await.unwrap();
+    for (reverse, borrowed) in [(false, false), (true, false), (false, true), (true, true)] {
+        let db = open().await.unwrap(); // a cold cache
+        blobs.fail_get_every.store(3, Ordering::SeqCst);
+        let tx = db.begin_read().await.unwrap();
+        let s = tx.bytes_store("s").await.unwrap();
+        let mut cur = match reverse {
+            false => s.range(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
+            true => s.range_rev(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
+        };
+        let (mut got, mut failures) = (Vec::new(), 0);
+        loop {
+            let step = match borrowed {
+                false => cur.next().await.map(|o| o.map(|(k, v)| (k.to_vec(), v.to_vec()))),
+                true => cur.next_ref().await.map(|o| o.map(|(k, v)| (k.to_vec(), v.to_vec()))),
+            };
+            match step {
+                Ok(Some(kv)) => got.push(kv),
+                Ok(None) => break,
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+                    failures += 1;
+                    assert!(failures < 1000, "no progress");
+                }
+            }
+        }
+        blobs.fail_get_every.store(0, Ordering::SeqCst);
+        let mut want = expected.clone();
+        if reverse {
+            want.reverse();
+        }
+        assert!(failures > 0, "reverse={reverse} borrowed={borrowed}: no read failed");
+        assert_eq!(got, want, "reverse={reverse} borrowed={borrowed}");
+        tx.rollback().await;
+        db.close().await.unwrap();
+    }
 }

@@ -210,31 +210,36 @@ mod loom_tests {
     /// the old child, its writes listed removal-first, while a reader
     /// resolves the parent, then the child it names, then the parent
     /// again: in no interleaving is the child missing while the parent
-    /// still names it.
+    /// still names it. Fixed ids (the model must be deterministic): all
+    /// three on one shard's lock, then the old child on another.
     #[test]
     fn loom_a_reader_never_sees_a_parent_naming_a_missing_child() {
-        loom::model(|| {
-            let (p, old, new) = (LogicalId::new(), LogicalId::new(), LogicalId::new());
-            let (b0, b1) = (PhysicalId::new(), PhysicalId::new());
-            let first = [Handle::new(p, b0), Handle::new(old, PhysicalId::new())];
-            let table = Arc::new(HandleTable::new(first, FxHashSet::default()));
-            let writer = {
-                let table = table.clone();
-                thread::spawn(move || {
-                    table.apply(&[
-                        HandleWrite::Remove { id: old, expected: 1 },
-                        HandleWrite::Update { id: p, expected: 1, physical_id: b1 },
-                        HandleWrite::Insert { id: new, physical_id: PhysicalId::new() },
-                    ]);
-                })
-            };
-            let parent = table.get(p).ok().flatten().map(|h| h.physical_id);
-            let child = if parent == Some(b0) { old } else { new };
-            if table.get(child) == Ok(None) {
-                let now = table.get(p).ok().flatten().map(|h| h.physical_id);
-                assert_ne!(now, parent, "the parent names {child}, which is missing");
-            }
-            writer.join().unwrap();
-        });
+        for (p, old, new) in [(2, 4, 6), (1, 2, 3)] {
+            loom::model(move || apply_against_a_reader(p, old, new));
+        }
+    }
+
+    fn apply_against_a_reader(p: u128, old: u128, new: u128) {
+        let (p, old, new) = (LogicalId::from_u128(p), LogicalId::from_u128(old), LogicalId::from_u128(new));
+        let (b0, b1) = (PhysicalId::from_u128(10), PhysicalId::from_u128(11));
+        let first = [Handle::new(p, b0), Handle::new(old, PhysicalId::from_u128(12))];
+        let table = Arc::new(HandleTable::new(first, FxHashSet::default()));
+        let writer = {
+            let table = table.clone();
+            thread::spawn(move || {
+                table.apply(&[
+                    HandleWrite::Remove { id: old, expected: 1 },
+                    HandleWrite::Update { id: p, expected: 1, physical_id: b1 },
+                    HandleWrite::Insert { id: new, physical_id: PhysicalId::from_u128(13) },
+                ]);
+            })
+        };
+        let parent = table.get(p).ok().flatten().map(|h| h.physical_id);
+        let child = if parent == Some(b0) { old } else { new };
+        if table.get(child) == Ok(None) {
+            let now = table.get(p).ok().flatten().map(|h| h.physical_id);
+            assert_ne!(now, parent, "the parent names {child}, which is missing");
+        }
+        writer.join().unwrap();
     }
 }
