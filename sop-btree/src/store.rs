@@ -535,15 +535,20 @@ impl Cursor {
         st.value_of(&tx.shared.db, item).await
     }
 
-    async fn next_item(&mut self) -> Result<Option<(Bytes, Item)>> {
+    /// Moves to the next item: its position and its value (put back, not
+    /// skipped, when the value cannot be read).
+    async fn step(&mut self) -> Result<Option<(usize, Bytes)>> {
         let Some(at) = self.advance().await? else { return Ok(None) };
         let Some(item) = self.item(at) else { return Ok(None) };
-        let value = match self.value(item).await {
-            Ok(v) => v,
-            Err(e) => return Err(self.put_back(at, e)),
-        };
-        let Some(item) = self.item(at) else { return Ok(None) };
-        Ok(Some((value, item.clone())))
+        match self.value(item).await {
+            Ok(v) => Ok(Some((at, v))),
+            Err(e) => Err(self.put_back(at, e)),
+        }
+    }
+
+    async fn next_item(&mut self) -> Result<Option<(Bytes, Item)>> {
+        let Some((at, value)) = self.step().await? else { return Ok(None) };
+        Ok(self.item(at).map(|item| (value, item.clone())))
     }
 
     /// The next key and value, or `None` at the end of the range.
@@ -551,12 +556,7 @@ impl Cursor {
     /// # Errors
     /// As [`Store::get`].
     pub async fn next(&mut self) -> Result<Option<(Bytes, Bytes)>> {
-        let Some(at) = self.advance().await? else { return Ok(None) };
-        let Some(item) = self.item(at) else { return Ok(None) };
-        let value = match self.value(item).await {
-            Ok(v) => v,
-            Err(e) => return Err(self.put_back(at, e)),
-        };
+        let Some((at, value)) = self.step().await? else { return Ok(None) };
         let Some(item) = self.item(at) else { return Ok(None) };
         Ok(Some((self.store.user_key(&item.key)?, value)))
     }
