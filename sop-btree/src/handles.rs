@@ -15,10 +15,12 @@
 //! its write-through put back a version two commits old, which read-only
 //! transactions then read without validation).
 
+use std::sync::Arc as StdArc;
+
 use rustc_hash::FxHashMap as HashMap;
 
 use sop_core::sync::RwLock;
-use sop_core::{Handle, LogicalId, PhysicalId};
+use sop_core::{Handle, KeyIndex, LogicalId, Node, PhysicalId};
 
 /// The physical id of an empty root leaf: it has no blob, so that creating
 /// a store is one atomic registry call.
@@ -31,20 +33,51 @@ const MAX_PER_SHARD: usize = 1 << 16;
 
 /// `LogicalId -> Handle`, sharded; a shard is emptied when it is full.
 /// Its synchronization is model-checked by `cargo xtask loom`.
+///
+/// An entry may also hold its *front*: the decoded node its handle's blob
+/// holds ([`HandleCache::attach`]), so that a reader resolves a node id
+/// to its handle and its node in one lookup, with no trip through the
+/// node cache. A front is only ever the node of the entry's own handle
+/// (blobs are immutable): replacing or forgetting the handle drops it.
+/// Fronts keep their nodes alive past the node cache's eviction, so they
+/// are bounded: a shard over its share of `front_budget` bytes drops all
+/// of its fronts (every front can be attached again).
 #[derive(Debug)]
 pub(crate) struct HandleCache {
     shards: Vec<RwLock<Shard>>,
     max_per_shard: usize,
+    front_per_shard: usize,
 }
 
-/// One shard: its entries, and how many times an entry left it other
-/// than by being replaced with a newer version (forgotten, or the shard
-/// emptied).
+/// One shard: its entries, how many times an entry left it other than by
+/// being replaced with a newer version (forgotten, or the shard emptied),
+/// and the bytes its fronts weigh.
 #[derive(Debug, Default)]
 struct Shard {
-    map: HashMap<LogicalId, Handle>,
+    map: HashMap<LogicalId, Entry>,
     removals: u64,
+    front_bytes: usize,
 }
+
+/// A cached handle and, when attached, its front with the bytes it weighs.
+#[derive(Debug)]
+struct Entry {
+    handle: Handle,
+    front: Option<(Front, usize)>,
+}
+
+/// The decoded node a handle's blob holds, with its search index.
+#[derive(Debug, Clone)]
+pub(crate) struct Front {
+    /// The node (a delta leaf's, merged).
+    pub(crate) node: StdArc<Node>,
+    /// Its keys' search index.
+    pub(crate) index: StdArc<KeyIndex>,
+}
+
+/// Front bytes a cache built by [`HandleCache::new`] keeps in all (the
+/// default node cache's quarter).
+const FRONT_BUDGET: usize = 64 << 20;
 
 impl Default for HandleCache {
     fn default() -> Self {
@@ -53,17 +86,28 @@ impl Default for HandleCache {
 }
 
 impl HandleCache {
-    /// 64 shards of up to 65 536 handles.
+    /// 64 shards of up to 65 536 handles, with 64 MiB of fronts.
     #[must_use]
     pub(crate) fn new() -> Self {
-        Self::with_shards(SHARDS, MAX_PER_SHARD)
+        Self::with_front_budget(FRONT_BUDGET)
     }
 
-    /// `shards` shards (at least 1) of up to `max_per_shard` handles.
+    /// 64 shards of up to 65 536 handles, with `front_budget` bytes of
+    /// fronts in all.
+    #[must_use]
+    pub(crate) fn with_front_budget(front_budget: usize) -> Self {
+        let mut cache = Self::with_shards(SHARDS, MAX_PER_SHARD);
+        cache.front_per_shard = front_budget / SHARDS;
+        cache
+    }
+
+    /// `shards` shards (at least 1) of up to `max_per_shard` handles, with
+    /// the default front budget.
     #[must_use]
     pub(crate) fn with_shards(shards: usize, max_per_shard: usize) -> Self {
+        let front_per_shard = FRONT_BUDGET / shards.max(1);
         let shards = (0..shards.max(1)).map(|_| RwLock::new(Shard::default())).collect();
-        Self { shards, max_per_shard: max_per_shard.max(1) }
+        Self { shards, max_per_shard: max_per_shard.max(1), front_per_shard }
     }
 
     fn shard(&self, id: LogicalId) -> &RwLock<Shard> {
@@ -76,7 +120,34 @@ impl HandleCache {
     /// The cached handle of `id`.
     #[must_use]
     pub(crate) fn get(&self, id: LogicalId) -> Option<Handle> {
-        self.shard(id).read().unwrap_or_else(std::sync::PoisonError::into_inner).map.get(&id).copied()
+        self.shard(id)
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map
+            .get(&id)
+            .map(|e| e.handle)
+    }
+
+    /// The cached handle of `id` with its front, when one is attached.
+    #[must_use]
+    pub(crate) fn get_front(&self, id: LogicalId) -> Option<(Handle, Front)> {
+        let shard = self.shard(id).read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        shard.map.get(&id).and_then(|e| Some((e.handle, e.front.as_ref()?.0.clone())))
+    }
+
+    /// Attaches `front`, the node `h`'s blob holds (weighing `weight`
+    /// bytes), to `h`'s entry, if the entry still holds `h` itself.
+    pub(crate) fn attach(&self, h: Handle, front: Front, weight: usize) {
+        let mut shard = self.shard(h.logical_id).write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if shard.front_bytes.saturating_add(weight) > self.front_per_shard {
+            shard.drop_fronts();
+        }
+        let Some(entry) = shard.map.get_mut(&h.logical_id) else { return };
+        if entry.handle != h || entry.front.is_some() || weight > self.front_per_shard {
+            return;
+        }
+        entry.front = Some((front, weight));
+        shard.front_bytes += weight;
     }
 
     /// Records `h` unless a newer version is already known.
@@ -115,7 +186,9 @@ impl HandleCache {
     /// Forgets `id` (removed, or found stale at validation).
     pub(crate) fn forget(&self, id: LogicalId) {
         let mut shard = self.shard(id).write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        shard.map.remove(&id);
+        if let Some(old) = shard.map.remove(&id) {
+            shard.unweigh(&old);
+        }
         shard.removals += 1;
     }
 }
@@ -123,20 +196,39 @@ impl HandleCache {
 impl Shard {
     /// Records `h` unless a newer version is already known.
     fn record(&mut self, h: Handle, max: usize) {
-        let newer = self.map.get(&h.logical_id).is_none_or(|old| old.version < h.version);
+        let newer = self.map.get(&h.logical_id).is_none_or(|old| old.handle.version < h.version);
         if newer {
             if self.map.len() >= max {
                 self.map.clear();
+                self.front_bytes = 0;
                 self.removals += 1;
             }
-            self.map.insert(h.logical_id, h);
+            if let Some(old) = self.map.insert(h.logical_id, Entry { handle: h, front: None }) {
+                self.unweigh(&old);
+            }
         }
+    }
+
+    /// Takes a replaced or removed entry's front off the shard's weight.
+    fn unweigh(&mut self, old: &Entry) {
+        if let Some((_, weight)) = &old.front {
+            self.front_bytes = self.front_bytes.saturating_sub(*weight);
+        }
+    }
+
+    /// Drops every front (the shard is over its share of the budget).
+    fn drop_fronts(&mut self) {
+        for entry in self.map.values_mut() {
+            entry.front = None;
+        }
+        self.front_bytes = 0;
     }
 }
 
 #[cfg(all(test, sop_loom))]
 pub(crate) mod loom_tests {
     use super::HandleCache;
+    use super::tests::front;
     use sop_core::sync::{Arc, thread};
     use sop_core::{Handle, LogicalId, PhysicalId};
 
@@ -182,6 +274,29 @@ pub(crate) mod loom_tests {
         });
     }
 
+    /// A reader's attach of the node of version 2 races a publish's
+    /// write-through of version 3: a front is only ever returned with the
+    /// handle whose blob holds it.
+    #[test]
+    fn loom_a_front_never_outlives_its_handle() {
+        loom::model(|| {
+            let id = LogicalId::from_u128(11);
+            let cache = Arc::new(HandleCache::with_shards(1, 4));
+            cache.observe(h(id, 2));
+            let (c1, c2, c3) = (cache.clone(), cache.clone(), cache.clone());
+            let reader = thread::spawn(move || c1.attach(h(id, 2), front(2), 10));
+            let writer = thread::spawn(move || c2.observe(h(id, 3)));
+            let other =
+                thread::spawn(move || c3.get_front(id).map(|(h, f)| (h.version, crate::tree::fill(&f.node))));
+            reader.join().unwrap();
+            writer.join().unwrap();
+            let seen = other.join().unwrap();
+            assert!(matches!(seen, None | Some((2, 2))), "{seen:?}");
+            assert!(cache.get_front(id).is_none(), "version 3's entry holds version 2's node");
+            assert_eq!(cache.get(id).map(|h| h.version), Some(3));
+        });
+    }
+
     #[test]
     fn loom_readers_see_whole_handles_and_forget_never_resurrects() {
         loom::model(|| {
@@ -206,8 +321,22 @@ pub(crate) mod loom_tests {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A front standing for the node of `version`: a leaf of that many items.
+    pub(crate) fn front(version: u64) -> Front {
+        let items = (0..version)
+            .map(|i| sop_core::Item {
+                key: bytes::Bytes::from(i.to_be_bytes().to_vec()),
+                version: sop_core::TxId::from_u128(1),
+                value: sop_core::Value::Inline(bytes::Bytes::new()),
+            })
+            .collect();
+        let node = std::sync::Arc::new(sop_core::Node::Leaf { items });
+        let index = std::sync::Arc::new(sop_core::KeyIndex::of_node(&node));
+        Front { node, index }
+    }
 
     fn h(id: LogicalId, version: u64) -> Handle {
         let mut h = Handle::new(id, PhysicalId::from_u128(u128::from(version)));
@@ -232,6 +361,43 @@ mod tests {
         assert_eq!(cache.get(id).map(|h| h.version), Some(4));
         cache.observe_since(h(id, 3), mark);
         assert_eq!(cache.get(id).map(|h| h.version), Some(4));
+    }
+
+    /// A front is attached only to the handle whose node it is, leaves with
+    /// that handle (replaced, forgotten or cleared), and is bounded.
+    #[test]
+    fn a_front_belongs_to_its_handle_and_is_bounded() {
+        let cache = HandleCache::with_shards(1, 8);
+        let id = LogicalId::new();
+        cache.attach(h(id, 2), front(2), 10);
+        assert!(cache.get_front(id).is_none(), "attached with no entry");
+        cache.observe(h(id, 2));
+        cache.attach(h(id, 1), front(1), 10);
+        assert!(cache.get_front(id).is_none(), "attached to another version's entry");
+        cache.attach(h(id, 2), front(2), 10);
+        let (got, f) = cache.get_front(id).expect("attached");
+        assert_eq!((got.version, crate::tree::fill(&f.node)), (2, 2));
+        cache.observe(h(id, 2));
+        assert!(cache.get_front(id).is_some(), "the same version kept its front");
+        cache.observe(h(id, 3));
+        assert!(cache.get_front(id).is_none(), "a newer handle kept the old node");
+        assert_eq!(cache.get(id).map(|h| h.version), Some(3));
+        cache.attach(h(id, 3), front(3), 10);
+        cache.forget(id);
+        assert!(cache.get_front(id).is_none() && cache.get(id).is_none());
+
+        // Over the shard's share of the budget, the shard's fronts go.
+        let mut small = HandleCache::with_shards(1, 8);
+        small.front_per_shard = 25;
+        let (a, b) = (LogicalId::new(), LogicalId::new());
+        small.observe(h(a, 1));
+        small.observe(h(b, 1));
+        small.attach(h(a, 1), front(1), 20);
+        small.attach(h(b, 1), front(1), 20);
+        assert!(small.get_front(a).is_none() && small.get_front(b).is_some());
+        small.attach(h(a, 1), front(1), 26);
+        assert!(small.get_front(a).is_none(), "a front over the whole share");
+        assert_eq!(small.get(a).map(|h| h.version), Some(1), "dropping fronts keeps handles");
     }
 
     /// Emptying a full shard counts as a removal too.

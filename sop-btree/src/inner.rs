@@ -77,7 +77,9 @@ impl DbInner {
             registry,
             blobs,
             cache,
-            handles: HandleCache::new(),
+            // Fronts pin nodes past the node cache's eviction: a quarter
+            // of its memory at most.
+            handles: HandleCache::with_front_budget(config.cache.memory_bytes / 4),
             config,
             counters: Counters::default(),
             gc: GcGate::new(),

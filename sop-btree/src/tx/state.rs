@@ -16,7 +16,7 @@ use sop_core::{
 
 use crate::clock::Stamp;
 use crate::epoch::EpochGuard;
-use crate::handles::EMPTY_ROOT;
+use crate::handles::{EMPTY_ROOT, Front};
 use crate::inner::{DbInner, store_not_found};
 use crate::tree::{NodeSource, Placed, Tree, search_items};
 use crate::tx::log::{ReadEntry, WriteOp};
@@ -423,6 +423,14 @@ impl NodeSource for Loader<'_> {
         if self.view.nodes.contains_key(&id) {
             return Ok(());
         }
+        if !self.writable
+            && let Some((h, front)) = db.handles.get_front(id)
+        {
+            let mut entry = TxNode::new(front.node, Some(h.version), Some(h.physical_id));
+            entry.index = Some(front.index);
+            self.view.nodes.insert(id, entry);
+            return Ok(());
+        }
         let mut handle = db.handle(id).await?;
         let mut refreshed = 0;
         let entry = loop {
@@ -576,6 +584,9 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Resul
         Some(hit) if !matches!(hit, CachedBlob::Value(_)) => hit,
         _ => Box::pin(db.cache.node_blob(id, &db.blobs)).await?,
     };
+    // A reader's node becomes its handle's front (the next reader's load
+    // takes handle and node in one lookup); its weight is counted once.
+    let weight = (!with_base).then(|| blob.weight());
     let (node, index, base) = match blob {
         CachedBlob::Delta { leaf, base } if with_base => match leaf.layers() {
             // A writer takes the base and the changes as they are.
@@ -611,6 +622,9 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Resul
         }
         CachedBlob::Value(_) => return Err(Error::corruption("node", format!("blob {id} is a value"))),
     };
+    if let Some(weight) = weight {
+        db.handles.attach(handle, Front { node: node.clone(), index: index.clone() }, weight);
+    }
     let mut entry = TxNode::new(node, version, Some(id));
     entry.base = base;
     entry.index = Some(index);
