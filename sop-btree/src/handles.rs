@@ -139,15 +139,20 @@ impl HandleCache {
     /// bytes), to `h`'s entry, if the entry still holds `h` itself.
     pub(crate) fn attach(&self, h: Handle, front: Front, weight: usize) {
         let mut shard = self.shard(h.logical_id).write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Only an attach that lands may drop the shard's fronts: a refused
+        // one (another handle, a front already there, a node over the
+        // whole share) costs no scan and drops nothing.
+        let lands = shard.map.get(&h.logical_id).is_some_and(|e| e.handle == h && e.front.is_none());
+        if !lands || weight > self.front_per_shard {
+            return;
+        }
         if shard.front_bytes.saturating_add(weight) > self.front_per_shard {
             shard.drop_fronts();
         }
-        let Some(entry) = shard.map.get_mut(&h.logical_id) else { return };
-        if entry.handle != h || entry.front.is_some() || weight > self.front_per_shard {
-            return;
+        if let Some(entry) = shard.map.get_mut(&h.logical_id) {
+            entry.front = Some((front, weight));
+            shard.front_bytes += weight;
         }
-        entry.front = Some((front, weight));
-        shard.front_bytes += weight;
     }
 
     /// Records `h` unless a newer version is already known.
@@ -386,6 +391,15 @@ pub(crate) mod tests {
         cache.forget(id);
         assert!(cache.get_front(id).is_none() && cache.get(id).is_none());
 
+        // A handle of the same version naming another blob is another
+        // handle: no front of the first blob's node lands on it.
+        let other = LogicalId::new();
+        cache.observe(h(other, 5));
+        let mut elsewhere = h(other, 5);
+        elsewhere.physical_id = PhysicalId::from_u128(99);
+        cache.attach(elsewhere, front(5), 10);
+        assert!(cache.get_front(other).is_none(), "attached to a handle of another blob");
+
         // Over the shard's share of the budget, the shard's fronts go.
         let mut small = HandleCache::with_shards(1, 8);
         small.front_per_shard = 25;
@@ -398,6 +412,38 @@ pub(crate) mod tests {
         small.attach(h(a, 1), front(1), 26);
         assert!(small.get_front(a).is_none(), "a front over the whole share");
         assert_eq!(small.get(a).map(|h| h.version), Some(1), "dropping fronts keeps handles");
+        // A refused attach (a front already there, another version, too
+        // big) drops nothing.
+        small.attach(h(b, 1), front(1), 20);
+        small.attach(h(a, 2), front(2), 20);
+        small.attach(h(a, 1), front(1), 26);
+        assert!(small.get_front(b).is_some(), "a refused attach dropped the shard's fronts");
+    }
+
+    /// The bytes a shard's fronts weigh follow every way a front leaves:
+    /// replaced, forgotten, cleared with a full shard, dropped.
+    #[test]
+    fn front_bytes_follow_every_front_that_leaves() {
+        let weight = |c: &HandleCache| c.shards[0].read().unwrap().front_bytes;
+        let cache = HandleCache::with_shards(1, 3);
+        let (a, b) = (LogicalId::new(), LogicalId::new());
+        cache.observe(h(a, 1));
+        cache.observe(h(b, 1));
+        cache.attach(h(a, 1), front(1), 10);
+        cache.attach(h(a, 1), front(1), 10);
+        cache.attach(h(b, 1), front(1), 7);
+        assert_eq!(weight(&cache), 17, "a second attach counted twice");
+        cache.observe(h(a, 2));
+        assert_eq!(weight(&cache), 7, "a replaced handle's front still counted");
+        cache.forget(b);
+        assert_eq!(weight(&cache), 0, "a forgotten handle's front still counted");
+        cache.observe(h(a, 3));
+        cache.attach(h(a, 3), front(3), 5);
+        cache.observe(h(LogicalId::new(), 1));
+        cache.observe(h(LogicalId::new(), 1));
+        assert_eq!(weight(&cache), 5);
+        cache.observe(h(LogicalId::new(), 1)); // full: the shard is emptied
+        assert_eq!(weight(&cache), 0, "an emptied shard's fronts still counted");
     }
 
     /// Emptying a full shard counts as a removal too.

@@ -71,12 +71,12 @@ async fn assert_reads(db: &Database, model: &BTreeMap<Vec<u8>, Vec<u8>>, keys: u
 
 /// Rounds of random inserts, updates and removes, each followed by a
 /// collection and a full read: with a cache big enough to keep every front,
-/// and with one so small that fronts are dropped and nodes evicted all the
-/// time.
+/// and with one so small (a 1 KiB share of fronts per shard: one to three
+/// leaves) that fronts are dropped and nodes evicted all the time.
 #[tokio::test]
 async fn readers_see_every_commit_through_fronts() {
     const KEYS: u64 = 300;
-    for cache_bytes in [64 << 20, 64 << 10] {
+    for cache_bytes in [64 << 20, 256 << 10] {
         let db = open(cache_bytes).await;
         let mut model = BTreeMap::new();
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ cache_bytes as u64);
@@ -125,7 +125,7 @@ async fn readers_see_every_commit_through_fronts() {
 async fn committed_readers_never_see_a_torn_transfer() {
     const ACCOUNTS: u64 = 64;
     const TOTAL: u64 = ACCOUNTS * 100;
-    for cache_bytes in [64 << 20, 64 << 10] {
+    for cache_bytes in [64 << 20, 256 << 10] {
         let db = open(cache_bytes).await;
         db.run_write(|tx| async move {
             let s = tx.bytes_store("s").await?;
