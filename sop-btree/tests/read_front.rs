@@ -193,3 +193,44 @@ async fn committed_readers_never_see_a_torn_transfer() {
         common::assert_healthy(&db).await;
     }
 }
+
+/// A read-only transaction reads a leaf, a writer changes an item it read
+/// there, and the transaction reads the leaf again (searched in place at
+/// the newer version): its commit must conflict. Validating the leaf at
+/// the newer version would let a read of the older state commit after the
+/// write.
+#[tokio::test]
+async fn a_leaf_read_at_two_versions_is_validated_at_the_older() {
+    let db = open(64 << 20).await;
+    let put = |k: &'static [u8], v: &'static [u8]| {
+        let db = db.clone();
+        async move {
+            db.run_write(move |tx| async move { tx.bytes_store("s").await?.upsert(k, v).await })
+                .await
+                .unwrap();
+        }
+    };
+    // A read-only pass attaches the leaf's front, as any reader would.
+    let warm = || {
+        let db = db.clone();
+        async move {
+            db.run_read(|tx| async move { tx.bytes_store("s").await?.get(b"b").await }).await.unwrap();
+        }
+    };
+    put(b"b", b"1").await;
+    for second in [&b"b"[..], b"a"] {
+        put(b"a", b"1").await;
+        warm().await;
+        let tx = db.begin_read().await.unwrap();
+        let s = tx.bytes_store("s").await.unwrap();
+        assert_eq!(s.get(b"a").await.unwrap().as_deref(), Some(&b"1"[..]));
+        put(b"a", b"2").await;
+        warm().await;
+        // Searched in place at the newer version: it sees the write.
+        let again = s.get(second).await.unwrap();
+        let want: &[u8] = if second == b"a" { b"2" } else { b"1" };
+        assert_eq!(again.as_deref(), Some(want));
+        let e = tx.commit().await.expect_err("a read of the old state committed after the write");
+        assert!(e.is_conflict(), "{e}");
+    }
+}

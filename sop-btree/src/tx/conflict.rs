@@ -18,11 +18,13 @@ pub(crate) async fn validate(db: &DbInner, st: &TxState) -> Result<()> {
         return Ok(());
     }
     let mut request = PublishRequest { tx_id: st.id, ..PublishRequest::default() };
-    for (&id, n) in &st.view.nodes {
-        if let Some(version) = n.version {
-            request.checks.push(VersionCheck { id, version });
-        }
-    }
+    // Every node read, written ones at the version read before the write.
+    let all = st.view.nodes.iter().filter_map(|(&id, n)| Some(VersionCheck { id, version: n.version? }));
+    request.checks = match st.view.peeked.is_empty() {
+        true => all.collect(),
+        // Peeked leaves: a read-only transaction, with no written node.
+        false => st.view.read_checks(),
+    };
     for (&id, (version, _)) in &st.view.removed {
         request.checks.push(VersionCheck { id, version: *version });
     }

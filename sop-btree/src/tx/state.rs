@@ -12,6 +12,7 @@ use bytes::Bytes;
 use sop_cache::{CachedBlob, DeltaLeaf, Layers, LeafSizes};
 use sop_core::{
     DeltaOp, Error, Item, KeyIndex, LogicalId, Node, PhysicalId, Result, StoreInfo, Subject, TxId,
+    VersionCheck,
 };
 
 use crate::clock::Stamp;
@@ -247,6 +248,31 @@ pub(crate) struct View {
     pub(crate) nodes: FxHashMap<LogicalId, TxNode>,
     /// Nodes removed: the version read and the blobs to free.
     pub(crate) removed: FxHashMap<LogicalId, (u64, Vec<PhysicalId>)>,
+    /// Leaves a read-only transaction searched in place (from their
+    /// handles' fronts) without keeping them, with the version read; in
+    /// reading order, repeats included. Validated as kept nodes are
+    /// ([`View::read_checks`]).
+    pub(crate) peeked: Vec<(LogicalId, u64)>,
+}
+
+impl View {
+    /// The version checks of every node read and kept unchanged, and of
+    /// every leaf peeked: one per id, at the oldest version read (a leaf
+    /// read at two versions changed during the transaction: its oldest
+    /// version fails validation, as it must).
+    pub(crate) fn read_checks(&self) -> Vec<VersionCheck> {
+        let kept = self.nodes.iter().filter(|(_, n)| !n.dirty);
+        let kept = kept.filter_map(|(&id, n)| Some(VersionCheck { id, version: n.version? }));
+        if self.peeked.is_empty() {
+            return kept.collect();
+        }
+        let mut oldest: FxHashMap<LogicalId, u64> = FxHashMap::default();
+        for c in kept.chain(self.peeked.iter().map(|&(id, version)| VersionCheck { id, version })) {
+            let v = oldest.entry(c.id).or_insert(c.version);
+            *v = (*v).min(c.version);
+        }
+        oldest.into_iter().map(|(id, version)| VersionCheck { id, version }).collect()
+    }
 }
 
 /// A transaction's view with the database it loads from: the node source
@@ -464,6 +490,27 @@ impl NodeSource for Loader<'_> {
         };
         self.view.nodes.insert(id, entry);
         Ok(())
+    }
+
+    /// A read-only transaction's leaf from its handle's front, when it is
+    /// not in the view: searched in place and recorded as peeked, never
+    /// kept. An internal node's front goes into the view (the next
+    /// descent reads it again).
+    fn peek_leaf(&mut self, id: LogicalId) -> Option<(Arc<Node>, Arc<KeyIndex>)> {
+        if self.writable || self.view.nodes.contains_key(&id) {
+            return None;
+        }
+        let (h, front) = self.db.handles.get_front(id)?;
+        if !front.node.is_leaf() {
+            let mut entry = TxNode::new(front.node, Some(h.version), Some(h.physical_id));
+            entry.index = Some(front.index);
+            self.view.nodes.insert(id, entry);
+            return None;
+        }
+        if self.view.peeked.last() != Some(&(id, h.version)) {
+            self.view.peeked.push((id, h.version));
+        }
+        Some((front.node, front.index))
     }
 
     /// Node `id` with this transaction's changes; it must be in the view.
