@@ -194,13 +194,12 @@ async fn committed_readers_never_see_a_torn_transfer() {
     }
 }
 
-/// A read-only transaction reads a leaf, a writer changes an item it read
-/// there, and the transaction reads the leaf again (searched in place at
-/// the newer version): its commit must conflict. Validating the leaf at
-/// the newer version would let a read of the older state commit after the
-/// write.
+/// A read-only transaction reads a leaf (searched in place), a writer
+/// changes an item it read there, and the transaction reads the leaf
+/// again: it reads the version it first read (a repeatable read), and its
+/// commit conflicts.
 #[tokio::test]
-async fn a_leaf_read_at_two_versions_is_validated_at_the_older() {
+async fn a_leaf_read_again_is_the_version_first_read() {
     let db = open(64 << 20).await;
     let put = |k: &'static [u8], v: &'static [u8]| {
         let db = db.clone();
@@ -226,11 +225,75 @@ async fn a_leaf_read_at_two_versions_is_validated_at_the_older() {
         assert_eq!(s.get(b"a").await.unwrap().as_deref(), Some(&b"1"[..]));
         put(b"a", b"2").await;
         warm().await;
-        // Searched in place at the newer version: it sees the write.
-        let again = s.get(second).await.unwrap();
-        let want: &[u8] = if second == b"a" { b"2" } else { b"1" };
-        assert_eq!(again.as_deref(), Some(want));
+        assert_eq!(s.get(second).await.unwrap().as_deref(), Some(&b"1"[..]), "not the version first read");
         let e = tx.commit().await.expect_err("a read of the old state committed after the write");
         assert!(e.is_conflict(), "{e}");
+    }
+}
+
+/// Between two reads of one key in a read-only transaction, writers split
+/// the key's leaf (inserting beside it) or empty its neighbourhood (the
+/// leaf borrows or merges away). The second read still finds the key: the
+/// leaf is read as first read, never its newer version through the
+/// parent as first read. The key never changed, so the commit succeeds.
+#[tokio::test]
+async fn a_key_read_twice_survives_a_split_or_merge_of_its_leaf_in_between() {
+    let cases = ["split before", "split after", "merge left", "merge right", "merge both"];
+    // Every key of the middle as the one read: wherever the leaves' bounds
+    // fall, some cases move it to another leaf, or merge its leaf away.
+    for (restructure, target) in cases.iter().flat_map(|&c| (8..32).map(move |t| (c, t))) {
+        let db = open(64 << 20).await;
+        db.run_write(|tx| async move {
+            let s = tx.bytes_store("s").await?;
+            for i in 0..40 {
+                s.insert(&key(i), b"v").await?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let all_keys = |db: Database| async move {
+            db.run_read(|tx| async move {
+                let s = tx.bytes_store("s").await?;
+                for i in 0..40 {
+                    s.get(&key(i)).await?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        };
+        all_keys(db.clone()).await; // every leaf gets its front
+        let tx = db.begin_read().await.unwrap();
+        let s = tx.bytes_store("s").await.unwrap();
+        assert_eq!(s.get(&key(target)).await.unwrap().as_deref(), Some(&b"v"[..]));
+        db.run_write(move |tx| async move {
+            let s = tx.bytes_store("s").await?;
+            let (left, right) = match restructure {
+                "merge left" => (target - 8..target, 0..0),
+                "merge right" => (0..0, target + 1..target + 8),
+                "merge both" => (target - 8..target, target + 1..target + 8),
+                _ => (0..0, 0..0),
+            };
+            for i in left.chain(right) {
+                s.remove(&key(i)).await?;
+            }
+            // Thirty keys just below (or above) the key: its leaf splits,
+            // and the key moves to another leaf (or stays).
+            let beside = if restructure == "split before" { target - 1 } else { target };
+            for j in 0..30 * u64::from(restructure.starts_with("split")) {
+                s.insert(format!("k{beside:04}-{j:02}").as_bytes(), b"w").await?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        all_keys(db.clone()).await; // the new leaves get fronts too
+        let case = format!("{restructure}, key {target}");
+        let again = s.get(&key(target)).await.unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(again.as_deref(), Some(&b"v"[..]), "{case}: a key that never changed read as absent");
+        let done = tx.commit().await;
+        done.unwrap_or_else(|e| panic!("{case}: a reader of an unchanged key failed: {e}"));
+        common::assert_healthy(&db).await;
     }
 }

@@ -18,13 +18,11 @@ pub(crate) async fn validate(db: &DbInner, st: &TxState) -> Result<()> {
         return Ok(());
     }
     let mut request = PublishRequest { tx_id: st.id, ..PublishRequest::default() };
-    // Every node read, written ones at the version read before the write.
+    // Every node read (written ones at the version read before the
+    // write), and every leaf peeked.
     let all = st.view.nodes.iter().filter_map(|(&id, n)| Some(VersionCheck { id, version: n.version? }));
-    request.checks = match st.view.peeked.is_empty() {
-        true => all.collect(),
-        // Peeked leaves: a read-only transaction, with no written node.
-        false => st.view.read_checks(),
-    };
+    let peeked = st.view.peeked.iter().map(|(&id, p)| VersionCheck { id, version: p.version });
+    request.checks = all.chain(peeked).collect();
     for (&id, (version, _)) in &st.view.removed {
         request.checks.push(VersionCheck { id, version: *version });
     }

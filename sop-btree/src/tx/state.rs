@@ -249,29 +249,30 @@ pub(crate) struct View {
     /// Nodes removed: the version read and the blobs to free.
     pub(crate) removed: FxHashMap<LogicalId, (u64, Vec<PhysicalId>)>,
     /// Leaves a read-only transaction searched in place (from their
-    /// handles' fronts) without keeping them, with the version read; in
-    /// reading order, repeats included. Validated as kept nodes are
-    /// ([`View::read_checks`]).
-    pub(crate) peeked: Vec<(LogicalId, u64)>,
+    /// handles' fronts) without a view entry: each as first read, so that
+    /// a later read of the leaf reads the same version. Validated as kept
+    /// nodes are ([`View::read_checks`]); a load of one moves it into
+    /// `nodes`.
+    pub(crate) peeked: FxHashMap<LogicalId, Peeked>,
+}
+
+/// A leaf a read-only transaction searched in place, as it read it.
+#[derive(Debug)]
+pub(crate) struct Peeked {
+    pub(crate) version: u64,
+    pub(crate) physical: PhysicalId,
+    pub(crate) node: Arc<Node>,
+    pub(crate) index: Arc<KeyIndex>,
 }
 
 impl View {
     /// The version checks of every node read and kept unchanged, and of
-    /// every leaf peeked: one per id, at the oldest version read (a leaf
-    /// read at two versions changed during the transaction: its oldest
-    /// version fails validation, as it must).
+    /// every leaf peeked (each id is in one of the two).
     pub(crate) fn read_checks(&self) -> Vec<VersionCheck> {
         let kept = self.nodes.iter().filter(|(_, n)| !n.dirty);
         let kept = kept.filter_map(|(&id, n)| Some(VersionCheck { id, version: n.version? }));
-        if self.peeked.is_empty() {
-            return kept.collect();
-        }
-        let mut oldest: FxHashMap<LogicalId, u64> = FxHashMap::default();
-        for c in kept.chain(self.peeked.iter().map(|&(id, version)| VersionCheck { id, version })) {
-            let v = oldest.entry(c.id).or_insert(c.version);
-            *v = (*v).min(c.version);
-        }
-        oldest.into_iter().map(|(id, version)| VersionCheck { id, version }).collect()
+        let peeked = self.peeked.iter().map(|(&id, p)| VersionCheck { id, version: p.version });
+        kept.chain(peeked).collect()
     }
 }
 
@@ -449,6 +450,13 @@ impl NodeSource for Loader<'_> {
         if self.view.nodes.contains_key(&id) {
             return Ok(());
         }
+        // A leaf peeked before is read at the version it was peeked at.
+        if let Some(p) = self.view.peeked.remove(&id) {
+            let mut entry = TxNode::new(p.node, Some(p.version), Some(p.physical));
+            entry.index = Some(p.index);
+            self.view.nodes.insert(id, entry);
+            return Ok(());
+        }
         if !self.writable
             && let Some((h, front)) = db.handles.get_front(id)
         {
@@ -492,12 +500,19 @@ impl NodeSource for Loader<'_> {
         Ok(())
     }
 
-    /// A read-only transaction's leaf from its handle's front, when it is
-    /// not in the view: searched in place and recorded as peeked, never
-    /// kept. An internal node's front goes into the view (the next
-    /// descent reads it again).
+    /// A read-only transaction's leaf as it first read it, or else from
+    /// its handle's front when it is not in the view: searched in place
+    /// and kept as peeked (node and version), never as a view entry. An
+    /// internal node's front goes into the view (the next descent reads
+    /// it again).
     fn peek_leaf(&mut self, id: LogicalId) -> Option<(Arc<Node>, Arc<KeyIndex>)> {
-        if self.writable || self.view.nodes.contains_key(&id) {
+        if self.writable {
+            return None;
+        }
+        if let Some(p) = self.view.peeked.get(&id) {
+            return Some((p.node.clone(), p.index.clone()));
+        }
+        if self.view.nodes.contains_key(&id) {
             return None;
         }
         let (h, front) = self.db.handles.get_front(id)?;
@@ -507,10 +522,11 @@ impl NodeSource for Loader<'_> {
             self.view.nodes.insert(id, entry);
             return None;
         }
-        if self.view.peeked.last() != Some(&(id, h.version)) {
-            self.view.peeked.push((id, h.version));
-        }
-        Some((front.node, front.index))
+        let (node, index) = (front.node.clone(), front.index.clone());
+        let peeked =
+            Peeked { version: h.version, physical: h.physical_id, node: front.node, index: front.index };
+        self.view.peeked.insert(id, peeked);
+        Some((node, index))
     }
 
     /// Node `id` with this transaction's changes; it must be in the view.
