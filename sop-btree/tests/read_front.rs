@@ -194,7 +194,7 @@ async fn committed_readers_never_see_a_torn_transfer() {
     }
 }
 
-/// A read-only transaction reads a leaf (searched in place), a writer
+/// A read-only transaction reads a leaf (through its front), a writer
 /// changes an item it read there, and the transaction reads the leaf
 /// again: it reads the version it first read (a repeatable read), and its
 /// commit conflicts.

@@ -28,12 +28,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sop_core::{Item, KeyIndex, Located, LogicalId, Node, Result};
 
-/// The leaf a point read reached: loaded (by id), or searched in place.
-enum Reached {
-    Loaded(LogicalId),
-    Peeked(Arc<Node>, Arc<KeyIndex>),
-}
-
 /// Where the tree's nodes come from and where its changes go.
 ///
 /// A source hands out nodes by logical id. `load` must be called before
@@ -48,13 +42,6 @@ pub(crate) trait NodeSource: Send {
     /// if it has one: never an index of other keys (a node as read, before
     /// a change since, or a base under changes kept aside).
     fn index(&self, _id: LogicalId) -> Option<&KeyIndex> {
-        None
-    }
-    /// Leaf `id` to search in place without loading it, when the source
-    /// can read it so (a read-only transaction's leaf, from its handle's
-    /// front): the leaf and its index. `None`: load it (it may be an
-    /// internal node, or not at hand).
-    fn peek_leaf(&mut self, _id: LogicalId) -> Option<(Arc<Node>, Arc<KeyIndex>)> {
         None
     }
     /// Node `id` for writing: copied on first write.
@@ -106,9 +93,6 @@ impl<T: NodeSource> NodeSource for &mut T {
     }
     fn index(&self, id: LogicalId) -> Option<&KeyIndex> {
         (**self).index(id)
-    }
-    fn peek_leaf(&mut self, id: LogicalId) -> Option<(Arc<Node>, Arc<KeyIndex>)> {
-        (**self).peek_leaf(id)
     }
     fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node> {
         (**self).node_mut(id)
@@ -244,15 +228,12 @@ impl<S: NodeSource> Tree<S> {
 
     /// The leaf that holds (or would hold) `key`, without recording the
     /// path (a point read needs no allocation for it).
-    async fn leaf_for(&mut self, key: &[u8]) -> Result<Reached> {
+    async fn leaf_for(&mut self, key: &[u8]) -> Result<LogicalId> {
         let mut id = self.root;
         loop {
-            if let Some((node, index)) = self.nodes.peek_leaf(id) {
-                return Ok(Reached::Peeked(node, index));
-            }
             self.nodes.load(id).await?;
             if self.nodes.is_leaf(id)? {
-                return Ok(Reached::Loaded(id));
+                return Ok(id);
             }
             let Node::Internal { keys, children } = self.nodes.node(id)?.as_ref() else {
                 return Err(bad_node(id));
@@ -270,13 +251,7 @@ impl<S: NodeSource> Tree<S> {
     /// `f` of the item under `key`, if any, without cloning the item (a
     /// point read takes only what it returns and logs).
     pub(crate) async fn find_map<T>(&mut self, key: &[u8], f: impl FnOnce(&Item) -> T) -> Result<Option<T>> {
-        let leaf = match self.leaf_for(key).await? {
-            Reached::Loaded(id) => id,
-            Reached::Peeked(node, index) => {
-                let Node::Leaf { items } = node.as_ref() else { return Err(bad_node(self.root)) };
-                return Ok(index.search(items, key).ok().and_then(|i| items.get(i)).map(f));
-            }
-        };
+        let leaf = self.leaf_for(key).await?;
         if let Some(found) = self.nodes.overlaid_item(leaf, key) {
             return Ok(found.map(f));
         }

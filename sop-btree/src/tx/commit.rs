@@ -9,7 +9,7 @@ use bytes::Bytes;
 use sop_cache::{CachedBlob, DeltaLeaf, LeafSizes};
 use sop_core::{
     BlobStore, DeltaOp, Error, HandleWrite, Intent, IntentState, Item, LeafDelta, Node, PhysicalId,
-    PublishRequest, Result,
+    PublishRequest, Result, VersionCheck,
 };
 
 use super::CommitInfo;
@@ -224,12 +224,17 @@ fn plan(st: &TxState, blobs: &dyn BlobStore, one_write: bool) -> Result<Plan> {
     let mut obsolete: Vec<PhysicalId> = st.obsolete_values.clone();
     let mut superseded = Vec::new();
     let mut dirty = Vec::new();
-    request.checks = st.view.read_checks();
-    for (&id, n) in st.view.nodes.iter().filter(|(_, n)| n.dirty) {
-        let e = encode_dirty(n);
-        obsolete.extend(e.obsolete);
-        superseded.extend(e.superseded);
-        dirty.push((id, n.version, e.bytes, e.cached));
+    for (&id, n) in &st.view.nodes {
+        match (n.dirty, n.version) {
+            (false, Some(version)) => request.checks.push(VersionCheck { id, version }),
+            (false, None) => {}
+            (true, version) => {
+                let e = encode_dirty(n);
+                obsolete.extend(e.obsolete);
+                superseded.extend(e.superseded);
+                dirty.push((id, version, e.bytes, e.cached));
+            }
+        }
     }
     let lens: Vec<usize> = dirty.iter().map(|d| d.2.len()).collect();
     let mut staged = Vec::with_capacity(dirty.len() + st.pending_values.len());

@@ -18,11 +18,11 @@ pub(crate) async fn validate(db: &DbInner, st: &TxState) -> Result<()> {
         return Ok(());
     }
     let mut request = PublishRequest { tx_id: st.id, ..PublishRequest::default() };
-    // Every node read (written ones at the version read before the
-    // write), and every leaf peeked.
-    let all = st.view.nodes.iter().filter_map(|(&id, n)| Some(VersionCheck { id, version: n.version? }));
-    let peeked = st.view.peeked.iter().map(|(&id, p)| VersionCheck { id, version: p.version });
-    request.checks = all.chain(peeked).collect();
+    for (&id, n) in &st.view.nodes {
+        if let Some(version) = n.version {
+            request.checks.push(VersionCheck { id, version });
+        }
+    }
     for (&id, (version, _)) in &st.view.removed {
         request.checks.push(VersionCheck { id, version: *version });
     }

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use sop_cache::{CachedBlob, DeltaLeaf, Layers, LeafSizes};
 use sop_core::{
     DeltaOp, Error, Item, KeyIndex, LogicalId, Node, PhysicalId, Result, StoreInfo, Subject, TxId,
-    VersionCheck,
 };
 
 use crate::clock::Stamp;
@@ -248,32 +247,6 @@ pub(crate) struct View {
     pub(crate) nodes: FxHashMap<LogicalId, TxNode>,
     /// Nodes removed: the version read and the blobs to free.
     pub(crate) removed: FxHashMap<LogicalId, (u64, Vec<PhysicalId>)>,
-    /// Leaves a read-only transaction searched in place (from their
-    /// handles' fronts) without a view entry: each as first read, so that
-    /// a later read of the leaf reads the same version. Validated as kept
-    /// nodes are ([`View::read_checks`]); a load of one moves it into
-    /// `nodes`.
-    pub(crate) peeked: FxHashMap<LogicalId, Peeked>,
-}
-
-/// A leaf a read-only transaction searched in place, as it read it.
-#[derive(Debug)]
-pub(crate) struct Peeked {
-    pub(crate) version: u64,
-    pub(crate) physical: PhysicalId,
-    pub(crate) node: Arc<Node>,
-    pub(crate) index: Arc<KeyIndex>,
-}
-
-impl View {
-    /// The version checks of every node read and kept unchanged, and of
-    /// every leaf peeked (each id is in one of the two).
-    pub(crate) fn read_checks(&self) -> Vec<VersionCheck> {
-        let kept = self.nodes.iter().filter(|(_, n)| !n.dirty);
-        let kept = kept.filter_map(|(&id, n)| Some(VersionCheck { id, version: n.version? }));
-        let peeked = self.peeked.iter().map(|(&id, p)| VersionCheck { id, version: p.version });
-        kept.chain(peeked).collect()
-    }
 }
 
 /// A transaction's view with the database it loads from: the node source
@@ -450,13 +423,6 @@ impl NodeSource for Loader<'_> {
         if self.view.nodes.contains_key(&id) {
             return Ok(());
         }
-        // A leaf peeked before is read at the version it was peeked at.
-        if let Some(p) = self.view.peeked.remove(&id) {
-            let mut entry = TxNode::new(p.node, Some(p.version), Some(p.physical));
-            entry.index = Some(p.index);
-            self.view.nodes.insert(id, entry);
-            return Ok(());
-        }
         if !self.writable
             && let Some((h, front)) = db.handles.get_front(id)
         {
@@ -498,35 +464,6 @@ impl NodeSource for Loader<'_> {
         };
         self.view.nodes.insert(id, entry);
         Ok(())
-    }
-
-    /// A read-only transaction's leaf as it first read it, or else from
-    /// its handle's front when it is not in the view: searched in place
-    /// and kept as peeked (node and version), never as a view entry. An
-    /// internal node's front goes into the view (the next descent reads
-    /// it again).
-    fn peek_leaf(&mut self, id: LogicalId) -> Option<(Arc<Node>, Arc<KeyIndex>)> {
-        if self.writable {
-            return None;
-        }
-        if let Some(p) = self.view.peeked.get(&id) {
-            return Some((p.node.clone(), p.index.clone()));
-        }
-        if self.view.nodes.contains_key(&id) {
-            return None;
-        }
-        let (h, front) = self.db.handles.get_front(id)?;
-        if !front.node.is_leaf() {
-            let mut entry = TxNode::new(front.node, Some(h.version), Some(h.physical_id));
-            entry.index = Some(front.index);
-            self.view.nodes.insert(id, entry);
-            return None;
-        }
-        let (node, index) = (front.node.clone(), front.index.clone());
-        let peeked =
-            Peeked { version: h.version, physical: h.physical_id, node: front.node, index: front.index };
-        self.view.peeked.insert(id, peeked);
-        Some((node, index))
     }
 
     /// Node `id` with this transaction's changes; it must be in the view.
