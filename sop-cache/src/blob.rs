@@ -84,7 +84,10 @@ fn delta_weight(leaf: &DeltaLeaf) -> usize {
 
 /// The node's bytes in memory, its key index's 16-byte word per key
 /// included.
-fn node_weight(node: &Node) -> usize {
+/// About how many bytes a decoded node takes in memory (the node cache's
+/// weight of a full node blob): one pass over its entries.
+#[must_use]
+pub fn node_weight(node: &Node) -> usize {
     match node {
         Node::Leaf { items } => {
             64 + items.iter().map(|i| i.key.len() + value_weight(&i.value) + 96).sum::<usize>()

@@ -36,7 +36,7 @@ mod cache;
 mod delta_leaf;
 mod inflight;
 
-pub use blob::CachedBlob;
+pub use blob::{CachedBlob, node_weight};
 pub use cache::{CacheConfig, CacheStats, DiskTier, LoadedNode, NodeCache};
 pub use delta_leaf::{DeltaLeaf, Layers, LeafSizes};
 #[doc(no_inline)]

@@ -584,9 +584,6 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Resul
         Some(hit) if !matches!(hit, CachedBlob::Value(_)) => hit,
         _ => Box::pin(db.cache.node_blob(id, &db.blobs)).await?,
     };
-    // A reader's node becomes its handle's front (the next reader's load
-    // takes handle and node in one lookup); its weight is counted once.
-    let weight = (!with_base).then(|| blob.weight());
     let (node, index, base) = match blob {
         CachedBlob::Delta { leaf, base } if with_base => match leaf.layers() {
             // A writer takes the base and the changes as they are.
@@ -622,8 +619,10 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Resul
         }
         CachedBlob::Value(_) => return Err(Error::corruption("node", format!("blob {id} is a value"))),
     };
-    if let Some(weight) = weight {
-        db.handles.attach(handle, Front { node: node.clone(), index: index.clone() }, weight);
+    // A reader's node becomes its handle's front: the next reader's load
+    // takes handle and node in one lookup.
+    if !with_base {
+        db.handles.attach(handle, Front { node: node.clone(), index: index.clone() });
     }
     let mut entry = TxNode::new(node, version, Some(id));
     entry.base = base;
