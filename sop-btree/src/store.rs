@@ -481,14 +481,6 @@ impl Cursor {
         if self.reverse { range.next_back() } else { range.next() }
     }
 
-    /// Puts back the item at `at`, just popped: its value could not be
-    /// read, and a retry must return it, not skip it.
-    fn unpop(&mut self, at: usize) {
-        if let Some((_, range)) = self.buffer.as_mut() {
-            if self.reverse { range.end = at + 1 } else { range.start = at }
-        }
-    }
-
     /// The buffered item at `at`.
     fn item(&self, at: usize) -> Option<&Item> {
         self.buffer.as_ref().and_then(|(leaf, _)| leaf_items(leaf).get(at))
@@ -515,9 +507,12 @@ impl Cursor {
         Ok(Some(at))
     }
 
-    /// `e`, after putting back the item at `at`.
+    /// `e`, after putting back the item at `at`, just popped: its value
+    /// could not be read, and a retry must return it, not skip it.
     fn put_back(&mut self, at: usize, e: Error) -> Error {
-        self.unpop(at);
+        if let Some((_, range)) = self.buffer.as_mut() {
+            if self.reverse { range.end = at + 1 } else { range.start = at }
+        }
         e
     }
 

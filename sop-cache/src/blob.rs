@@ -82,10 +82,9 @@ fn delta_weight(leaf: &DeltaLeaf) -> usize {
     64 + layers.sizes.base_size + layers.base_items().len() * 68 + ops + 16 + leaf.chain().len() * 16
 }
 
-/// The node's bytes in memory, its key index's 16-byte word per key
-/// included.
-/// About how many bytes a decoded node takes in memory (the node cache's
-/// weight of a full node blob): one pass over its entries.
+/// About how many bytes a decoded node takes in memory, its key index's
+/// 16-byte word per key included (the node cache's weight of a full node
+/// blob): one pass over its entries.
 #[must_use]
 pub fn node_weight(node: &Node) -> usize {
     match node {

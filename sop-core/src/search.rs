@@ -123,8 +123,7 @@ impl KeyIndex {
         let fixed = (suffix_len <= 16 && keys.clone().all(|k| k.len().checked_sub(n) == Some(suffix_len)))
             .then_some(suffix_len);
         let words: Box<[u128]> = keys.map(|k| word(k.get(n..).unwrap_or_default(), fixed)).collect();
-        let ends = (words.first().copied().unwrap_or(0), words.last().copied().unwrap_or(0));
-        Self { shared, words, fixed, ends }
+        Self { shared, ends: ends(&words), words, fixed }
     }
 
     /// The number of keys indexed.
@@ -238,6 +237,11 @@ fn lower_bound(words: &[u128], (first, last): (u128, u128), w: u128) -> usize {
             lo + words.get(lo..hi).map_or(0, |gap| gap.partition_point(|&e| e < w))
         }
     }
+}
+
+/// The first and the last of `words` (zero when empty).
+fn ends(words: &[u128]) -> (u128, u128) {
+    (words.first().copied().unwrap_or(0), words.last().copied().unwrap_or(0))
 }
 
 /// The first index from `start` on whose word fails `pred`, which holds on
@@ -412,8 +416,7 @@ mod tests {
             words.sort_unstable();
             let below = words.iter().filter(|&&e| e < probe).count();
             let not_above = words.iter().filter(|&&e| e <= probe).count();
-            let ends = (words.first().copied().unwrap_or(0), words.last().copied().unwrap_or(0));
-            prop_assert_eq!(lower_bound(&words, ends, probe), below);
+            prop_assert_eq!(lower_bound(&words, ends(&words), probe), below);
             prop_assert_eq!(gallop(&words, below, |e| e <= probe), not_above);
         }
 
