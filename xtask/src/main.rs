@@ -72,7 +72,9 @@ fn print_help() {
     println!(
         "  serial [--rounds N]  the serializability checker over N fresh databases of 16, 8 and 32 clients (default 300)"
     );
-    println!("  fuzz [--secs N]  every cargo-fuzz target for N seconds each (default 300; CI: 20)");
+    println!(
+        "  fuzz [--secs N] [--dev]  every cargo-fuzz target for N seconds each (default 300; CI: 20, --dev)"
+    );
     println!("  tidy  source-tree conventions");
 }
 
@@ -129,6 +131,9 @@ fn ci() -> Result<(), String> {
     let start = Instant::now();
     // etcd-server: the cluster-mode tests start local etcd members.
     ensure_system_packages(&[&BUILD_PACKAGES[..], &["curl", "etcd-server"]].concat())?;
+    // The Python venvs (moto, Schemathesis: ~2.5 minutes of downloads on a
+    // fresh machine) install beside the builds, which use the CPU.
+    let venvs = std::thread::spawn(|| moto::install().and_then(|m| schemathesis::install().map(|_| m)));
     rocksdb::prebuild()?;
     run(cargo_with(&["fmt", "--all", "--", "--check"]))?;
     run(cargo_with(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
@@ -150,7 +155,7 @@ fn ci() -> Result<(), String> {
     run(cargo_with(&[&lean[..], &["--", "-D", "warnings"]].concat()))?;
     tidy::run_all(&project_root())?;
     // The S3 tests start moto's server themselves (on 127.0.0.1).
-    let moto = moto::install()?;
+    let moto = venvs.join().map_err(|_| "installing the Python venvs panicked".to_owned())??;
     let mut tests = if has_nextest() {
         cargo_with(&["nextest", "run", "--workspace", "--features", ENGINE_FEATURES, "--no-fail-fast"])
     } else {
@@ -169,7 +174,7 @@ fn ci() -> Result<(), String> {
     schemathesis::run()?;
     loom()?;
     crash(&[], true)?;
-    fuzz(&["--secs".to_owned(), "20".to_owned()])?;
+    fuzz(&["--secs".to_owned(), "20".to_owned(), "--dev".to_owned()])?;
     bench(&["--quick".to_owned(), "--smoke".to_owned(), "--dev".to_owned()])?;
     bench(&["--cluster".to_owned(), "--secs".to_owned(), "2".to_owned(), "--dev".to_owned()])?;
     run(cargo_with(&["run", "-p", "sop-btree", "--features", "embedded", "--example", "bank"]))?;
@@ -301,9 +306,13 @@ fn crash(args: &[String], smoke: bool) -> Result<(), String> {
 /// `--secs` seconds (default 300) from its committed corpus. cargo-fuzz is
 /// installed when missing. libFuzzer's instrumentation needs `-Z` flags, so
 /// the stable toolchain runs with `RUSTC_BOOTSTRAP=1` and no sanitizer.
+/// `--dev` builds the targets unoptimized (with debug assertions): CI's
+/// smoke run, whose instrumented build of the server and every backend
+/// takes ~5 minutes from scratch on 2 cores, against ~9 optimized.
 fn fuzz(args: &[String]) -> Result<(), String> {
     const TARGETS: [&str; 3] = ["decode", "store_ops", "http"];
     let secs = number_flag(args, "--secs", 300)?;
+    let profile = if args.iter().any(|a| a == "--dev") { "--dev" } else { "-O" };
     prepare_build()?;
     if !cargo().args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success()) {
         run(cargo_with(&["install", "cargo-fuzz", "--locked"]))?;
@@ -314,7 +323,8 @@ fn fuzz(args: &[String]) -> Result<(), String> {
         let scratch = target_dir().join("fuzz-corpus").join(t);
         std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
         let scratch = scratch.to_string_lossy().into_owned();
-        let mut cmd = cargo_with(&["fuzz", "run", "-s", "none", "-O", t, &scratch, &format!("corpus/{t}")]);
+        let mut cmd =
+            cargo_with(&["fuzz", "run", "-s", "none", profile, t, &scratch, &format!("corpus/{t}")]);
         cmd.args(["--", &format!("-max_total_time={secs}"), "-max_len=4096", "-rss_limit_mb=2048"]);
         cmd.current_dir(&dir).env("RUSTC_BOOTSTRAP", "1");
         // Its own target directory: instrumented builds never mix with ours.

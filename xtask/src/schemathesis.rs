@@ -58,7 +58,7 @@ pub(crate) fn run() -> Result<(), String> {
 }
 
 /// The `st` of the virtualenv, installing Schemathesis when missing.
-fn install() -> Result<PathBuf, String> {
+pub(crate) fn install() -> Result<PathBuf, String> {
     crate::venv_tool("venv-schemathesis", "schemathesis==4.*", "st")
 }
 
