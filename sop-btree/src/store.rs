@@ -187,7 +187,29 @@ impl Store {
         if self.lookup(key).await?.is_some() {
             return Err(Error::AlreadyExists(self.subject(key)));
         }
-        self.write(Bytes::copy_from_slice(key), Some(Bytes::copy_from_slice(value))).await.map(|_| ())
+        let (key, value) = self.item_bytes(key, value);
+        self.write(key, Some(value)).await.map(|_| ())
+    }
+
+    /// `key` and `value` copied for an item. A value kept in its leaf
+    /// shares one allocation with its key: they live and die together
+    /// (an item is replaced whole), and a bulk load spent a tenth of its
+    /// time allocating and freeing them apart (four allocations a put, with
+    /// the reference counts each `Bytes` clone adds; two now). A value
+    /// written as a blob of its own is copied alone, so that a key the
+    /// tree keeps never holds it alive. (A separator an internal node
+    /// takes from a split leaf's key keeps the key's value alive with it,
+    /// at most `value_in_node_threshold` bytes, until that node is next
+    /// read from its blob.)
+    fn item_bytes(&self, key: &[u8], value: &[u8]) -> (Bytes, Bytes) {
+        if value.len() > self.info.options.value_in_node_threshold as usize {
+            return (Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+        }
+        let mut both = Vec::with_capacity(key.len() + value.len());
+        both.extend_from_slice(key);
+        both.extend_from_slice(value);
+        let both = Bytes::from(both);
+        (both.slice(..key.len()), both.slice(key.len()..))
     }
 
     /// Puts `key` whether or not it exists (a blind write in a unique
@@ -198,10 +220,8 @@ impl Store {
     pub async fn upsert(&self, key: &[u8], value: &[u8]) -> Result<()> {
         check_sizes(key, Some(value))?;
         if self.unique() {
-            return self
-                .write(Bytes::copy_from_slice(key), Some(Bytes::copy_from_slice(value)))
-                .await
-                .map(|_| ());
+            let (key, value) = self.item_bytes(key, value);
+            return self.write(key, Some(value)).await.map(|_| ());
         }
         match self.lookup(key).await? {
             Some((_, item)) => self.write(item.key, Some(Bytes::copy_from_slice(value))).await.map(|_| ()),
