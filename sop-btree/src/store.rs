@@ -13,7 +13,7 @@ use sop_core::{Error, Item, Node, Result, StoreInfo, StoreOptions, Subject, TxId
 use crate::key::{Key, encode_bytes};
 use crate::tree::leaf_items;
 use crate::tx::Transaction;
-use crate::tx::log::{ReadEntry, Seen};
+use crate::tx::log::{RangeRead, ReadEntry, Seen};
 use crate::tx::write::{MAX_KEY_LEN, check_sizes};
 
 impl Transaction {
@@ -482,13 +482,13 @@ impl Cursor {
         };
         let seen = Seen { leaf: batch.leaf.clone(), range: batch.range.clone(), own };
         let writes_before = st.writes.len();
-        st.reads.push(ReadEntry::Range {
+        st.reads.push(ReadEntry::Range(Box::new(RangeRead {
             store: shared_name,
             lo: batch.lo,
             hi: batch.hi,
             seen,
             writes_before,
-        });
+        })));
         self.buffer = Some((batch.leaf, batch.range));
         self.next = batch.next;
         Ok(())

@@ -223,7 +223,12 @@ fn plan(st: &TxState, blobs: &dyn BlobStore, one_write: bool) -> Result<Plan> {
     let mut request = PublishRequest { tx_id: st.id, ..PublishRequest::default() };
     let mut obsolete: Vec<PhysicalId> = st.obsolete_values.clone();
     let mut superseded = Vec::new();
-    let mut dirty = Vec::new();
+    // Sized up front: a read transaction's checks and a bulk write's
+    // dirty nodes number in the hundreds.
+    let dirty_n = st.view.nodes.values().filter(|n| n.dirty).count();
+    let mut dirty = Vec::with_capacity(dirty_n);
+    request.checks.reserve(st.view.nodes.len() - dirty_n);
+    request.writes.reserve(dirty_n + st.view.removed.len());
     for (&id, n) in &st.view.nodes {
         match (n.dirty, n.version) {
             (false, Some(version)) => request.checks.push(VersionCheck { id, version }),

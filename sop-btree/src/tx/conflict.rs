@@ -8,7 +8,7 @@ use bytes::Bytes;
 use sop_core::{Error, LogicalId, PublishRequest, Result, Subject, VersionCheck};
 
 use crate::inner::DbInner;
-use crate::tx::log::ReadEntry;
+use crate::tx::log::{RangeRead, ReadEntry};
 use crate::tx::state::TxState;
 
 /// Validates the read set without publishing: every node read (written
@@ -61,7 +61,8 @@ async fn recheck(db: &DbInner, st: &mut TxState, entry: &ReadEntry) -> Result<()
                 return Err(item_changed(store, key));
             }
         }
-        ReadEntry::Range { store, lo, hi, seen, writes_before } => {
+        ReadEntry::Range(range) => {
+            let RangeRead { store, lo, hi, seen, writes_before } = range.as_ref();
             let (root, slot) = tree_of(db, st, store).await?;
             let own: std::collections::HashSet<Bytes> = st
                 .writes

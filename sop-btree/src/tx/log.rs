@@ -38,15 +38,26 @@ pub(crate) enum ReadEntry {
     /// A point read (get, contains, or a write's precondition): the item
     /// version seen, or `None` for absent.
     Point { store: Arc<str>, key: Bytes, version: Option<TxId> },
-    /// A range read: every committed item in `[lo, hi]` as seen, excluding
-    /// keys the transaction had written before (`writes_before` writes).
-    Range { store: Arc<str>, lo: Bound<Bytes>, hi: Bound<Bytes>, seen: Seen, writes_before: usize },
+    /// A range read (boxed: a log of point reads is moved whole as it
+    /// grows, and the range's fields tripled every entry's size).
+    Range(Box<RangeRead>),
     /// A count read: the committed count seen, and the transaction's own
     /// count delta it included, made of its first `writes_before` writes.
     /// A blind write logs no read, yet its delta depends on whether its key
     /// existed; a merge that changes that delta changes what `count()`
     /// returned, so it is a conflict.
     Count { store: Arc<str>, committed: u64, delta: i64, writes_before: usize },
+}
+
+/// A range read: every committed item in `[lo, hi]` as seen, excluding
+/// keys the transaction had written before (`writes_before` writes).
+#[derive(Debug, Clone)]
+pub(crate) struct RangeRead {
+    pub(crate) store: Arc<str>,
+    pub(crate) lo: Bound<Bytes>,
+    pub(crate) hi: Bound<Bytes>,
+    pub(crate) seen: Seen,
+    pub(crate) writes_before: usize,
 }
 
 /// One write, replayed as is by a swarm merge.
