@@ -165,13 +165,17 @@ fn delta_ops(n: &TxNode, base: &[Item]) -> Option<Vec<DeltaOp>> {
     }
 }
 
+/// Whether `st` is read-only and nothing was published since it began:
+/// everything it read is still current, and its commit is decided without
+/// a plan. (A read transaction's plan, a check per node it read, and its
+/// claim, a lock every committer takes, were a tenth of a short scan's
+/// instructions, for a request the commit then discarded.)
+pub(super) fn quiet(db: &DbInner, st: &TxState) -> bool {
+    !st.writable && st.leftover.is_empty() && db.unchanged_since(st.begun)
+}
+
 pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<CommitInfo> {
-    if !st.writable && st.leftover.is_empty() && db.unchanged_since(st.begun) {
-        // Read-only, and nothing published since it began: everything it
-        // read is still current. Decided before planning: a read
-        // transaction's plan (a check per node it read) and its claim (a
-        // lock every committer takes) were a tenth of a short scan's
-        // instructions, for a request this would discard.
+    if quiet(db, st) {
         return Ok(CommitInfo::default());
     }
     // Periodic recovery leaves this transaction's intent alone until the

@@ -94,8 +94,14 @@ impl Transaction {
     pub async fn commit(&self) -> Result<CommitInfo> {
         if !self.shared.writable {
             // A read-only commit stages nothing: dropped half-way it leaves
-            // nothing behind, so it needs no task of its own.
-            return self.shared.commit().await;
+            // nothing behind, so it needs no task of its own. Most are
+            // decided at once; the rest are boxed, so that this future stays
+            // small (held inline, the full commit made it 3 KB, and every
+            // future awaiting a commit moved that much with it).
+            if let Some(outcome) = self.shared.commit_quiet() {
+                return outcome;
+            }
+            return Box::pin(self.shared.commit()).await;
         }
         let shared = self.shared.clone();
         RunToEnd::new(async move { shared.commit().await }).await
@@ -135,6 +141,19 @@ impl TxShared {
             return Err(sop_core::Error::Closed(format!("transaction {}", self.id)));
         }
         Ok(())
+    }
+
+    /// A read-only commit decided without waiting: the state is not
+    /// locked, the transaction is live and nothing was published since it
+    /// began (`commit::quiet`). `None`: the full commit decides.
+    fn commit_quiet(&self) -> Option<Result<CommitInfo>> {
+        let mut st = self.state.try_lock().ok()?;
+        if st.check_live().is_err() || !commit::quiet(&self.db, &st) {
+            return None;
+        }
+        st.finish();
+        self.db.counters.commits.fetch_add(1, Ordering::Relaxed);
+        Some(Ok(CommitInfo::default()))
     }
 
     async fn commit(&self) -> Result<CommitInfo> {
