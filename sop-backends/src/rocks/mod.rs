@@ -390,8 +390,9 @@ impl Inner {
     /// the instructions of a bulk load and a delete, `docs/BENCHMARKS.md`).
     fn publish_batch(&self, req: &PublishRequest, blobs: &[(PhysicalId, Bytes)]) -> Result<WriteBatch> {
         let (handles, counts, intents) = (self.cf(CF_HANDLES)?, self.cf(CF_COUNTS)?, self.cf(CF_INTENTS)?);
-        let intent = req.intent.as_ref().map(Intent::encode);
-        let mut batch = WriteBatch::with_capacity_bytes(batch_bytes(req, blobs, intent.as_deref()));
+        let intent = req.intent.as_ref().map(|i| (i.tx_id, i.encode()));
+        let encoded = intent.as_ref().map(|(_, bytes)| bytes.as_slice());
+        let mut batch = WriteBatch::with_capacity_bytes(batch_bytes(req, blobs, encoded));
         for w in &req.writes {
             match w.result() {
                 Some(h) => batch.put_cf(handles, h.logical_id.to_bytes(), h.encode()),
@@ -401,8 +402,8 @@ impl Inner {
         for (name, delta) in &req.count_deltas {
             batch.merge_cf(counts, name, delta.to_le_bytes());
         }
-        if let (Some(req_intent), Some(intent)) = (&req.intent, intent) {
-            batch.put_cf(intents, req_intent.tx_id.to_bytes(), intent);
+        if let Some((tx_id, bytes)) = intent {
+            batch.put_cf(intents, tx_id.to_bytes(), bytes);
         }
         if !blobs.is_empty() {
             let cf = self.cf(CF_BLOBS)?;

@@ -151,26 +151,29 @@ impl TxShared {
         if st.check_live().is_err() || !commit::quiet(&self.db, &st) {
             return None;
         }
-        st.finish();
-        self.db.counters.commits.fetch_add(1, Ordering::Relaxed);
-        Some(Ok(CommitInfo::default()))
+        Some(self.conclude(&mut st, Ok(CommitInfo::default())))
     }
 
     async fn commit(&self) -> Result<CommitInfo> {
-        let db = &self.db;
         let mut st = self.state.lock().await;
         let outcome = match st.check_live() {
-            Ok(()) => commit::commit(db, &mut st).await,
+            Ok(()) => commit::commit(&self.db, &mut st).await,
             Err(e) => Err(e),
         };
+        self.conclude(&mut st, outcome)
+    }
+
+    /// Ends the transaction with the commit's `outcome`, counted.
+    fn conclude(&self, st: &mut TxState, outcome: Result<CommitInfo>) -> Result<CommitInfo> {
         st.finish();
+        let counters = &self.db.counters;
         match &outcome {
             Ok(info) => {
-                db.counters.commits.fetch_add(1, Ordering::Relaxed);
-                db.counters.merges.fetch_add(u64::from(info.merges), Ordering::Relaxed);
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+                counters.merges.fetch_add(u64::from(info.merges), Ordering::Relaxed);
             }
             Err(e) if e.is_conflict() => {
-                db.counters.conflicts.fetch_add(1, Ordering::Relaxed);
+                counters.conflicts.fetch_add(1, Ordering::Relaxed);
             }
             Err(_) => {}
         }
