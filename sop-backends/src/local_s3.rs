@@ -13,6 +13,24 @@ use sop_core::{Error, Result};
 /// How long the server gets to answer.
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
+/// How many times the server is started on a fresh port when it exits
+/// during start-up (the free port found can be taken by a parallel test
+/// before the server binds it).
+const START_ATTEMPTS: u32 = 3;
+
+/// Why one start failed: the server exited (worth a retry on a fresh
+/// port), or anything else.
+enum Start {
+    Exited(Error),
+    Failed(Error),
+}
+
+impl From<Error> for Start {
+    fn from(e: Error) -> Self {
+        Self::Failed(e)
+    }
+}
+
 /// A running local S3 server.
 #[derive(Debug)]
 pub struct LocalS3 {
@@ -30,6 +48,21 @@ impl LocalS3 {
     /// `Io` when the server cannot start; `Timeout` when it does not
     /// answer within 30 s.
     pub fn start(dir: &Path) -> Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(dir) {
+                Err(Start::Exited(e)) if attempt < START_ATTEMPTS => {
+                    eprintln!("{e}; starting the local S3 server again on a fresh port");
+                    attempt += 1;
+                }
+                Err(Start::Exited(e) | Start::Failed(e)) => return Err(e),
+                Ok(s3) => return Ok(s3),
+            }
+        }
+    }
+
+    /// One start on a freshly chosen port.
+    fn start_once(dir: &Path) -> Result<Self, Start> {
         let bin =
             std::env::var_os("SOP_MOTO_SERVER").map_or_else(|| PathBuf::from("moto_server"), PathBuf::from);
         let port = {
@@ -56,19 +89,27 @@ impl LocalS3 {
             })?;
         let mut s3 = Self { child, port };
         let deadline = Instant::now() + READY_WITHIN;
-        while s3.request("GET", "/").is_err() {
+        loop {
+            let answered = s3.request("GET", "/").is_ok();
+            // Checked after an answer too: a server that lost its port to
+            // another process exits, and the answer came from that process.
             if let Ok(Some(status)) = s3.child.try_wait() {
-                return Err(Error::io(
+                return Err(Start::Exited(Error::io(
                     format!("moto exited ({status}); see {}", dir.join("moto.log").display()),
                     std::io::Error::other("moto exited"),
-                ));
+                )));
+            }
+            if answered {
+                return Ok(s3);
             }
             if Instant::now() > deadline {
-                return Err(Error::Timeout { what: "local S3 server".into(), after: READY_WITHIN });
+                return Err(Start::Failed(Error::Timeout {
+                    what: "local S3 server".into(),
+                    after: READY_WITHIN,
+                }));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(s3)
     }
 
     /// The endpoint, `http://127.0.0.1:PORT`.

@@ -557,3 +557,18 @@ async fn a_lost_reply_is_resolved_from_the_intent() {
     assert_eq!(direct.get_handles(&[id]).await.unwrap()[0].map(|h| h.version), Some(1), "not applied");
     assert_eq!(direct.get_intent(tx).await.unwrap().map(|i| i.state), Some(IntentState::Aborted));
 }
+
+/// A member that cannot start (here an option etcd refuses) is tried again
+/// on fresh ports (the cure for a port taken by a parallel test between
+/// choosing it and binding it) and, still failing, reported with its log,
+/// well before the 30 s readiness timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_keeps_exiting_is_reported_with_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let began = std::time::Instant::now();
+    let err = LocalEtcd::start(dir.path(), 1, &["--no-such-option"]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("exited") && text.contains("etcd.log"), "{text}");
+    assert!(began.elapsed() < std::time::Duration::from_secs(25), "took {:?}", began.elapsed());
+}

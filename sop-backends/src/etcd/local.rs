@@ -12,6 +12,11 @@ use sop_core::{Error, Result};
 /// How long the members get to elect a leader and answer.
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
+/// How many times a cluster is started on fresh ports when a member exits
+/// during start-up. A port found free is released before etcd binds it, so
+/// a test running in parallel can take it first; etcd then exits at once.
+const START_ATTEMPTS: u32 = 3;
+
 /// A running local etcd cluster (one or more members on 127.0.0.1).
 #[derive(Debug)]
 pub struct LocalEtcd {
@@ -34,6 +39,24 @@ impl LocalEtcd {
     /// `etcd-server`; `cargo xtask ci` installs it); `Timeout` when the
     /// cluster does not answer within 30 s.
     pub async fn start(dir: &Path, members: usize, extra: &[&str]) -> Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(dir, members, extra).await {
+                Err(Start::Exited(e)) if attempt < START_ATTEMPTS => {
+                    eprintln!("{e}; starting the local etcd again on fresh ports");
+                    for i in 0..members {
+                        let _ = std::fs::remove_dir_all(dir.join(format!("m{i}")).join("data"));
+                    }
+                    attempt += 1;
+                }
+                Err(Start::Exited(e) | Start::Failed(e)) => return Err(e),
+                Ok(cluster) => return Ok(cluster),
+            }
+        }
+    }
+
+    /// One start on freshly chosen ports.
+    async fn start_once(dir: &Path, members: usize, extra: &[&str]) -> Result<Self, Start> {
         let ports: Vec<(u16, u16)> =
             (0..members).map(|_| Ok((free_port()?, free_port()?))).collect::<Result<_>>()?;
         let cluster = ports
@@ -97,29 +120,45 @@ impl LocalEtcd {
         }
     }
 
-    async fn wait_ready(&mut self, dir: &Path) -> Result<()> {
+    async fn wait_ready(&mut self, dir: &Path) -> Result<(), Start> {
         let deadline = Instant::now() + READY_WITHIN;
         let endpoints: Vec<String> = self.hosts().iter().map(|h| format!("http://{h}")).collect();
         loop {
+            let answered = answers(&endpoints).await;
+            // Checked after an answer too: a member that lost its port to
+            // another process exits, and the answer came from that process.
             for (i, m) in self.members.iter_mut().enumerate() {
                 if let Some(status) = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                    return Err(Error::io(
+                    return Err(Start::Exited(Error::io(
                         format!("etcd member m{i} exited ({status}); see {}", log_of(dir, i).display()),
                         std::io::Error::other("etcd exited"),
-                    ));
+                    )));
                 }
             }
-            if answers(&endpoints).await {
+            if answered {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(Error::Timeout {
+                return Err(Start::Failed(Error::Timeout {
                     what: format!("local etcd in {}", dir.display()),
                     after: READY_WITHIN,
-                });
+                }));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// Why one start failed: a member exited (worth a retry on fresh ports),
+/// or anything else.
+enum Start {
+    Exited(Error),
+    Failed(Error),
+}
+
+impl From<Error> for Start {
+    fn from(e: Error) -> Self {
+        Self::Failed(e)
     }
 }
 
