@@ -254,6 +254,50 @@ async fn deleting_a_leaf_s_items_does_not_keep_them_in_its_base() {
     assert_healthy(&db).await;
 }
 
+/// Items deleted one commit at a time stay deltas on the leaf's base
+/// until the changes and the bytes the base holds for nothing pass half of
+/// it (`DELTA_SHARE`), and no further: 40 of 100 items deleted keep the
+/// base the load wrote; 60 have rewritten it.
+#[tokio::test]
+async fn deletes_stay_deltas_until_half_the_base_is_dead() {
+    let (registry, blobs) = (Arc::new(MemRegistry::new()), Arc::new(ObjectBlobStore::memory()));
+    let db = open(&registry, &blobs).await;
+    db.create_store("s", small(200)).await.unwrap();
+    put(&db, (0..100).collect(), &[5u8; 100]).await;
+    db.flush_gc().await.unwrap();
+    let full_blobs = || async {
+        let mut full = Vec::new();
+        for id in blobs.list().await.unwrap() {
+            let b: Bytes = blobs.get(id).await.unwrap();
+            if !LeafDelta::is_delta(&b) {
+                full.push(id);
+            }
+        }
+        full
+    };
+    let loaded = full_blobs().await;
+    assert_eq!(loaded.len(), 1, "one leaf");
+    let remove = |k: u32| {
+        db.run_write(move |tx| async move {
+            assert!(tx.bytes_store("s").await?.remove(&key(k)).await?);
+            Ok(())
+        })
+    };
+    // Every other key first, so that no deleted run is at an end.
+    for k in (0..80).step_by(2) {
+        remove(k).await.unwrap();
+    }
+    db.flush_gc().await.unwrap();
+    assert_eq!(full_blobs().await, loaded, "40 deletes of 100 rewrote the leaf");
+    for k in (1..40).step_by(2) {
+        remove(k).await.unwrap();
+    }
+    db.flush_gc().await.unwrap();
+    assert_ne!(full_blobs().await, loaded, "60 of 100 items dead, and the base still the load's");
+    assert_eq!(all(&db).await.len(), 40);
+    assert_healthy(&db).await;
+}
+
 /// Splits write both halves whole: after appending one key per commit
 /// (each split would otherwise leave a half whose base holds the moved
 /// half) the full leaves take about the space of loading the same items

@@ -75,14 +75,14 @@ fn encode_dirty(n: &TxNode) -> Encoded {
     {
         let sizes = n.leaf_sizes(base);
         if let Some((bytes, ops, chain)) = link(n, base, base_items) {
-            if within_share(&ops, sizes) {
+            if within_share(&ops, sizes, false) {
                 debug_assert_eq!(sizes, LeafSizes::of(base_items, &base.index, &ops), "sizes kept");
                 let leaf = DeltaLeaf::layered_with(base.node.clone(), base.index.clone(), ops, sizes);
                 let cached = CachedBlob::delta(leaf.with_chain(chain), base.id);
                 return Encoded { bytes, cached, obsolete: Vec::new(), superseded: n.physical };
             }
         } else if let Some(ops) = delta_ops(n, base_items)
-            && within_share(&ops, sizes)
+            && within_share(&ops, sizes, n.copied())
         {
             debug_assert_eq!(sizes, LeafSizes::of(base_items, &base.index, &ops), "sizes kept");
             let bytes = Bytes::from(LeafDelta { base: base.id, chain: Vec::new(), ops }.encode());
@@ -111,16 +111,22 @@ fn encode_dirty(n: &TxNode) -> Encoded {
 }
 
 /// A delta's base may hold at most this share (numerator, denominator) of
-/// its bytes for nothing (items deleted since, or moved out): a split
-/// moves about half of a leaf out, so both halves are written whole and
-/// no base keeps a moved half alive.
+/// its bytes for nothing (items moved out) when the leaf was copied (a
+/// split or a repair, not changed through its overlay): a split moves
+/// about half of a leaf out, so both halves are written whole and no base
+/// keeps a moved half alive. A leaf whose items were deleted through its
+/// overlay is bounded by `DELTA_SHARE` alone (its changes and dead bytes
+/// within half of the base): at a quarter, a leaf emptied by random
+/// deletes was rewritten whole about every quarter of its items, some
+/// three times its bytes in all (measured: `sop-bench --quick --phases
+/// main`, 100 000 deletes, docs/BENCHMARKS.md).
 const DEAD_SHARE: (usize, usize) = (1, 4);
 
 /// Whether changes `ops` to a leaf of `sizes` stay a delta (`DELTA_SHARE`,
-/// `DEAD_SHARE`).
-fn within_share(ops: &[DeltaOp], sizes: LeafSizes) -> bool {
+/// and `DEAD_SHARE` for a `copied` leaf).
+fn within_share(ops: &[DeltaOp], sizes: LeafSizes, copied: bool) -> bool {
     let dead = sizes.base_size.saturating_sub(sizes.size);
-    dead * DEAD_SHARE.1 <= sizes.base_size * DEAD_SHARE.0
+    (!copied || dead * DEAD_SHARE.1 <= sizes.base_size * DEAD_SHARE.0)
         && (LeafDelta::ops_size_hint(ops) + dead) * DELTA_SHARE.1 <= sizes.base_size * DELTA_SHARE.0
 }
 

@@ -138,6 +138,12 @@ impl TxNode {
         self.node.is_leaf() && self.version.is_some() && (!self.dirty || !self.overlay.is_empty())
     }
 
+    /// Whether the node was changed as a private copy (a split, a repair):
+    /// dirty, and not through its overlay alone.
+    pub(crate) fn copied(&self) -> bool {
+        self.dirty && !self.layered_read()
+    }
+
     /// Whether finding an item takes more than a search of `node`.
     fn layered_read(&self) -> bool {
         self.prior.is_some() || !self.overlay.is_empty()
