@@ -135,11 +135,25 @@ async fn publish_with_blobs_is_all_or_nothing() {
     assert_eq!(blobs.get(third).await.unwrap_err().kind(), ErrorKind::NotFound);
     assert_eq!(reg.get_handles(&[node]).await.unwrap()[0].map(|h| h.version), Some(1));
 
-    // Blobs with no intent to name them: invalid input.
+    // Blobs and handles with no intent (a commit that makes nothing
+    // obsolete): published together, and no intent left behind.
     let mut bare = request(third, HandleWrite::Update { id: node, expected: 1, physical_id: third });
     bare.intent = None;
-    let e = reg.publish_with_blobs(&bare, vec![(third, Bytes::from_static(b"3"))]).await.unwrap_err();
+    reg.publish_with_blobs(&bare, vec![(third, Bytes::from_static(b"3"))]).await.unwrap();
+    assert_eq!(blobs.get(third).await.unwrap(), Bytes::from_static(b"3"));
+    assert_eq!(
+        reg.get_handles(&[node]).await.unwrap()[0].map(|h| (h.version, h.physical_id)),
+        Some((2, third))
+    );
+    assert!(reg.get_intent(bare.tx_id).await.unwrap().is_none());
+
+    // Blobs that no handle write of the request goes with: invalid input,
+    // and nothing stored.
+    let fourth = PhysicalId::new();
+    let lone = PublishRequest { tx_id: TxId::new(), ..PublishRequest::default() };
+    let e = reg.publish_with_blobs(&lone, vec![(fourth, Bytes::from_static(b"4"))]).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert_eq!(blobs.get(fourth).await.unwrap_err().kind(), ErrorKind::NotFound);
 }
 
 /// The handle table in memory (loaded at open) answers as RocksDB would:

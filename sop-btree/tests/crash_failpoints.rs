@@ -105,3 +105,70 @@ async fn crash_at_every_step(blobs: EmbeddedBlobs) {
         assert_healthy(&db).await;
     }
 }
+
+/// A commit that makes nothing obsolete (one small update, written as a
+/// delta on the leaf's base) needs no intent on the embedded default: its
+/// blobs and handles are one write. A crash at any step leaves all of it
+/// or none, and the registry holds no intent afterwards, crashed or not
+/// (a committed intent would be left by a crash after the publish).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_frees_nothing_leaves_no_intent_at_any_step() {
+    use sop_core::Registry;
+    let steps = [
+        None,
+        Some(CommitStep::IntentWritten),
+        Some(CommitStep::BlobsStaged),
+        Some(CommitStep::Published),
+        Some(CommitStep::ObsoleteDeleted),
+    ];
+    for step in steps {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let armed = Arc::new(AtomicBool::new(false));
+            let db = open(dir.path(), EmbeddedBlobs::Registry, step.map(|s| (s, armed.clone()))).await;
+            // One leaf of 50 items: a one-item change is a delta on it.
+            db.create_store("s", small(64)).await.unwrap();
+            db.run_write(|tx| async move {
+                let s = tx.store::<u32, String>("s").await?;
+                for i in 0..50 {
+                    s.insert(&i, &format!("v{i}")).await?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+            armed.store(true, Ordering::SeqCst);
+            let outcome = async {
+                let tx = db.begin_write().await?;
+                tx.store::<u32, String>("s").await?.update(&40, &"small".to_owned()).await?;
+                tx.commit().await
+            }
+            .await;
+            // ObsoleteDeleted is never reached: there is nothing to delete.
+            let crashed = matches!(
+                step,
+                Some(CommitStep::IntentWritten | CommitStep::BlobsStaged | CommitStep::Published)
+            );
+            assert_eq!(outcome.is_err(), crashed, "{step:?}: {outcome:?}");
+            db.close().await.unwrap();
+        }
+        {
+            let registry = sop_backends::RocksRegistry::open(
+                dir.path().join("registry"),
+                &sop_backends::RocksConfig::default(),
+            )
+            .unwrap();
+            let left = registry.list_intents(u64::MAX).await.unwrap();
+            assert!(left.is_empty(), "{step:?}: intents left: {left:?}");
+        }
+        let db = open(dir.path(), EmbeddedBlobs::Registry, None).await;
+        let published = !matches!(step, Some(CommitStep::IntentWritten | CommitStep::BlobsStaged));
+        let value = db
+            .run_read(|tx| async move { tx.store::<u32, String>("s").await?.get(&40).await })
+            .await
+            .unwrap();
+        let expected = if published { "small" } else { "v40" };
+        assert_eq!(value.as_deref(), Some(expected), "{step:?}");
+        assert_healthy(&db).await;
+    }
+}

@@ -199,8 +199,11 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     /// holds: a commit's staging and its publish as one write, all or
     /// nothing, so no pending intent is needed first. `request.intent`, if
     /// any, is the committed intent; no intent of the transaction may
-    /// exist yet. Only a registry that holds a blob store implements it;
-    /// the default is `Unsupported`.
+    /// exist yet. A commit that makes no blob obsolete sends none: its one
+    /// write leaves nothing to finish or clean up. Blobs come with handle
+    /// writes (a request that writes no handle may stage none). Only a
+    /// registry that holds a blob store implements it; the default is
+    /// `Unsupported`.
     ///
     /// # Errors
     /// As [`Registry::publish`]; `Unsupported` for a registry without a

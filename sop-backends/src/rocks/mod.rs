@@ -628,8 +628,8 @@ impl Registry for RocksRegistry {
         request: &PublishRequest,
         blobs: Vec<(PhysicalId, Bytes)>,
     ) -> Result<()> {
-        if request.intent.is_none() && !blobs.is_empty() {
-            return Err(Error::invalid("publish", "blobs staged without an intent to name them"));
+        if request.writes.is_empty() && !blobs.is_empty() {
+            return Err(Error::invalid("publish", "blobs staged by a publish that writes no handle"));
         }
         let seq = self.inner.apply(request, Some(&blobs))?;
         self.durable(seq).await

@@ -283,7 +283,13 @@ fn plan(st: &TxState, blobs: &dyn BlobStore, one_write: bool) -> Result<Plan> {
     request.count_deltas =
         st.stores.iter().filter(|(_, s)| s.delta != 0).map(|(n, s)| (n.clone(), s.delta)).collect();
     request.count_checks = count_checks(st);
-    if !request.writes.is_empty() || !staged.is_empty() || !st.leftover.is_empty() {
+    // One write with nothing made obsolete leaves nothing for anyone to
+    // finish or clean up: its blobs and handles land together or not at
+    // all, so it needs no intent (a single-key update or transfer: the
+    // intent's lookup, its write and its later removal were about a
+    // tenth of the commit's instructions).
+    let needs_intent = !one_write || !obsolete.is_empty() || !st.leftover.is_empty();
+    if needs_intent && (!request.writes.is_empty() || !staged.is_empty() || !st.leftover.is_empty()) {
         let ids = staged.iter().map(|s| s.0).chain(st.leftover.iter().copied()).collect();
         let mut intent = Intent::pending(st.id, ids);
         intent.state = IntentState::Committed;
