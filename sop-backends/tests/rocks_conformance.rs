@@ -90,8 +90,9 @@ async fn blob_store_in_the_registry_conforms_and_survives_reopen() {
 
 /// `publish_with_blobs`: the blobs, the handles and the committed intent
 /// land in one write or not at all; a conflict stores no blob; a request
-/// whose intent already exists, or that stages blobs with no intent to
-/// name them, is refused before anything is written.
+/// whose intent already exists, or that stages blobs with no handle write,
+/// is refused before anything is written; one with handle writes and no
+/// intent (a commit that frees nothing) lands without one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_with_blobs_is_all_or_nothing() {
     use bytes::Bytes;
