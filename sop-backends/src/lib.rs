@@ -32,6 +32,8 @@ mod choose;
 mod etcd;
 #[cfg(feature = "cloud")]
 mod local_s3;
+#[cfg(any(feature = "etcd", feature = "cloud"))]
+mod local_start;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 

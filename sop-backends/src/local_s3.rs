@@ -10,26 +10,10 @@ use std::time::{Duration, Instant};
 
 use sop_core::{Error, Result};
 
+use crate::local_start::{START_ATTEMPTS, Start};
+
 /// How long the server gets to answer.
 const READY_WITHIN: Duration = Duration::from_secs(30);
-
-/// How many times the server is started on a fresh port when it exits
-/// during start-up (the free port found can be taken by a parallel test
-/// before the server binds it).
-const START_ATTEMPTS: u32 = 3;
-
-/// Why one start failed: the server exited (worth a retry on a fresh
-/// port), or anything else.
-enum Start {
-    Exited(Error),
-    Failed(Error),
-}
-
-impl From<Error> for Start {
-    fn from(e: Error) -> Self {
-        Self::Failed(e)
-    }
-}
 
 /// A running local S3 server.
 #[derive(Debug)]

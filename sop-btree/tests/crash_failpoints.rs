@@ -33,7 +33,12 @@ async fn open(
 }
 
 async fn baseline(db: &Database) {
-    db.create_store("s", small(4)).await.unwrap();
+    load(db, 4).await;
+}
+
+/// Store `s` with nodes of `slot` entries, holding 50 items.
+async fn load(db: &Database, slot: u32) {
+    db.create_store("s", small(slot)).await.unwrap();
     db.run_write(|tx| async move {
         let s = tx.store::<u32, String>("s").await?;
         for i in 0..50 {
@@ -127,16 +132,7 @@ async fn a_commit_that_frees_nothing_leaves_no_intent_at_any_step() {
             let armed = Arc::new(AtomicBool::new(false));
             let db = open(dir.path(), EmbeddedBlobs::Registry, step.map(|s| (s, armed.clone()))).await;
             // One leaf of 50 items: a one-item change is a delta on it.
-            db.create_store("s", small(64)).await.unwrap();
-            db.run_write(|tx| async move {
-                let s = tx.store::<u32, String>("s").await?;
-                for i in 0..50 {
-                    s.insert(&i, &format!("v{i}")).await?;
-                }
-                Ok(())
-            })
-            .await
-            .unwrap();
+            load(&db, 64).await;
             armed.store(true, Ordering::SeqCst);
             let outcome = async {
                 let tx = db.begin_write().await?;

@@ -9,13 +9,10 @@ use std::time::{Duration, Instant};
 
 use sop_core::{Error, Result};
 
+use crate::local_start::{START_ATTEMPTS, Start};
+
 /// How long the members get to elect a leader and answer.
 const READY_WITHIN: Duration = Duration::from_secs(30);
-
-/// How many times a cluster is started on fresh ports when a member exits
-/// during start-up. A port found free is released before etcd binds it, so
-/// a test running in parallel can take it first; etcd then exits at once.
-const START_ATTEMPTS: u32 = 3;
 
 /// A running local etcd cluster (one or more members on 127.0.0.1).
 #[derive(Debug)]
@@ -146,19 +143,6 @@ impl LocalEtcd {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-}
-
-/// Why one start failed: a member exited (worth a retry on fresh ports),
-/// or anything else.
-enum Start {
-    Exited(Error),
-    Failed(Error),
-}
-
-impl From<Error> for Start {
-    fn from(e: Error) -> Self {
-        Self::Failed(e)
     }
 }
 
