@@ -288,8 +288,8 @@ fn plan(st: &TxState, blobs: &dyn BlobStore, one_write: bool) -> Result<Plan> {
     // all, so it needs no intent (a single-key update or transfer: the
     // intent's lookup, its write and its later removal were about a
     // tenth of the commit's instructions).
-    let needs_intent = !one_write || !obsolete.is_empty() || !st.leftover.is_empty();
-    if needs_intent && (!request.writes.is_empty() || !staged.is_empty() || !st.leftover.is_empty()) {
+    let writes = !request.writes.is_empty() || !staged.is_empty();
+    if !st.leftover.is_empty() || (writes && (!one_write || !obsolete.is_empty())) {
         let ids = staged.iter().map(|s| s.0).chain(st.leftover.iter().copied()).collect();
         let mut intent = Intent::pending(st.id, ids);
         intent.state = IntentState::Committed;
