@@ -36,8 +36,9 @@ impl Transaction {
     pub async fn bytes_store(&self, name: &str) -> Result<Store> {
         let mut st = self.shared.state.lock().await;
         st.check_live()?;
-        let info = st.store(&self.shared.db, name).await?.info.clone();
-        Ok(Store::new(self.clone(), info))
+        let store = st.store(&self.shared.db, name).await?;
+        let (info, logged) = (store.info.clone(), store.name.clone());
+        Ok(Store::new(self.clone(), info, logged))
     }
 }
 
@@ -53,13 +54,15 @@ pub type ItemId = u128;
 pub struct Store {
     tx: Transaction,
     info: StoreInfo,
+    /// The name as the transaction's log entries share it.
+    logged: Arc<str>,
 }
 
 const DUP_SUFFIX: usize = 16;
 
 impl Store {
-    pub(crate) fn new(tx: Transaction, info: StoreInfo) -> Self {
-        Self { tx, info }
+    pub(crate) fn new(tx: Transaction, info: StoreInfo, logged: Arc<str>) -> Self {
+        Self { tx, info, logged }
     }
 
     /// The store's name.
@@ -97,7 +100,7 @@ impl Store {
             // A found item's key shares the node's buffer: logging it
             // copies nothing; only an absent key is copied.
             let logged = item.as_ref().map_or_else(|| Bytes::copy_from_slice(key), |i| i.key.clone());
-            st.log_point(&self.info.name, &logged, item.as_ref());
+            st.log_point(&self.logged, &logged, item.as_ref());
             let value = match &item {
                 Some(i) => Some(st.value_of(db, i).await?),
                 None => None,
@@ -127,18 +130,26 @@ impl Store {
             return Ok(self.lookup(key).await?.map(|(v, _)| v));
         }
         let db = &self.tx.shared.db;
-        let mut st = self.tx.shared.state.lock().await;
+        // Uncontended (a transaction's calls are usually sequential), the
+        // lock is taken without building its future.
+        let mut st = match self.tx.shared.state.try_lock() {
+            Ok(st) => st,
+            Err(_) => self.tx.shared.state.lock().await,
+        };
         st.check_live()?;
         // The key (shared with the node's buffer, for the read log) and the
         // value, not the whole item: two reference counts per read.
         let tree = &mut st.tree(db, self.info.root, self.slot());
         let found = tree.find_map(key, |i| (i.key.clone(), i.version, i.value.clone())).await?;
-        let Some((logged, version, value)) = found else {
-            st.log_read(&self.info.name, Bytes::copy_from_slice(key), None);
+        let Some((key_read, version, value)) = found else {
+            st.log_read(&self.logged, Bytes::copy_from_slice(key), None);
             return Ok(None);
         };
-        let value = st.value_bytes(db, key, value).await?;
-        st.log_read(&self.info.name, logged, Some(version));
+        let value = match value {
+            Value::Inline(b) => b,
+            blob => st.value_bytes(db, key, blob).await?,
+        };
+        st.log_read(&self.logged, key_read, Some(version));
         Ok(Some(value))
     }
 

@@ -36,6 +36,14 @@ use sop_core::{Item, KeyIndex, Located, LogicalId, Node, Result};
 pub(crate) trait NodeSource: Send {
     /// Makes node `id` available, loading it on first use.
     fn load(&mut self, id: LogicalId) -> impl Future<Output = Result<()>> + Send;
+    /// Makes node `id` available without waiting when it can (loaded
+    /// before, or in memory): whether it did. When not, `load` must be
+    /// awaited; a source that cannot tell answers `false`. (A warm read's
+    /// descent then builds no load future per level: their set-up and
+    /// tear-down were a tenth of a point read's instructions.)
+    fn try_load(&mut self, _id: LogicalId) -> bool {
+        false
+    }
     /// Node `id`, already loaded.
     fn node(&self, id: LogicalId) -> Result<&Arc<Node>>;
     /// The search index of node `id` as [`NodeSource::node`] returns it,
@@ -52,14 +60,22 @@ pub(crate) trait NodeSource: Send {
     fn alloc(&mut self, node: Node) -> LogicalId;
     /// Drops node `id` from the tree.
     fn free(&mut self, id: LogicalId);
-    /// Whether node `id` (loaded) is a leaf.
-    fn is_leaf(&self, id: LogicalId) -> Result<bool> {
-        Ok(self.node(id)?.is_leaf())
+    /// For node `id` (loaded): `None` when it is a leaf, else the position
+    /// of the child `target` selects and that child. A source may answer
+    /// with one lookup of the node where `is_leaf`, `node` and `index`
+    /// take three.
+    fn child(&self, id: LogicalId, target: Target<'_>) -> Result<Option<(usize, LogicalId)>> {
+        let node = self.node(id)?;
+        if node.is_leaf() {
+            return Ok(None);
+        }
+        child_of(id, node, self.index(id), target).map(Some)
     }
-    /// The item under `key` in leaf `id`, when the source keeps the leaf's
-    /// changes aside (`Some`); `None`: search the node.
-    fn overlaid_item(&self, _id: LogicalId, _key: &[u8]) -> Option<Option<&Item>> {
-        None
+    /// The item under `key` in leaf `id` (loaded), with the changes the
+    /// source keeps aside (a source that keeps a leaf's changes beside
+    /// it, not in its node, finds the key there first).
+    fn leaf_item(&self, id: LogicalId, key: &[u8]) -> Result<Option<&Item>> {
+        item_in(id, self.node(id)?, self.index(id), key)
     }
     /// Puts `item` in leaf `id` itself when that takes no split (the leaf
     /// keeps at most `slot` items): the item it replaced. A source that
@@ -88,6 +104,15 @@ impl<T: NodeSource> NodeSource for &mut T {
     fn load(&mut self, id: LogicalId) -> impl Future<Output = Result<()>> + Send {
         (**self).load(id)
     }
+    fn try_load(&mut self, id: LogicalId) -> bool {
+        (**self).try_load(id)
+    }
+    fn child(&self, id: LogicalId, target: Target<'_>) -> Result<Option<(usize, LogicalId)>> {
+        (**self).child(id, target)
+    }
+    fn leaf_item(&self, id: LogicalId, key: &[u8]) -> Result<Option<&Item>> {
+        (**self).leaf_item(id, key)
+    }
     fn node(&self, id: LogicalId) -> Result<&Arc<Node>> {
         (**self).node(id)
     }
@@ -105,12 +130,6 @@ impl<T: NodeSource> NodeSource for &mut T {
     }
     fn free(&mut self, id: LogicalId) {
         (**self).free(id);
-    }
-    fn is_leaf(&self, id: LogicalId) -> Result<bool> {
-        (**self).is_leaf(id)
-    }
-    fn overlaid_item(&self, id: LogicalId, key: &[u8]) -> Option<Option<&Item>> {
-        (**self).overlaid_item(id, key)
     }
     fn put_in_leaf(&mut self, id: LogicalId, item: Item, slot: usize) -> Result<Placed> {
         (**self).put_in_leaf(id, item, slot)
@@ -200,6 +219,30 @@ pub(crate) fn search_items(
     }
 }
 
+/// The position of the child of internal node `id` (`node`, searched by
+/// `index`) that `target` selects, and that child.
+pub(crate) fn child_of(
+    id: LogicalId,
+    node: &Node,
+    index: Option<&KeyIndex>,
+    target: Target<'_>,
+) -> Result<(usize, LogicalId)> {
+    let Node::Internal { keys, children } = node else { return Err(bad_node(id)) };
+    let idx = child_index(keys, target, index);
+    Ok((idx, *children.get(idx).ok_or_else(|| bad_node(id))?))
+}
+
+/// The item under `key` in leaf `id` (`node`, searched by `index`).
+pub(crate) fn item_in<'a>(
+    id: LogicalId,
+    node: &'a Node,
+    index: Option<&KeyIndex>,
+    key: &[u8],
+) -> Result<Option<&'a Item>> {
+    let Node::Leaf { items } = node else { return Err(bad_node(id)) };
+    Ok(search_items(items, index, key).ok().and_then(|i| items.get(i)))
+}
+
 impl<S: NodeSource> Tree<S> {
     /// The tree rooted at `root` whose nodes hold at most `slot` entries.
     pub(crate) fn new(nodes: S, root: LogicalId, slot: usize) -> Self {
@@ -211,16 +254,13 @@ impl<S: NodeSource> Tree<S> {
         let mut path = Vec::new();
         let mut id = self.root;
         loop {
-            self.nodes.load(id).await?;
-            if self.nodes.is_leaf(id)? {
+            if !self.nodes.try_load(id) {
+                self.nodes.load(id).await?;
+            }
+            let Some((idx, next)) = self.nodes.child(id, target)? else {
                 path.push((id, 0));
                 return Ok(path);
-            }
-            let Node::Internal { keys, children } = self.nodes.node(id)?.as_ref() else {
-                return Err(bad_node(id));
             };
-            let idx = child_index(keys, target, self.nodes.index(id));
-            let next = *children.get(idx).ok_or_else(|| bad_node(id))?;
             path.push((id, idx));
             id = next;
         }
@@ -231,15 +271,13 @@ impl<S: NodeSource> Tree<S> {
     async fn leaf_for(&mut self, key: &[u8]) -> Result<LogicalId> {
         let mut id = self.root;
         loop {
-            self.nodes.load(id).await?;
-            if self.nodes.is_leaf(id)? {
-                return Ok(id);
+            if !self.nodes.try_load(id) {
+                self.nodes.load(id).await?;
             }
-            let Node::Internal { keys, children } = self.nodes.node(id)?.as_ref() else {
-                return Err(bad_node(id));
-            };
-            let idx = child_index(keys, Target::Key(key), self.nodes.index(id));
-            id = *children.get(idx).ok_or_else(|| bad_node(id))?;
+            match self.nodes.child(id, Target::Key(key))? {
+                Some((_, next)) => id = next,
+                None => return Ok(id),
+            }
         }
     }
 
@@ -252,11 +290,7 @@ impl<S: NodeSource> Tree<S> {
     /// point read takes only what it returns and logs).
     pub(crate) async fn find_map<T>(&mut self, key: &[u8], f: impl FnOnce(&Item) -> T) -> Result<Option<T>> {
         let leaf = self.leaf_for(key).await?;
-        if let Some(found) = self.nodes.overlaid_item(leaf, key) {
-            return Ok(found.map(f));
-        }
-        let Node::Leaf { items } = self.nodes.node(leaf)?.as_ref() else { return Err(bad_node(leaf)) };
-        Ok(search_items(items, self.nodes.index(leaf), key).ok().and_then(|i| items.get(i)).map(f))
+        Ok(self.nodes.leaf_item(leaf, key)?.map(f))
     }
 
     /// Puts `item`, replacing an item with the same key; returns the old one.

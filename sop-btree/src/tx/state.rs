@@ -18,7 +18,7 @@ use crate::clock::Stamp;
 use crate::epoch::EpochGuard;
 use crate::handles::{EMPTY_ROOT, Front};
 use crate::inner::{DbInner, store_not_found};
-use crate::tree::{NodeSource, Placed, Tree, search_items};
+use crate::tree::{NodeSource, Placed, Target, Tree, child_of, item_in, search_items};
 use crate::tx::log::{ReadEntry, WriteOp};
 use crate::tx::overlay::Overlay;
 
@@ -255,6 +255,21 @@ pub(crate) struct View {
     pub(crate) removed: FxHashMap<LogicalId, (u64, Vec<PhysicalId>)>,
 }
 
+/// The nodes a view first makes room for: grown from empty one entry at
+/// a time, a 100-get read transaction's map rehashed its entries five
+/// times (4 % of its instructions, `docs/BENCHMARKS.md`).
+const VIEW_START: usize = 32;
+
+impl View {
+    /// Adds node `id` as read.
+    fn insert(&mut self, id: LogicalId, entry: TxNode) {
+        if self.nodes.capacity() == 0 {
+            self.nodes.reserve(VIEW_START);
+        }
+        self.nodes.insert(id, entry);
+    }
+}
+
 /// A transaction's view with the database it loads from: the node source
 /// the tree's algorithms run on.
 #[derive(Debug)]
@@ -426,15 +441,7 @@ impl NodeSource for Loader<'_> {
     /// meanwhile, or such a store, is a retryable conflict.
     async fn load(&mut self, id: LogicalId) -> Result<()> {
         let db = self.db;
-        if self.view.nodes.contains_key(&id) {
-            return Ok(());
-        }
-        if !self.writable
-            && let Some((h, front)) = db.handles.get_front(id)
-        {
-            let mut entry = TxNode::new(front.node, Some(h.version), Some(h.physical_id));
-            entry.index = Some(front.index);
-            self.view.nodes.insert(id, entry);
+        if self.try_load(id) {
             return Ok(());
         }
         let mut handle = db.handle(id).await?;
@@ -468,8 +475,48 @@ impl NodeSource for Loader<'_> {
                 }
             }
         };
-        self.view.nodes.insert(id, entry);
+        self.view.insert(id, entry);
         Ok(())
+    }
+
+    /// In the view already, or (read-only) a front of the handle cache:
+    /// no `.await`, no load future.
+    fn try_load(&mut self, id: LogicalId) -> bool {
+        if self.view.nodes.contains_key(&id) {
+            return true;
+        }
+        if self.writable {
+            return false;
+        }
+        let Some((h, front)) = self.db.handles.get_front(id) else { return false };
+        let mut entry = TxNode::new(front.node, Some(h.version), Some(h.physical_id));
+        entry.index = Some(front.index);
+        self.view.insert(id, entry);
+        true
+    }
+
+    /// One lookup of the node; a leaf is told by the node as read, so
+    /// that its changes are not built to learn that it is a leaf.
+    fn child(&self, id: LogicalId, target: Target<'_>) -> Result<Option<(usize, LogicalId)>> {
+        let n = self.view.nodes.get(&id).ok_or_else(|| not_loaded(id))?;
+        if n.node.is_leaf() {
+            return Ok(None);
+        }
+        child_of(id, n.effective(), n.effective_index(), target).map(Some)
+    }
+
+    /// One lookup of the leaf. When its changes sit in an overlay or a
+    /// delta beside it, the key is found there, or in the node as read
+    /// by its index, without building the leaf with its changes.
+    fn leaf_item(&self, id: LogicalId, key: &[u8]) -> Result<Option<&Item>> {
+        let n = self.view.nodes.get(&id).ok_or_else(|| not_loaded(id))?;
+        if n.layered_read() {
+            return Ok(match n.overlay.get(key) {
+                Some(changed) => changed,
+                None => n.read_item(key),
+            });
+        }
+        item_in(id, n.effective(), n.effective_index(), key)
     }
 
     /// Node `id` with this transaction's changes; it must be in the view.
@@ -477,25 +524,9 @@ impl NodeSource for Loader<'_> {
         self.view.nodes.get(&id).map(TxNode::effective).ok_or_else(|| not_loaded(id))
     }
 
-    /// Whether node `id` is a leaf, without building its changes.
-    fn is_leaf(&self, id: LogicalId) -> Result<bool> {
-        self.view.nodes.get(&id).map(|n| n.node.is_leaf()).ok_or_else(|| not_loaded(id))
-    }
-
     /// The search index of node `id` as `node` returns it.
     fn index(&self, id: LogicalId) -> Option<&KeyIndex> {
         self.view.nodes.get(&id).and_then(TxNode::effective_index)
-    }
-
-    /// The item under `key` in leaf `id` when its changes sit in an
-    /// overlay or a delta beside it (found there, or in the node by its
-    /// index).
-    fn overlaid_item(&self, id: LogicalId, key: &[u8]) -> Option<Option<&Item>> {
-        let entry = self.view.nodes.get(&id).filter(|n| n.layered_read())?;
-        Some(match entry.overlay.get(key) {
-            Some(changed) => changed,
-            None => entry.read_item(key),
-        })
     }
 
     /// Puts `item` in leaf `id`'s overlay when that needs no split.

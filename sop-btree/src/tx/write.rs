@@ -1,6 +1,8 @@
 //! Writes on a transaction's view, shared by the store API and by swarm
 //! merge's replay; value placement (inline or own blob); read logging.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use sop_core::{Error, Item, PhysicalId, Result, Value};
 
@@ -79,7 +81,7 @@ impl TxState {
         let (root, slot, name) = (s.info.root, s.info.options.slot_length as usize, s.name.clone());
         self.writing = true;
         let old = self.tree(db, root, slot).delete(&key).await?;
-        self.log_point(store, &key, old.as_ref());
+        self.log_point(&name, &key, old.as_ref());
         let Some(old) = old else {
             self.writing = false;
             return Ok(false);
@@ -146,22 +148,27 @@ impl TxState {
 
     /// Logs a point read unless it was answered from this transaction's
     /// own writes.
-    pub(crate) fn log_point(&mut self, store: &str, key: &Bytes, item: Option<&Item>) {
+    pub(crate) fn log_point(&mut self, store: &Arc<str>, key: &Bytes, item: Option<&Item>) {
         self.log_read(store, key.clone(), item.map(|i| i.version));
     }
 
     /// [`TxState::log_point`] with the key and the version read (`None`:
     /// absent) taken as they are.
-    pub(crate) fn log_read(&mut self, store: &str, key: Bytes, version: Option<sop_core::TxId>) {
-        let Some(s) = self.stores.get(store) else { return };
-        if s.written.is_empty() || !s.written.contains(&key) {
-            if self.reads.capacity() == 0 {
-                // Grown from empty one entry at a time, a read transaction
-                // of 100 gets moved its log six times (4.5 % of its
-                // instructions, `docs/BENCHMARKS.md`).
-                self.reads.reserve(READ_LOG_START);
+    /// `store` is the store's name as its `TxStore` shares it. A read-only
+    /// transaction wrote nothing, so it logs without looking the store up.
+    pub(crate) fn log_read(&mut self, store: &Arc<str>, key: Bytes, version: Option<sop_core::TxId>) {
+        if self.writable {
+            let Some(s) = self.stores.get(&**store) else { return };
+            if !s.written.is_empty() && s.written.contains(&key) {
+                return;
             }
-            self.reads.push(ReadEntry::Point { store: s.name.clone(), key, version });
         }
+        if self.reads.capacity() == 0 {
+            // Grown from empty one entry at a time, a read transaction
+            // of 100 gets moved its log six times (4.5 % of its
+            // instructions, `docs/BENCHMARKS.md`).
+            self.reads.reserve(READ_LOG_START);
+        }
+        self.reads.push(ReadEntry::Point { store: store.clone(), key, version });
     }
 }
