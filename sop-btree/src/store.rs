@@ -34,7 +34,7 @@ impl Transaction {
     /// # Errors
     /// `NotFound` when there is no such store.
     pub async fn bytes_store(&self, name: &str) -> Result<Store> {
-        let mut st = self.shared.state.lock().await;
+        let mut st = self.shared.lock().await;
         st.check_live()?;
         let store = st.store(&self.shared.db, name).await?;
         let (info, logged) = (store.info.clone(), store.name.clone());
@@ -94,7 +94,7 @@ impl Store {
     async fn lookup(&self, key: &[u8]) -> Result<Option<(Bytes, Item)>> {
         if self.unique() {
             let db = &self.tx.shared.db;
-            let mut st = self.tx.shared.state.lock().await;
+            let mut st = self.tx.shared.lock().await;
             st.check_live()?;
             let item = st.tree(db, self.info.root, self.slot()).find(key).await?;
             // A found item's key shares the node's buffer: logging it
@@ -130,12 +130,7 @@ impl Store {
             return Ok(self.lookup(key).await?.map(|(v, _)| v));
         }
         let db = &self.tx.shared.db;
-        // Uncontended (a transaction's calls are usually sequential), the
-        // lock is taken without building its future.
-        let mut st = match self.tx.shared.state.try_lock() {
-            Ok(st) => st,
-            Err(_) => self.tx.shared.state.lock().await,
-        };
+        let mut st = self.tx.shared.lock().await;
         st.check_live()?;
         // The key (shared with the node's buffer, for the read log) and the
         // value, not the whole item: two reference counts per read.
@@ -174,7 +169,7 @@ impl Store {
             ));
         }
         let db = &self.tx.shared.db;
-        let mut st = self.tx.shared.state.lock().await;
+        let mut st = self.tx.shared.lock().await;
         st.check_live()?;
         st.check_writable()?;
         st.apply_write(db, &self.info.name, key, value).await
@@ -268,7 +263,7 @@ impl Store {
         // logged as the read the returned flag depends on. The value is
         // never fetched.
         let db = &self.tx.shared.db;
-        let mut st = self.tx.shared.state.lock().await;
+        let mut st = self.tx.shared.lock().await;
         st.check_live()?;
         st.check_writable()?;
         st.apply_remove(db, &self.info.name, Bytes::copy_from_slice(key)).await
@@ -315,7 +310,7 @@ impl Store {
     /// `Closed`/`Timeout` when the transaction is over.
     pub async fn count(&self) -> Result<u64> {
         let db = &self.tx.shared.db;
-        let mut st = self.tx.shared.state.lock().await;
+        let mut st = self.tx.shared.lock().await;
         st.check_live()?;
         let s = st.store(db, &self.info.name).await?;
         let committed = match s.committed {
@@ -472,7 +467,7 @@ impl Cursor {
         let Some(from) = self.next.clone() else { return Ok(()) };
         let tx = &self.store.tx;
         let db = &tx.shared.db;
-        let mut st = tx.shared.state.lock().await;
+        let mut st = tx.shared.lock().await;
         st.check_live()?;
         let mut tree = st.tree(db, self.store.info.root, self.store.slot());
         let batch = if self.reverse {
@@ -565,7 +560,7 @@ impl Cursor {
             return Ok(v.clone());
         }
         let tx = &self.store.tx;
-        let st = tx.shared.state.lock().await;
+        let st = tx.shared.lock().await;
         // A buffered item is read from this transaction's view: once it is
         // over, its blobs are no longer kept for it.
         st.check_live()?;
