@@ -297,3 +297,51 @@ async fn a_key_read_twice_survives_a_split_or_merge_of_its_leaf_in_between() {
         common::assert_healthy(&db).await;
     }
 }
+
+/// Warm reads never wait, yet a task doing nothing else still lets the
+/// other tasks of its worker run (tokio's cooperative budget is spent on
+/// every call, as a lock's future spends it): on a runtime of one thread, a
+/// reader looping until another task sets a flag ends. Without the budget
+/// the reader looped forever and the flag's task never ran (seen as
+/// readers starving writers in `tests/isolation.rs`).
+#[test]
+fn a_reader_of_warm_nodes_lets_the_other_tasks_of_its_thread_run() {
+    for scan in [false, true] {
+        let (ended, ends) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let reads = rt.block_on(async {
+                let db = open(64 << 20).await;
+                let tx = db.begin_write().await.unwrap();
+                let s = tx.bytes_store("s").await.unwrap();
+                for k in 0..64u8 {
+                    s.upsert(&[k], b"v").await.unwrap();
+                }
+                tx.commit().await.unwrap();
+                let flag = Arc::new(AtomicBool::new(false));
+                let seen = flag.clone();
+                let reader = tokio::spawn(async move {
+                    let mut reads = 0u64;
+                    while !seen.load(Ordering::Relaxed) {
+                        let tx = db.begin_read().await.unwrap();
+                        let s = tx.bytes_store("s").await.unwrap();
+                        if scan {
+                            let mut cur = s.range(Bound::Unbounded, Bound::Unbounded);
+                            while cur.next_ref().await.unwrap().is_some() {}
+                        } else {
+                            assert!(s.get(&[7]).await.unwrap().is_some());
+                        }
+                        tx.commit().await.unwrap();
+                        reads += 1;
+                    }
+                    reads
+                });
+                tokio::spawn(async move { flag.store(true, Ordering::Relaxed) });
+                reader.await.unwrap()
+            });
+            let _ = ended.send(reads);
+        });
+        let reads = ends.recv_timeout(Duration::from_secs(60));
+        assert!(reads.is_ok(), "scan {scan}: the reader never yielded, so the other task never ran");
+    }
+}

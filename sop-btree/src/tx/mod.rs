@@ -52,7 +52,13 @@ impl TxShared {
     /// sequential), it is taken without building the lock's future, a
     /// twentieth of a warm point read's instructions; a queued waiter is
     /// never overtaken (tokio hands a released lock to the queue first).
+    /// Tokio's cooperative budget is spent as the lock's future spends it:
+    /// without, a task whose reads all find their nodes in memory never
+    /// yielded, and starved the other tasks of its worker (readers looping
+    /// on warm scans kept the writers they waited for from ever running,
+    /// `tests/isolation.rs`).
     pub(crate) async fn lock(&self) -> tokio::sync::MutexGuard<'_, TxState> {
+        tokio::task::consume_budget().await;
         match self.state.try_lock() {
             Ok(st) => st,
             Err(_) => self.state.lock().await,
