@@ -53,7 +53,7 @@ pub type ItemId = u128;
 #[derive(Debug, Clone)]
 pub struct Store {
     tx: Transaction,
-    info: StoreInfo,
+    info: Arc<StoreInfo>,
     /// The name as the transaction's log entries share it.
     logged: Arc<str>,
 }
@@ -61,7 +61,7 @@ pub struct Store {
 const DUP_SUFFIX: usize = 16;
 
 impl Store {
-    pub(crate) fn new(tx: Transaction, info: StoreInfo, logged: Arc<str>) -> Self {
+    pub(crate) fn new(tx: Transaction, info: Arc<StoreInfo>, logged: Arc<str>) -> Self {
         Self { tx, info, logged }
     }
 

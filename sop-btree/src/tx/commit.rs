@@ -281,7 +281,7 @@ fn plan(st: &TxState, blobs: &dyn BlobStore, one_write: bool) -> Result<Plan> {
     }
     staged.extend(st.pending_values.iter().map(|(id, v)| (*id, v.clone(), None)));
     request.count_deltas =
-        st.stores.iter().filter(|(_, s)| s.delta != 0).map(|(n, s)| (n.clone(), s.delta)).collect();
+        st.stores.iter().filter(|(_, s)| s.delta != 0).map(|(n, s)| (n.to_string(), s.delta)).collect();
     request.count_checks = count_checks(st);
     // One write with nothing made obsolete leaves nothing for anyone to
     // finish or clean up: its blobs and handles land together or not at

@@ -290,7 +290,7 @@ pub(crate) struct TxStore {
     /// The name, shared by every log entry about this store.
     pub(crate) name: Arc<str>,
     /// Root and options (its `count` is not the committed count).
-    pub(crate) info: StoreInfo,
+    pub(crate) info: Arc<StoreInfo>,
     /// The committed count, read from the registry on first use.
     pub(crate) committed: Option<u64>,
     pub(crate) delta: i64,
@@ -308,7 +308,7 @@ pub(crate) struct TxState {
     pub(crate) timeout: std::time::Duration,
     /// The nodes read, changed, created and removed.
     pub(crate) view: View,
-    pub(crate) stores: FxHashMap<String, TxStore>,
+    pub(crate) stores: FxHashMap<Arc<str>, TxStore>,
     pub(crate) reads: Vec<ReadEntry>,
     pub(crate) writes: Vec<WriteOp>,
     /// Value blobs made unreachable by this transaction's writes.
@@ -415,15 +415,15 @@ impl TxState {
     /// The store snapshot `name`, loading it from the registry on first use.
     pub(crate) async fn store(&mut self, db: &DbInner, name: &str) -> Result<&mut TxStore> {
         if !self.stores.contains_key(name) {
-            let info = db.cached_store(name).await?;
+            let cached = db.cached_store(name).await?;
             let store = TxStore {
-                name: Arc::from(name),
-                info,
+                name: cached.name.clone(),
+                info: cached.info,
                 committed: None,
                 delta: 0,
                 written: FxHashSet::default(),
             };
-            self.stores.insert(name.to_owned(), store);
+            self.stores.insert(cached.name, store);
         }
         self.stores.get_mut(name).ok_or_else(|| store_not_found(name))
     }
