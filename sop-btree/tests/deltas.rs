@@ -411,3 +411,29 @@ async fn writes_through_a_disk_tier_cache_keep_every_item() {
     assert!(census(&blobs).await.1 > 0, "deltas were written");
     assert_healthy(&db).await;
 }
+
+/// A write transaction reads a leaf kept as a delta over its base (not
+/// merged, no change of its own yet): a key the delta changed and a key
+/// only the base holds both read as committed, before and after the
+/// transaction's own change to a third key of the leaf.
+#[tokio::test]
+async fn a_writer_reads_a_delta_leaf_through_its_layers() {
+    let (registry, blobs) = (Arc::new(MemRegistry::new()), Arc::new(ObjectBlobStore::memory()));
+    let db = open(&registry, &blobs).await;
+    db.create_store("s", small(200)).await.unwrap();
+    put(&db, (0..150).collect(), b"base").await;
+    put(&db, vec![7], b"delta").await;
+    db.flush_gc().await.unwrap();
+    let (full, deltas, _) = census(&blobs).await;
+    assert_eq!((full, deltas), (1, 1), "the leaf is a base and one delta");
+    let tx = db.begin_write().await.unwrap();
+    let s = tx.bytes_store("s").await.unwrap();
+    for round in ["before", "after"] {
+        assert_eq!(s.get(&key(7)).await.unwrap().as_deref(), Some(&b"delta"[..]), "{round}: the delta's key");
+        assert_eq!(s.get(&key(8)).await.unwrap().as_deref(), Some(&b"base"[..]), "{round}: a base key");
+        assert_eq!(s.get(&key(999)).await.unwrap(), None, "{round}: an absent key");
+        s.upsert(&key(9), b"own").await.unwrap();
+    }
+    assert_eq!(s.get(&key(9)).await.unwrap().as_deref(), Some(&b"own"[..]));
+    tx.commit().await.unwrap();
+}
