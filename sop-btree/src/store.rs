@@ -539,9 +539,7 @@ impl Cursor {
             // step's future (measured: `memmove` 4.6 % of a short scan).
             Box::pin(self.fill()).await?;
         }
-        let Some(at) = self.pop() else { return Ok(None) };
-        self.store.tx.shared.check_open()?;
-        Ok(Some(at))
+        self.pop_buffered()
     }
 
     /// `e`, after putting back the item at `at`, just popped: its value
