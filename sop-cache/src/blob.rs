@@ -70,8 +70,7 @@ fn delta_weight(leaf: &DeltaLeaf) -> usize {
         return leaf.merged_if_built().map_or(64, |(node, _)| node_weight(node)) + 16;
     };
     let ops: usize = layers
-        .ops
-        .iter()
+        .ops()
         .map(|op| match op {
             DeltaOp::Put(item) => item.key.len() + value_weight(&item.value) + 96,
             DeltaOp::Delete(key) => key.len() + 48,
@@ -251,7 +250,7 @@ mod tests {
         assert!(layers.change(b"b").unwrap().is_none(), "deleted");
         assert_eq!(layers.change(b"aa").unwrap().unwrap().key.as_ref(), b"aa");
         assert!(layers.change(b"a").is_none(), "unchanged");
-        assert_eq!(layers.ops.len(), 3, "a delete of a key the base lacks is dropped");
+        assert_eq!(layers.folded().len(), 3, "a delete of a key the base lacks is dropped");
         let Node::Leaf { items } = leaf.merged().0.as_ref() else { panic!("a leaf") };
         let keys: Vec<&[u8]> = items.iter().map(|i| i.key.as_ref()).collect();
         assert_eq!(keys, [&b"a"[..], b"aa", b"c"]);

@@ -13,7 +13,7 @@ use foyer::{
 use sop_core::{BlobStore, DeltaOp, Error, ErrorKind, KeyIndex, LeafDelta, Node, PhysicalId, Result};
 
 use crate::inflight::Inflight;
-use crate::{CachedBlob, DeltaLeaf};
+use crate::{CachedBlob, DeltaLeaf, Layers};
 
 fn value_as_node(id: PhysicalId) -> Error {
     Error::corruption("node", format!("blob {id} is cached as a value"))
@@ -219,23 +219,27 @@ impl NodeCache {
                     format!("the delta {id} names itself or its base as its base or a link"),
                 ));
             }
-            let (base, index, prior, links_read) = match this.cached_link(&delta) {
-                Some(l) => (l.0, l.1, l.2, false),
+            let (layers, links_read) = match this.cached_link(&delta) {
+                // The earlier links as cached: this link's changes go on top.
+                Some(earlier) => {
+                    let sizes = earlier.sizes_with(&delta.ops);
+                    (earlier.with_run(delta.ops, sizes), false)
+                }
                 None => {
                     let (base, index) = this.full_node(delta.base, &blobs).await?;
-                    (base, index, read_links(&delta, &blobs).await?, !delta.chain.is_empty())
+                    let Node::Leaf { items } = base.as_ref() else {
+                        return Err(Error::corruption(
+                            "leaf delta",
+                            format!("the base {} of {id} is not a leaf", delta.base),
+                        ));
+                    };
+                    let prior = read_links(&delta, &blobs).await?;
+                    let in_base = |k: &[u8]| index.search(items, k).is_ok();
+                    let ops = LeafDelta::fold(&prior, &delta.ops, in_base);
+                    (Layers::new(base.clone(), index.clone(), ops)?, !delta.chain.is_empty())
                 }
             };
-            let Node::Leaf { items } = base.as_ref() else {
-                return Err(Error::corruption(
-                    "leaf delta",
-                    format!("the base {} of {id} is not a leaf", delta.base),
-                ));
-            };
-            let in_base = |k: &[u8]| index.search(items, k).is_ok();
-            let ops =
-                if delta.chain.is_empty() { delta.ops } else { LeafDelta::fold(&prior, &delta.ops, in_base) };
-            let mut leaf = DeltaLeaf::layered(base.clone(), index.clone(), ops)?.with_chain(delta.chain);
+            let mut leaf = DeltaLeaf::of_layers(layers).with_chain(delta.chain);
             if links_read {
                 leaf = leaf.with_links_read();
             }
@@ -244,13 +248,13 @@ impl NodeCache {
         .await
     }
 
-    /// The base, its index and the changes since it of `delta`'s last
-    /// link, when that link is cached as layers of the same chain.
-    fn cached_link(&self, delta: &LeafDelta) -> Option<(Arc<Node>, Arc<KeyIndex>, Vec<DeltaOp>)> {
+    /// The base and the changes since it of `delta`'s last link, when that
+    /// link is cached as layers of the same chain.
+    fn cached_link(&self, delta: &LeafDelta) -> Option<Layers> {
         let (last, earlier) = delta.chain.split_last()?;
         let Some(CachedBlob::Delta { leaf, base }) = self.get_in_memory(*last) else { return None };
         let layers = leaf.layers().filter(|_| base == delta.base && leaf.chain() == earlier)?;
-        Some((layers.base.clone(), layers.base_index.clone(), layers.ops.clone()))
+        Some(layers.clone())
     }
 
     /// A full node blob (a delta's base), never a delta, with its index:

@@ -42,7 +42,9 @@ impl DeltaOp {
         }
     }
 
-    fn size_hint(&self) -> usize {
+    /// About how many bytes it takes encoded.
+    #[must_use]
+    pub fn size_hint(&self) -> usize {
         match self {
             Self::Put(item) => item.size_hint() + 1,
             Self::Delete(key) => key.len() + 3,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sop_cache::{CachedBlob, DeltaLeaf, LeafSizes};
+use sop_cache::{CachedBlob, DeltaLeaf, Layers, LeafSizes};
 use sop_core::{
     BlobStore, DeltaOp, Error, HandleWrite, Intent, IntentState, Item, LeafDelta, Node, PhysicalId,
     PublishRequest, Result, VersionCheck,
@@ -74,15 +74,13 @@ fn encode_dirty(n: &TxNode) -> Encoded {
         && let Node::Leaf { items: base_items } = base.node.as_ref()
     {
         let sizes = n.leaf_sizes(base);
-        if let Some((bytes, ops, chain)) = link(n, base, base_items) {
-            if within_share(&ops, sizes, false) {
-                debug_assert_eq!(sizes, LeafSizes::of(base_items, &base.index, &ops), "sizes kept");
-                let leaf = DeltaLeaf::layered_with(base.node.clone(), base.index.clone(), ops, sizes);
-                let cached = CachedBlob::delta(leaf.with_chain(chain), base.id);
+        if let Some((bytes, layers, chain)) = link(n, base, sizes) {
+            if within_share(layers.ops_size(), sizes, false) {
+                let cached = CachedBlob::delta(DeltaLeaf::of_layers(layers).with_chain(chain), base.id);
                 return Encoded { bytes, cached, obsolete: Vec::new(), superseded: n.physical };
             }
         } else if let Some(ops) = delta_ops(n, base_items)
-            && within_share(&ops, sizes, n.copied())
+            && within_share(LeafDelta::ops_size_hint(&ops), sizes, n.copied())
         {
             debug_assert_eq!(sizes, LeafSizes::of(base_items, &base.index, &ops), "sizes kept");
             let bytes = Bytes::from(LeafDelta { base: base.id, chain: Vec::new(), ops }.encode());
@@ -94,7 +92,14 @@ fn encode_dirty(n: &TxNode) -> Encoded {
             // here, and the next writer takes the changes as they are.
             // Merged by the first reader that needs the whole leaf.
             let leaf = LeafDelta::decode(&bytes)
-                .map(|d| DeltaLeaf::layered_with(base.node.clone(), base.index.clone(), d.ops, sizes))
+                .map(|d| {
+                    DeltaLeaf::of_layers(Layers::with_sizes(
+                        base.node.clone(),
+                        base.index.clone(),
+                        d.ops,
+                        sizes,
+                    ))
+                })
                 .unwrap_or_else(|_| DeltaLeaf::materialized(n.effective().clone()));
             let cached = CachedBlob::delta(leaf, base.id);
             return Encoded { bytes, cached, obsolete, superseded: None };
@@ -122,22 +127,23 @@ fn encode_dirty(n: &TxNode) -> Encoded {
 /// main`, 100 000 deletes, docs/BENCHMARKS.md).
 const DEAD_SHARE: (usize, usize) = (1, 4);
 
-/// Whether changes `ops` to a leaf of `sizes` stay a delta (`DELTA_SHARE`,
-/// and `DEAD_SHARE` for a `copied` leaf).
-fn within_share(ops: &[DeltaOp], sizes: LeafSizes, copied: bool) -> bool {
+/// Whether changes to a leaf of `sizes` that take `ops_size` bytes
+/// (`LeafDelta::ops_size_hint`) stay a delta (`DELTA_SHARE`, and
+/// `DEAD_SHARE` for a `copied` leaf).
+fn within_share(ops_size: usize, sizes: LeafSizes, copied: bool) -> bool {
     let dead = sizes.base_size.saturating_sub(sizes.size);
     (!copied || dead * DEAD_SHARE.1 <= sizes.base_size * DEAD_SHARE.0)
-        && (LeafDelta::ops_size_hint(ops) + dead) * DELTA_SHARE.1 <= sizes.base_size * DELTA_SHARE.0
+        && (ops_size + dead) * DELTA_SHARE.1 <= sizes.base_size * DELTA_SHARE.0
 }
 
 /// For a leaf read through a delta's layers and changed only through its
 /// overlay, with room on its chain: the new link (this transaction's
-/// changes, naming the delta read and its links), the leaf's changes since
-/// its base with the link's (decoded from the link's own buffer, so that
+/// changes, naming the delta read and its links), the leaf's layers with
+/// the link's changes on top (`sizes` the leaf's with them) (decoded from the link's own buffer, so that
 /// the cached leaf does not point into the transaction's allocations), and
 /// the link's chain.
-fn link(n: &TxNode, base: &Base, base_items: &[Item]) -> Option<(Bytes, Vec<DeltaOp>, Vec<PhysicalId>)> {
-    let prior = n.prior_ops()?;
+fn link(n: &TxNode, base: &Base, sizes: LeafSizes) -> Option<(Bytes, Layers, Vec<PhysicalId>)> {
+    let prior = n.prior_layers()?;
     if !base.under_delta || base.chain.len() + 1 >= MAX_LINKS || n.prior_links_read() {
         // A full chain, or one a cold read had to read link by link:
         // restart it (one delta with no chain), so that the next cold
@@ -147,9 +153,7 @@ fn link(n: &TxNode, base: &Base, base_items: &[Item]) -> Option<(Bytes, Vec<Delt
     let chain: Vec<PhysicalId> = n.links().collect();
     let bytes = Bytes::from(LeafDelta { base: base.id, chain, ops: n.overlay.ops() }.encode());
     let link = LeafDelta::decode(&bytes).ok()?;
-    let in_base = |k: &[u8]| base.index.search(base_items, k).is_ok();
-    let ops = LeafDelta::fold(prior, &link.ops, in_base);
-    Some((bytes, ops, link.chain))
+    Some((bytes, prior.with_run(link.ops, sizes), link.chain))
 }
 
 /// The changes that turn a dirty leaf's base (`base`) into the leaf as
@@ -158,9 +162,9 @@ fn link(n: &TxNode, base: &Base, base_items: &[Item]) -> Option<(Bytes, Vec<Delt
 /// or on top of the delta it was read through, without building the leaf.
 fn delta_ops(n: &TxNode, base: &[Item]) -> Option<Vec<DeltaOp>> {
     let Node::Leaf { items: read } = n.node.as_ref() else { return None };
-    if let Some(prior) = n.prior_ops() {
+    if let Some(prior) = n.prior_layers() {
         // Read as the base and a delta's changes (`n.node` is the base).
-        return Some(n.overlay.ops_over(prior, base));
+        return Some(n.overlay.ops_over(&prior.folded(), base));
     }
     if n.overlay.is_empty() {
         return Some(LeafDelta::diff(base, read));

@@ -10,9 +10,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use sop_cache::{CachedBlob, DeltaLeaf, Layers, LeafSizes};
-use sop_core::{
-    DeltaOp, Error, Item, KeyIndex, LogicalId, Node, PhysicalId, Result, StoreInfo, Subject, TxId,
-};
+use sop_core::{Error, Item, KeyIndex, LogicalId, Node, PhysicalId, Result, StoreInfo, Subject, TxId};
 
 use crate::clock::Stamp;
 use crate::epoch::EpochGuard;
@@ -159,18 +157,14 @@ impl TxNode {
         search_items(items, self.index.as_deref(), key).ok().and_then(|i| items.get(i))
     }
 
-    /// The delta changes this leaf was read through, on its base.
-    pub(crate) fn prior_ops(&self) -> Option<&[DeltaOp]> {
-        self.prior_layers().map(|l| l.ops.as_slice())
-    }
-
     /// Whether the delta this leaf was read through was loaded by reading
     /// its earlier links from the blob store.
     pub(crate) fn prior_links_read(&self) -> bool {
         self.prior.as_ref().is_some_and(|p| p.links_read())
     }
 
-    fn prior_layers(&self) -> Option<&Layers> {
+    /// The base and the delta's changes this leaf was read through.
+    pub(crate) fn prior_layers(&self) -> Option<&Layers> {
         self.prior.as_ref().and_then(|p| p.layers())
     }
 
