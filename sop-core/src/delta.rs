@@ -182,7 +182,10 @@ impl LeafDelta {
     /// The versioned, checksummed encoding.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = begin_frame(tag::DELTA, FORMAT_VERSION, Self::ops_size_hint(&self.ops));
+        // The base's id, the chain's (16 bytes each and a length) and the
+        // changes: sized whole, the buffer grew by copies on most links.
+        let ids = 16 * (self.chain.len() + 1) + 10;
+        let mut w = begin_frame(tag::DELTA, FORMAT_VERSION, ids + Self::ops_size_hint(&self.ops));
         w.u128(self.base.as_u128());
         w.varint(self.chain.len() as u64);
         for link in &self.chain {
