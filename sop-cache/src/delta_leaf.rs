@@ -15,7 +15,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use sop_core::{DeltaOp, Error, Item, KeyIndex, LeafDelta, Node, PhysicalId, Result};
+use sop_core::{DeltaOp, Error, Item, KeyIndex, LeafDelta, Node, PhysicalId, Result, cmp_keys};
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -184,7 +184,7 @@ impl Layers {
     /// The newest run's change to `key`, if a run changes it.
     fn newest(&self, key: &[u8]) -> Option<&DeltaOp> {
         self.runs.iter().rev().find_map(|run| {
-            let i = run.binary_search_by(|op| op.key().as_ref().cmp(key)).ok()?;
+            let i = run.binary_search_by(|op| cmp_keys(op.key(), key)).ok()?;
             run.get(i)
         })
     }
@@ -242,7 +242,7 @@ fn merge_runs(runs: &mut Vec<Arc<Vec<DeltaOp>>>, in_base: impl Fn(&[u8]) -> bool
         && older.len() <= 2 * newer.len()
     {
         let held = |k: &[u8]| {
-            in_base(k) || earlier.iter().any(|r| r.binary_search_by(|op| op.key().as_ref().cmp(k)).is_ok())
+            in_base(k) || earlier.iter().any(|r| r.binary_search_by(|op| cmp_keys(op.key(), k)).is_ok())
         };
         let merged = LeafDelta::fold(older, newer, held);
         runs.truncate(runs.len() - 2);

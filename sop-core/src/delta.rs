@@ -11,10 +11,13 @@
 //! The engine writes a full leaf again (consolidation) once a chain grows
 //! past a length or its changes outgrow a share of the base.
 
+use std::cmp::Ordering;
+
 use bytes::Bytes;
 
 use crate::codec::{begin_frame, open_frame, tag};
 use crate::node::{decode_item, encode_item, slice_of};
+use crate::search::cmp_keys;
 use crate::{Error, Item, PhysicalId, Result, Value};
 
 /// Version 2 added the chain; version 1 (no chain) is still read.
@@ -151,18 +154,28 @@ impl LeafDelta {
     #[must_use]
     pub fn fold(older: &[DeltaOp], newer: &[DeltaOp], in_base: impl Fn(&[u8]) -> bool) -> Vec<DeltaOp> {
         let mut out = Vec::with_capacity(older.len() + newer.len());
-        let mut newer = newer.iter().peekable();
-        for op in older {
-            while let Some(n) = newer.next_if(|n| n.key() < op.key()) {
-                out.push(n.clone());
-            }
-            match newer.next_if(|n| n.key() == op.key()) {
-                Some(DeltaOp::Delete(key)) if !in_base(key) => {}
-                Some(n) => out.push(n.clone()),
-                None => out.push(op.clone()),
+        let (mut i, mut j) = (0, 0);
+        while let (Some(o), Some(n)) = (older.get(i), newer.get(j)) {
+            match cmp_keys(o.key(), n.key()) {
+                Ordering::Less => {
+                    out.push(o.clone());
+                    i += 1;
+                }
+                Ordering::Greater => {
+                    out.push(n.clone());
+                    j += 1;
+                }
+                Ordering::Equal => {
+                    if !matches!(n, DeltaOp::Delete(key) if !in_base(key)) {
+                        out.push(n.clone());
+                    }
+                    i += 1;
+                    j += 1;
+                }
             }
         }
-        out.extend(newer.cloned());
+        out.extend_from_slice(older.get(i..).unwrap_or_default());
+        out.extend_from_slice(newer.get(j..).unwrap_or_default());
         out
     }
 

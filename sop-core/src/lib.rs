@@ -54,7 +54,7 @@ pub use id::{LogicalId, PhysicalId, TxId};
 pub use intent::{Intent, IntentState};
 pub use node::{Item, Node, Value};
 pub use registry::{HandleWrite, PublishRequest, Registry, RegistryExt, VersionCheck};
-pub use search::{KeyIndex, Located};
+pub use search::{KeyIndex, Located, cmp_keys};
 pub use store::{StoreInfo, StoreOptions};
 
 /// Milliseconds since the Unix epoch, the timestamp unit of every record.

@@ -284,11 +284,40 @@ fn word(b: &[u8], fixed: Option<usize>) -> u128 {
     u128::from_be_bytes(w)
 }
 
+/// Orders two keys as `[u8]`'s `cmp` does, deciding most pairs on their
+/// first eight bytes as one number instead of a call to `memcmp` (the
+/// changes of a leaf delta are searched and merged by key on every write:
+/// `memcmp` calls were half of those lookups' instructions).
+#[must_use]
+#[inline]
+pub fn cmp_keys(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    if let (Some(x), Some(y)) = (a.first_chunk::<8>(), b.first_chunk::<8>()) {
+        let (x, y) = (u64::from_be_bytes(*x), u64::from_be_bytes(*y));
+        if x != y {
+            return x.cmp(&y);
+        }
+    }
+    a.cmp(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{TxId, Value};
     use proptest::prelude::*;
+
+    proptest! {
+        /// Keys of every length around the eight bytes the fast path
+        /// reads, from a small alphabet so that prefixes often agree.
+        #[test]
+        fn cmp_keys_orders_as_slices_do(
+            a in proptest::collection::vec(0u8..3, 0..20),
+            b in proptest::collection::vec(0u8..3, 0..20),
+        ) {
+            prop_assert_eq!(cmp_keys(&a, &b), a.cmp(&b));
+            prop_assert_eq!(cmp_keys(&a, &a), std::cmp::Ordering::Equal);
+        }
+    }
 
     fn leaf(keys: &[Vec<u8>]) -> Node {
         let items = keys

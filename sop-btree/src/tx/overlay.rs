@@ -13,7 +13,7 @@
 //! overlay (`TxNode::effective`).
 
 use bytes::Bytes;
-use sop_core::{DeltaOp, Item};
+use sop_core::{DeltaOp, Item, cmp_keys};
 
 /// One key's change, and whether the leaf as read holds that key.
 #[derive(Debug, Clone)]
@@ -40,7 +40,7 @@ impl Overlay {
     }
 
     fn position(&self, key: &[u8]) -> Result<usize, usize> {
-        self.changes.binary_search_by(|c| c.key.as_ref().cmp(key))
+        self.changes.binary_search_by(|c| cmp_keys(&c.key, key))
     }
 
     /// The change under `key`: `Some(Some(item))` put, `Some(None)`
