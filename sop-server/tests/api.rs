@@ -61,7 +61,7 @@ async fn stores_create_list_remove_and_errors() {
     // No body at all: defaults.
     let (s, b) = srv.req(Method::PUT, "/v1/stores/plain", None).await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
-    assert_eq!(b["options"]["slot_length"], 256);
+    assert_eq!(b["options"]["slot_length"], sop_btree::StoreOptions::default().slot_length);
 
     let (s, b) = srv.put("/v1/stores/users", json!({})).await;
     assert_eq!((s, kind(&b)), (StatusCode::CONFLICT, "already_exists"));
