@@ -234,15 +234,25 @@ impl Layers {
 
 /// Merges the newest run into the one before while that one is at most
 /// twice its size. A delete that meets the put of its key in the merge
-/// cancels it only when neither the base nor an older run holds the key:
-/// otherwise it still hides that key. So a run never holds a delete of a
-/// key that nothing before it holds.
+/// cancels it when the leaf did not hold the key just before the older
+/// run (the newest earlier run's change to it, else the base): otherwise
+/// it still hides that key. So a run deletes only keys the leaf holds just
+/// before it, and [`Layers::folded`] holds no delete of a key the base
+/// lacks (asking whether any earlier run changed the key kept deletes of
+/// keys an earlier run had deleted already, which chain restarts then
+/// copied on: `tests/layers_model.rs`).
 fn merge_runs(runs: &mut Vec<Arc<Vec<DeltaOp>>>, in_base: impl Fn(&[u8]) -> bool) {
     while let [earlier @ .., older, newer] = runs.as_slice()
         && older.len() <= 2 * newer.len()
     {
+        // Whether the leaf holds `k` just before `older`: the newest
+        // earlier run's change to it, else the base.
         let held = |k: &[u8]| {
-            in_base(k) || earlier.iter().any(|r| r.binary_search_by(|op| cmp_keys(op.key(), k)).is_ok())
+            earlier
+                .iter()
+                .rev()
+                .find_map(|r| r.binary_search_by(|op| cmp_keys(op.key(), k)).ok().and_then(|i| r.get(i)))
+                .map_or_else(|| in_base(k), |op| matches!(op, DeltaOp::Put(_)))
         };
         let merged = LeafDelta::fold(older, newer, held);
         runs.truncate(runs.len() - 2);
