@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::attack::Rng;
 use common::{assert_healthy, bound, model_range, small};
 use sop_btree::{Config, Database};
 use sop_cache::CacheConfig;
@@ -24,33 +25,23 @@ use sop_store::ObjectBlobStore;
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// 300 distinct keys of 0..=12 bytes over {0x00, 0x01, 0x80, 0xff}, sorted.
 fn keys(rng: &mut Rng) -> Vec<Vec<u8>> {
     const ALPHABET: [u8; 4] = [0x00, 0x01, 0x80, 0xff];
     let mut set = std::collections::BTreeSet::new();
     set.insert(Vec::new());
     while set.len() < 300 {
-        let len = rng.next(13) as usize;
-        set.insert((0..len).map(|_| ALPHABET[rng.next(4) as usize]).collect::<Vec<u8>>());
+        let len = rng.below(13) as usize;
+        set.insert((0..len).map(|_| ALPHABET[rng.below(4) as usize]).collect::<Vec<u8>>());
     }
     set.into_iter().collect()
 }
 
 fn value(rng: &mut Rng, tag: u64) -> Vec<u8> {
-    let len = match rng.next(20) {
-        0 => 1500 + rng.next(500) as usize, // out of the node (threshold 1024)
+    let len = match rng.below(20) {
+        0 => 1500 + rng.below(500) as usize, // out of the node (threshold 1024)
         1 => 0,
-        _ => rng.next(120) as usize,
+        _ => rng.below(120) as usize,
     };
     let mut v = tag.to_be_bytes().to_vec();
     v.resize(len.max(8), (tag % 251) as u8);
@@ -127,9 +118,9 @@ async fn check_reads(
 ) {
     let bounds: Vec<(usize, usize, u8, u8)> = (0..ranges)
         .map(|_| {
-            let a = rng.next(pool.len() as u64) as usize;
-            let b = (a + rng.next(40) as usize).min(pool.len() - 1);
-            (a, b, rng.next(3) as u8, rng.next(3) as u8)
+            let a = rng.below(pool.len() as u64) as usize;
+            let b = (a + rng.below(40) as usize).min(pool.len() - 1);
+            (a, b, rng.below(3) as u8, rng.below(3) as u8)
         })
         .collect();
     let reads: Reads = db
@@ -246,21 +237,21 @@ async fn run(seed: u64, tiny_cache: bool, commits: u32) -> usize {
         // moving now and then.
         let window = (c / 97) as usize * 61 % (pool.len() - 30);
         let pick = |rng: &mut Rng| -> usize {
-            if rng.next(8) == 0 {
-                rng.next(pool.len() as u64) as usize
+            if rng.below(8) == 0 {
+                rng.below(pool.len() as u64) as usize
             } else {
-                window + rng.next(30) as usize
+                window + rng.below(30) as usize
             }
         };
         let tx = db.begin_write().await.unwrap();
         let s = tx.bytes_store("s").await.unwrap();
         let mut local = model.clone();
-        let ops = if rng.next(25) == 0 { 10 + rng.next(30) } else { 1 + rng.next(4) };
+        let ops = if rng.below(25) == 0 { 10 + rng.below(30) } else { 1 + rng.below(4) };
         for _ in 0..ops {
             let k = &pool[pick(&mut rng)];
             // Read first: the leaf as read (through its delta's layers)
             // and this transaction's own writes.
-            if rng.next(2) == 0 {
+            if rng.below(2) == 0 {
                 let probe = &pool[pick(&mut rng)];
                 assert_eq!(
                     s.get(probe).await.unwrap().map(|v| v.to_vec()),
@@ -268,9 +259,9 @@ async fn run(seed: u64, tiny_cache: bool, commits: u32) -> usize {
                     "commit {c}: a writer's get of {probe:?}"
                 );
             }
-            match rng.next(10) {
+            match rng.below(10) {
                 0..=3 => {
-                    let tag = u64::from(c) << 8 | rng.next(256);
+                    let tag = u64::from(c) << 8 | rng.below(256);
                     let v = value(&mut rng, tag);
                     s.upsert(k, &v).await.unwrap();
                     local.insert(k.clone(), v);
@@ -297,14 +288,14 @@ async fn run(seed: u64, tiny_cache: bool, commits: u32) -> usize {
                 _ => {
                     assert_eq!(s.count().await.unwrap(), local.len() as u64, "commit {c}: a writer's count");
                     let a = pick(&mut rng);
-                    let b = (a + rng.next(20) as usize).min(pool.len() - 1);
-                    let (lo, hi) = (bound(rng.next(3) as u8, &pool[a]), bound(rng.next(3) as u8, &pool[b]));
+                    let b = (a + rng.below(20) as usize).min(pool.len() - 1);
+                    let (lo, hi) = (bound(rng.below(3) as u8, &pool[a]), bound(rng.below(3) as u8, &pool[b]));
                     let got = pairs(s.range(lo, hi).take(10_000).await.unwrap());
                     assert_eq!(got, model_range(&local, lo, hi), "commit {c}: a writer's scan");
                 }
             }
         }
-        if rng.next(30) == 0 {
+        if rng.below(30) == 0 {
             tx.rollback().await;
         } else {
             tx.commit().await.unwrap();
@@ -321,7 +312,7 @@ async fn run(seed: u64, tiny_cache: bool, commits: u32) -> usize {
             check_reads(&db, &model, &pool, &mut rng, 4, &format!("seed {seed:x} commit {c}")).await;
         } else {
             // A point read of a key of the window by a reader.
-            let k = pool[window + rng.next(30) as usize].clone();
+            let k = pool[window + rng.below(30) as usize].clone();
             let got = db.run_read(|tx| {
                 let k = k.clone();
                 async move { tx.bytes_store("s").await?.get(&k).await }
@@ -496,12 +487,12 @@ async fn two_databases_taking_turns_on_one_leaf() {
     let (mut seen_longest, mut retries) = (0, 0);
     for c in 0..400u32 {
         // Runs of turns by the same database now and then.
-        let who = if rng.next(3) == 0 { 0 } else { (c / 2 % 2) as usize };
-        let ops: Vec<(u64, Vec<u8>, Vec<u8>)> = (0..1 + rng.next(3))
+        let who = if rng.below(3) == 0 { 0 } else { (c / 2 % 2) as usize };
+        let ops: Vec<(u64, Vec<u8>, Vec<u8>)> = (0..1 + rng.below(3))
             .map(|_| {
-                let k = pool[rng.next(60) as usize + 100].clone();
-                let kind = rng.next(3);
-                let tag = u64::from(c) << 8 | rng.next(256);
+                let k = pool[rng.below(60) as usize + 100].clone();
+                let kind = rng.below(3);
+                let tag = u64::from(c) << 8 | rng.below(256);
                 (kind, k, value(&mut rng, tag))
             })
             .collect();
@@ -542,7 +533,7 @@ async fn two_databases_taking_turns_on_one_leaf() {
         model = after;
         seen_longest = seen_longest.max(chains(&blobs).await.1);
         for (i, db) in dbs.iter().enumerate() {
-            if c % 5 == 4 || rng.next(2) == 0 {
+            if c % 5 == 4 || rng.below(2) == 0 {
                 check_reads(db, &model, &pool, &mut rng, 2, &format!("commit {c} by {who}, read by {i}"))
                     .await;
             }
@@ -580,7 +571,7 @@ async fn concurrent_writers_on_one_leaf_merge_onto_its_layers() {
     }
     let (mut merges, mut conflicts, mut seen_longest) = (0, 0, 0);
     for round in 0..250u32 {
-        let n = 2 + rng.next(3) as usize;
+        let n = 2 + rng.below(3) as usize;
         let window = 100 + (round as usize / 50) * 20;
         let mut txs = Vec::new();
         for w in 0..n {
@@ -588,11 +579,11 @@ async fn concurrent_writers_on_one_leaf_merge_onto_its_layers() {
             let s = tx.bytes_store("s").await.unwrap();
             let mut changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
             let mut local = model.clone();
-            for _ in 0..1 + rng.next(3) {
+            for _ in 0..1 + rng.below(3) {
                 // Keys of this writer only: i % n == w.
-                let i = window + (rng.next(40) as usize / n) * n + w;
+                let i = window + (rng.below(40) as usize / n) * n + w;
                 let k = pool[i].clone();
-                if rng.next(2) == 0 {
+                if rng.below(2) == 0 {
                     let had = s.remove(&k).await.unwrap();
                     assert_eq!(had, local.remove(&k).is_some(), "round {round}: remove {k:?}");
                     changes.push((k, None));
@@ -607,7 +598,7 @@ async fn concurrent_writers_on_one_leaf_merge_onto_its_layers() {
             txs.push((tx, changes));
         }
         while !txs.is_empty() {
-            let (tx, changes) = txs.swap_remove(rng.next(txs.len() as u64) as usize);
+            let (tx, changes) = txs.swap_remove(rng.below(txs.len() as u64) as usize);
             match tx.commit().await {
                 Ok(info) => {
                     merges += info.merges;
