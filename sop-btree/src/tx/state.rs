@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use sop_cache::{CachedBlob, DeltaLeaf, Layers, LeafSizes};
-use sop_core::{Error, Item, KeyIndex, LogicalId, Node, PhysicalId, Result, StoreInfo, Subject, TxId};
+use sop_core::{
+    Error, Item, KeyIndex, LeafDelta, LogicalId, Node, PhysicalId, Result, StoreInfo, Subject, TxId,
+};
 
 use crate::clock::Stamp;
 use crate::epoch::EpochGuard;
@@ -107,6 +109,17 @@ impl TxNode {
             (None, true) => &self.node,
             (Some(prior), true) => prior.merged().0,
             (prior, false) => self.merged.get_or_init(|| {
+                // Built straight from the base, the delta's changes and the
+                // overlay when no reader has merged the delta yet: merging
+                // it first built a leaf and its index that this commit
+                // replaces (a whole-leaf write, a split).
+                if let Some(layers) =
+                    prior.as_ref().filter(|p| p.merged_if_built().is_none()).and_then(|p| p.layers())
+                {
+                    let base = layers.base_items();
+                    let ops = self.overlay.ops_over(&layers.folded(), base);
+                    return Arc::new(Node::Leaf { items: LeafDelta::apply_ops(base, &ops) });
+                }
                 let read = prior.as_ref().map_or(&self.node, |p| p.merged().0);
                 match read.as_ref() {
                     Node::Leaf { items } => Arc::new(Node::Leaf { items: self.overlay.apply(items) }),
