@@ -137,7 +137,8 @@ impl Layers {
     pub fn with_run(&self, ops: Vec<DeltaOp>, sizes: LeafSizes) -> Self {
         let items = self.base_items();
         let ops_size = self.ops_size + ops.iter().map(DeltaOp::size_hint).sum::<usize>();
-        let mut runs = self.runs.clone();
+        let mut runs = Vec::with_capacity(self.runs.len() + 1);
+        runs.extend(self.runs.iter().cloned());
         if !ops.is_empty() {
             runs.push(Arc::new(ops));
         }
