@@ -353,7 +353,15 @@ impl NodeCache {
 
     /// Puts a blob this process just wrote, so its first read is a hit.
     pub fn insert(&self, id: PhysicalId, blob: CachedBlob) {
-        self.cache.insert(id.as_u128(), blob);
+        // With no disk tier (`inflight` is kept then) the memory tier is
+        // the whole cache: the hybrid cache's own insert and remove add two
+        // clock reads for its metrics and a call to the empty disk tier, on
+        // every node a commit writes or replaces.
+        if self.inflight.is_some() {
+            self.cache.memory().insert(id.as_u128(), blob);
+        } else {
+            self.cache.insert(id.as_u128(), blob);
+        }
     }
 
     /// Drops `id` early (for example after its blob was deleted), and the
@@ -361,8 +369,10 @@ impl NodeCache {
     pub fn remove(&self, id: PhysicalId) {
         if let Some(inflight) = &self.inflight {
             inflight.forget(id.as_u128());
+            self.cache.memory().remove(&id.as_u128());
+        } else {
+            self.cache.remove(&id.as_u128());
         }
-        self.cache.remove(&id.as_u128());
     }
 
     /// Hit, miss and eviction counts since the cache was built.
