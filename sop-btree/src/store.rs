@@ -8,8 +8,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sop_core::{Error, Item, Node, Result, StoreInfo, StoreOptions, Subject, TxId, Value};
+use sop_core::{Error, Item, Node, Result, StoreOptions, Subject, TxId, Value};
 
+use crate::inner::CachedStore;
 use crate::key::{Key, encode_bytes};
 use crate::tree::leaf_items;
 use crate::tx::Transaction;
@@ -37,8 +38,7 @@ impl Transaction {
         let mut st = self.shared.lock().await;
         st.check_live()?;
         let store = st.store(&self.shared.db, name).await?;
-        let (info, logged) = (store.info.clone(), store.name.clone());
-        Ok(Store::new(self.clone(), info, logged))
+        Ok(Store::new(self.clone(), store.meta.clone()))
     }
 }
 
@@ -53,41 +53,41 @@ pub type ItemId = u128;
 #[derive(Debug, Clone)]
 pub struct Store {
     tx: Transaction,
-    info: Arc<StoreInfo>,
-    /// The name as the transaction's log entries share it.
-    logged: Arc<str>,
+    /// Its name (as the transaction's log entries share it), root and
+    /// options.
+    meta: CachedStore,
 }
 
 const DUP_SUFFIX: usize = 16;
 
 impl Store {
-    pub(crate) fn new(tx: Transaction, info: Arc<StoreInfo>, logged: Arc<str>) -> Self {
-        Self { tx, info, logged }
+    pub(crate) fn new(tx: Transaction, meta: CachedStore) -> Self {
+        Self { tx, meta }
     }
 
     /// The store's name.
     #[must_use]
     pub fn name(&self) -> &str {
-        &self.info.name
+        &self.meta.info.name
     }
 
     /// The store's options.
     #[must_use]
     pub fn options(&self) -> StoreOptions {
-        self.info.options
+        self.meta.info.options
     }
 
     fn unique(&self) -> bool {
-        self.info.options.unique
+        self.meta.info.options.unique
     }
 
     /// The subject of an error about `key` (the user's key as given).
     fn subject(&self, key: &[u8]) -> Subject {
-        Subject::Key { store: self.info.name.clone(), key: bytes::Bytes::copy_from_slice(key) }
+        Subject::Key { store: self.meta.info.name.clone(), key: bytes::Bytes::copy_from_slice(key) }
     }
 
     fn slot(&self) -> usize {
-        self.info.options.slot_length as usize
+        self.meta.info.options.slot_length as usize
     }
 
     /// The first item stored under `key` (for a unique store, the item).
@@ -96,11 +96,11 @@ impl Store {
             let db = &self.tx.shared.db;
             let mut st = self.tx.shared.lock().await;
             st.check_live()?;
-            let item = st.tree(db, self.info.root, self.slot()).find(key).await?;
+            let item = st.tree(db, self.meta.info.root, self.slot()).find(key).await?;
             // A found item's key shares the node's buffer: logging it
             // copies nothing; only an absent key is copied.
             let logged = item.as_ref().map_or_else(|| Bytes::copy_from_slice(key), |i| i.key.clone());
-            st.log_point(&self.logged, &logged, item.as_ref());
+            st.log_point(&self.meta.name, &logged, item.as_ref());
             let value = match &item {
                 Some(i) => Some(st.value_of(db, i).await?),
                 None => None,
@@ -134,17 +134,17 @@ impl Store {
         st.check_live()?;
         // The key (shared with the node's buffer, for the read log) and the
         // value, not the whole item: two reference counts per read.
-        let tree = &mut st.tree(db, self.info.root, self.slot());
+        let tree = &mut st.tree(db, self.meta.info.root, self.slot());
         let found = tree.find_map(key, |i| (i.key.clone(), i.version, i.value.clone())).await?;
         let Some((key_read, version, value)) = found else {
-            st.log_read(&self.logged, Bytes::copy_from_slice(key), None);
+            st.log_read(&self.meta.name, Bytes::copy_from_slice(key), None);
             return Ok(None);
         };
         let value = match value {
             Value::Inline(b) => b,
             blob => st.value_bytes(db, key, blob).await?,
         };
-        st.log_read(&self.logged, key_read, Some(version));
+        st.log_read(&self.meta.name, key_read, Some(version));
         Ok(Some(value))
     }
 
@@ -172,7 +172,7 @@ impl Store {
         let mut st = self.tx.shared.lock().await;
         st.check_live()?;
         st.check_writable()?;
-        st.apply_write(db, &self.info.name, key, value).await
+        st.apply_write(db, &self.meta.info.name, key, value).await
     }
 
     /// Adds `key`. In a unique store an existing key is an error; in a
@@ -208,7 +208,7 @@ impl Store {
     /// at most `value_in_node_threshold` bytes, until that node is next
     /// read from its blob.)
     fn item_bytes(&self, key: &[u8], value: &[u8]) -> (Bytes, Bytes) {
-        if value.len() > self.info.options.value_in_node_threshold as usize {
+        if value.len() > self.meta.info.options.value_in_node_threshold as usize {
             return (Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
         }
         let mut both = Vec::with_capacity(key.len() + value.len());
@@ -266,7 +266,7 @@ impl Store {
         let mut st = self.tx.shared.lock().await;
         st.check_live()?;
         st.check_writable()?;
-        st.apply_remove(db, &self.info.name, Bytes::copy_from_slice(key)).await
+        st.apply_remove(db, &self.meta.info.name, Bytes::copy_from_slice(key)).await
     }
 
     /// Every duplicate under `key`, in insertion order, with its id.
@@ -312,18 +312,19 @@ impl Store {
         let db = &self.tx.shared.db;
         let mut st = self.tx.shared.lock().await;
         st.check_live()?;
-        let s = st.store(db, &self.info.name).await?;
+        let s = st.store(db, &self.meta.info.name).await?;
         let committed = match s.committed {
             Some(c) => c,
             None => {
-                let info = db.registry.get_store(&self.info.name).await?;
-                let c = info.ok_or_else(|| Error::NotFound(Subject::Store(self.info.name.clone())))?.count;
-                st.store(db, &self.info.name).await?.committed = Some(c);
+                let info = db.registry.get_store(&self.meta.info.name).await?;
+                let c =
+                    info.ok_or_else(|| Error::NotFound(Subject::Store(self.meta.info.name.clone())))?.count;
+                st.store(db, &self.meta.info.name).await?.committed = Some(c);
                 c
             }
         };
-        let s = st.store(db, &self.info.name).await?;
-        let (delta, name) = (s.delta, s.name.clone());
+        let s = st.store(db, &self.meta.info.name).await?;
+        let (delta, name) = (s.delta, s.meta.name.clone());
         let writes_before = st.writes.len();
         st.reads.push(ReadEntry::Count { store: name, committed, delta, writes_before });
         Ok(committed.saturating_add_signed(delta))
@@ -469,15 +470,16 @@ impl Cursor {
         let db = &tx.shared.db;
         let mut st = tx.shared.lock().await;
         st.check_live()?;
-        let mut tree = st.tree(db, self.store.info.root, self.store.slot());
+        let mut tree = st.tree(db, self.store.meta.info.root, self.store.slot());
         let batch = if self.reverse {
             tree.scan_backward(&self.lo, from).await?
         } else {
             tree.scan_forward(from, &self.hi).await?
         };
-        let name = &self.store.info.name;
+        let name = &self.store.meta.info.name;
         let tx_store = st.stores.get(name.as_str());
-        let shared_name = tx_store.map_or_else(|| std::sync::Arc::from(name.as_str()), |s| s.name.clone());
+        let shared_name =
+            tx_store.map_or_else(|| std::sync::Arc::from(name.as_str()), |s| s.meta.name.clone());
         // The transaction's own writes are not part of what it saw.
         let own: Vec<usize> = match tx_store.map(|s| &s.written) {
             Some(w) if !w.is_empty() => {

@@ -227,16 +227,14 @@ impl NodeCache {
                 }
                 None => {
                     let (base, index) = this.full_node(delta.base, &blobs).await?;
-                    let Node::Leaf { items } = base.as_ref() else {
-                        return Err(Error::corruption(
-                            "leaf delta",
-                            format!("the base {} of {id} is not a leaf", delta.base),
-                        ));
-                    };
-                    let prior = read_links(&delta, &blobs).await?;
-                    let in_base = |k: &[u8]| index.search(items, k).is_ok();
-                    let ops = LeafDelta::fold(&prior, &delta.ops, in_base);
-                    (Layers::new(base.clone(), index.clone(), ops)?, !delta.chain.is_empty())
+                    // Every link's changes folded, this one's last; a delete
+                    // of a key the base lacks is dropped by `Layers::new`.
+                    let ops = LeafDelta::fold(&read_links(&delta, &blobs).await?, &delta.ops, |_| true);
+                    let layers = Layers::new(base, index, ops).map_err(|_| {
+                        let what = format!("the base {} of {id} is not a leaf", delta.base);
+                        Error::corruption("leaf delta", what)
+                    })?;
+                    (layers, !delta.chain.is_empty())
                 }
             };
             let mut leaf = DeltaLeaf::of_layers(layers).with_chain(delta.chain);

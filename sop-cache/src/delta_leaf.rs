@@ -79,20 +79,24 @@ impl LeafSizes {
     #[must_use]
     pub fn of(base: &[Item], index: &KeyIndex, ops: &[DeltaOp]) -> Self {
         let base_size: usize = base.iter().map(Item::size_hint).sum();
-        let (mut len, mut size) = (base.len(), base_size);
+        let mut sizes = Self { len: base.len(), base_size, size: base_size };
         for op in ops {
-            if let Ok(i) = index.search(base, op.key())
-                && let Some(old) = base.get(i)
-            {
-                size = size.saturating_sub(old.size_hint());
-                len = len.saturating_sub(1);
-            }
-            if let DeltaOp::Put(item) = op {
-                size += item.size_hint();
-                len += 1;
-            }
+            sizes.apply(index.search(base, op.key()).ok().and_then(|i| base.get(i)), op);
         }
-        Self { len, base_size, size }
+        sizes
+    }
+
+    /// Counts `op` in, `before` being the item the leaf held under its
+    /// key until then.
+    fn apply(&mut self, before: Option<&Item>, op: &DeltaOp) {
+        if let Some(old) = before {
+            self.size = self.size.saturating_sub(old.size_hint());
+            self.len = self.len.saturating_sub(1);
+        }
+        if let DeltaOp::Put(item) = op {
+            self.size += item.size_hint();
+            self.len += 1;
+        }
     }
 }
 
@@ -161,14 +165,7 @@ impl Layers {
                 Some(item) => item,
                 None => self.base_index.search(items, op.key()).ok().and_then(|i| items.get(i)),
             };
-            if let Some(item) = before {
-                sizes.size = sizes.size.saturating_sub(item.size_hint());
-                sizes.len = sizes.len.saturating_sub(1);
-            }
-            if let DeltaOp::Put(item) = op {
-                sizes.size += item.size_hint();
-                sizes.len += 1;
-            }
+            sizes.apply(before, op);
         }
         sizes
     }
@@ -184,10 +181,7 @@ impl Layers {
 
     /// The newest run's change to `key`, if a run changes it.
     fn newest(&self, key: &[u8]) -> Option<&DeltaOp> {
-        self.runs.iter().rev().find_map(|run| {
-            let i = run.binary_search_by(|op| cmp_keys(op.key(), key)).ok()?;
-            run.get(i)
-        })
+        newest_in(&self.runs, key)
     }
 
     /// The change to `key`: `Some(Some(item))` put, `Some(None)` deleted,
@@ -233,6 +227,14 @@ impl Layers {
     }
 }
 
+/// The change to `key` of the newest of `runs` that changes it.
+fn newest_in<'a>(runs: &'a [Arc<Vec<DeltaOp>>], key: &[u8]) -> Option<&'a DeltaOp> {
+    runs.iter().rev().find_map(|run| {
+        let i = run.binary_search_by(|op| cmp_keys(op.key(), key)).ok()?;
+        run.get(i)
+    })
+}
+
 /// Merges the newest run into the one before while that one is at most
 /// twice its size. A delete that meets the put of its key in the merge
 /// cancels it when the leaf did not hold the key just before the older
@@ -248,13 +250,8 @@ fn merge_runs(runs: &mut Vec<Arc<Vec<DeltaOp>>>, in_base: impl Fn(&[u8]) -> bool
     {
         // Whether the leaf holds `k` just before `older`: the newest
         // earlier run's change to it, else the base.
-        let held = |k: &[u8]| {
-            earlier
-                .iter()
-                .rev()
-                .find_map(|r| r.binary_search_by(|op| cmp_keys(op.key(), k)).ok().and_then(|i| r.get(i)))
-                .map_or_else(|| in_base(k), |op| matches!(op, DeltaOp::Put(_)))
-        };
+        let held =
+            |k: &[u8]| newest_in(earlier, k).map_or_else(|| in_base(k), |op| matches!(op, DeltaOp::Put(_)));
         let merged = LeafDelta::fold(older, newer, held);
         runs.truncate(runs.len() - 2);
         runs.push(Arc::new(merged));

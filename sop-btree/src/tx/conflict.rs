@@ -90,7 +90,7 @@ async fn recheck(db: &DbInner, st: &mut TxState, entry: &ReadEntry) -> Result<()
 
 /// A store's root and slot length, from the transaction's snapshot.
 async fn tree_of(db: &DbInner, st: &mut TxState, store: &str) -> Result<(LogicalId, usize)> {
-    let info = &st.store(db, store).await?.info;
+    let info = &st.store(db, store).await?.meta.info;
     Ok((info.root, info.options.slot_length as usize))
 }
 

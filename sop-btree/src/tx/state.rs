@@ -10,14 +10,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use sop_cache::{CachedBlob, DeltaLeaf, Layers, LeafSizes};
-use sop_core::{
-    Error, Item, KeyIndex, LeafDelta, LogicalId, Node, PhysicalId, Result, StoreInfo, Subject, TxId,
-};
+use sop_core::{Error, Item, KeyIndex, LeafDelta, LogicalId, Node, PhysicalId, Result, Subject, TxId};
 
 use crate::clock::Stamp;
 use crate::epoch::EpochGuard;
 use crate::handles::{EMPTY_ROOT, Front};
-use crate::inner::{DbInner, store_not_found};
+use crate::inner::{CachedStore, DbInner, store_not_found};
 use crate::tree::{NodeSource, Placed, Target, Tree, child_of, item_in, search_items};
 use crate::tx::log::{ReadEntry, WriteOp};
 use crate::tx::overlay::Overlay;
@@ -294,10 +292,9 @@ pub(crate) struct Loader<'a> {
 /// A store as the transaction sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct TxStore {
-    /// The name, shared by every log entry about this store.
-    pub(crate) name: Arc<str>,
-    /// Root and options (its `count` is not the committed count).
-    pub(crate) info: Arc<StoreInfo>,
+    /// The name (shared by every log entry about this store), root and
+    /// options (its `count` is not the committed count).
+    pub(crate) meta: CachedStore,
     /// The committed count, read from the registry on first use.
     pub(crate) committed: Option<u64>,
     pub(crate) delta: i64,
@@ -423,14 +420,9 @@ impl TxState {
     pub(crate) async fn store(&mut self, db: &DbInner, name: &str) -> Result<&mut TxStore> {
         if !self.stores.contains_key(name) {
             let cached = db.cached_store(name).await?;
-            let store = TxStore {
-                name: cached.name.clone(),
-                info: cached.info,
-                committed: None,
-                delta: 0,
-                written: FxHashSet::default(),
-            };
-            self.stores.insert(cached.name, store);
+            let name = cached.name.clone();
+            let store = TxStore { meta: cached, committed: None, delta: 0, written: FxHashSet::default() };
+            self.stores.insert(name, store);
         }
         self.stores.get_mut(name).ok_or_else(|| store_not_found(name))
     }

@@ -46,8 +46,8 @@ impl TxState {
         value: Option<Bytes>,
     ) -> Result<Option<Item>> {
         let s = self.store(db, store).await?;
-        let (root, slot) = (s.info.root, s.info.options.slot_length as usize);
-        let (threshold, name) = (s.info.options.value_in_node_threshold as usize, s.name.clone());
+        let (root, slot) = (s.meta.info.root, s.meta.info.options.slot_length as usize);
+        let (threshold, name) = (s.meta.info.options.value_in_node_threshold as usize, s.meta.name.clone());
         self.writing = true;
         let old = match &value {
             Some(v) => {
@@ -78,7 +78,8 @@ impl TxState {
     /// the write; `true` when it was there.
     pub(crate) async fn apply_remove(&mut self, db: &DbInner, store: &str, key: Bytes) -> Result<bool> {
         let s = self.store(db, store).await?;
-        let (root, slot, name) = (s.info.root, s.info.options.slot_length as usize, s.name.clone());
+        let (root, slot, name) =
+            (s.meta.info.root, s.meta.info.options.slot_length as usize, s.meta.name.clone());
         self.writing = true;
         let old = self.tree(db, root, slot).delete(&key).await?;
         self.log_point(&name, &key, old.as_ref());
