@@ -1,6 +1,6 @@
 //! [`Handle`]: the registry's pointer from a logical node id to its blob.
 
-use crate::codec::{begin_frame, open_frame, tag};
+use crate::codec::{open_frame, tag};
 use crate::{LogicalId, PhysicalId, Result};
 
 /// Where a node currently lives: the "pheromone" of the design.
@@ -34,14 +34,28 @@ impl Handle {
         Self { physical_id, version: self.version.wrapping_add(1), ..self }
     }
 
+    /// The length of [`Handle::encode`]'s output.
+    pub const ENCODED_LEN: usize = 46;
+
     /// The versioned, checksummed encoding (46 bytes).
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = begin_frame(tag::HANDLE, FORMAT_VERSION, 40);
-        w.u128(self.logical_id.as_u128());
-        w.u128(self.physical_id.as_u128());
-        w.u64(self.version);
-        w.finish_frame()
+        self.encoded().to_vec()
+    }
+
+    /// [`Handle::encode`]'s bytes in an array: no allocation (a commit
+    /// writes one per node it changes).
+    #[must_use]
+    pub fn encoded(&self) -> [u8; Self::ENCODED_LEN] {
+        let mut out = [0; Self::ENCODED_LEN];
+        out[0] = tag::HANDLE;
+        out[1] = FORMAT_VERSION;
+        out[2..18].copy_from_slice(&self.logical_id.as_u128().to_le_bytes());
+        out[18..34].copy_from_slice(&self.physical_id.as_u128().to_le_bytes());
+        out[34..42].copy_from_slice(&self.version.to_le_bytes());
+        let crc = crc32fast::hash(&out[..42]);
+        out[42..].copy_from_slice(&crc.to_le_bytes());
+        out
     }
 
     /// Decodes [`Handle::encode`]'s output.
@@ -79,6 +93,19 @@ mod tests {
             let mut b = bytes.clone();
             b[i / 8] ^= 1 << (i % 8);
             assert_eq!(Handle::decode(&b).unwrap_err().kind(), ErrorKind::Corruption, "bit {i}");
+        }
+    }
+
+    #[test]
+    fn the_array_is_the_framed_encoding() {
+        for version in [1, 2, u64::MAX] {
+            let h = Handle { version, ..Handle::new(LogicalId::new(), PhysicalId::new()) };
+            let mut w = crate::codec::begin_frame(tag::HANDLE, FORMAT_VERSION, 40);
+            w.u128(h.logical_id.as_u128());
+            w.u128(h.physical_id.as_u128());
+            w.u64(h.version);
+            assert_eq!(h.encoded().as_slice(), w.finish_frame().as_slice());
+            assert_eq!(Handle::decode(&h.encoded()).unwrap(), h);
         }
     }
 }

@@ -399,7 +399,7 @@ impl Inner {
         let mut batch = WriteBatch::with_capacity_bytes(batch_bytes(req, blobs, encoded));
         for w in &req.writes {
             match w.result() {
-                Some(h) => batch.put_cf(handles, h.logical_id.to_bytes(), h.encode()),
+                Some(h) => batch.put_cf(handles, h.logical_id.to_bytes(), h.encoded()),
                 None => batch.delete_cf(handles, w.id().to_bytes()),
             }
         }

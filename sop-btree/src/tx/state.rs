@@ -260,16 +260,26 @@ pub(crate) struct View {
     pub(crate) removed: FxHashMap<LogicalId, (u64, Vec<PhysicalId>)>,
 }
 
-/// The nodes a view first makes room for: grown from empty one entry at
-/// a time, a 100-get read transaction's map rehashed its entries five
-/// times (4 % of its instructions, `docs/BENCHMARKS.md`).
+/// The nodes a read-only transaction's view first makes room for: grown
+/// from empty one entry at a time, a 100-get read transaction's map
+/// rehashed its entries five times (4 % of its instructions,
+/// `docs/BENCHMARKS.md`).
 const VIEW_START: usize = 32;
 
+/// The same for a writer's view. An entry takes about 240 bytes, so room
+/// for 32 was a 14 KiB allocation for a transfer that reads five nodes
+/// (1.6 % of its instructions). Past it, a writer's map grows by
+/// `VIEW_START` at least, so that a bulk write, which reads hundreds of
+/// nodes, rehashes no more often than before.
+const WRITER_VIEW_START: usize = 8;
+
 impl View {
-    /// Adds node `id` as read.
-    fn insert(&mut self, id: LogicalId, entry: TxNode) {
-        if self.nodes.capacity() == 0 {
-            self.nodes.reserve(VIEW_START);
+    /// Adds node `id` as read (by a writer when `writable`).
+    fn insert(&mut self, id: LogicalId, entry: TxNode, writable: bool) {
+        let room = self.nodes.capacity();
+        if self.nodes.len() == room {
+            let start = if writable { WRITER_VIEW_START } else { VIEW_START };
+            self.nodes.reserve(if room == 0 { start } else { room.max(VIEW_START) });
         }
         self.nodes.insert(id, entry);
     }
@@ -474,7 +484,7 @@ impl NodeSource for Loader<'_> {
                 }
             }
         };
-        self.view.insert(id, entry);
+        self.view.insert(id, entry, self.writable);
         Ok(())
     }
 
@@ -490,7 +500,7 @@ impl NodeSource for Loader<'_> {
         let Some((h, front)) = self.db.handles.get_front(id) else { return false };
         let mut entry = TxNode::new(front.node, Some(h.version), Some(h.physical_id));
         entry.index = Some(front.index);
-        self.view.insert(id, entry);
+        self.view.insert(id, entry, self.writable);
         true
     }
 
