@@ -48,13 +48,16 @@ impl Handle {
     #[must_use]
     pub fn encoded(&self) -> [u8; Self::ENCODED_LEN] {
         let mut out = [0; Self::ENCODED_LEN];
-        out[0] = tag::HANDLE;
-        out[1] = FORMAT_VERSION;
-        out[2..18].copy_from_slice(&self.logical_id.as_u128().to_le_bytes());
-        out[18..34].copy_from_slice(&self.physical_id.as_u128().to_le_bytes());
-        out[34..42].copy_from_slice(&self.version.to_le_bytes());
-        let crc = crc32fast::hash(&out[..42]);
-        out[42..].copy_from_slice(&crc.to_le_bytes());
+        let (body, crc) = out.split_at_mut(Self::ENCODED_LEN - 4);
+        let fields = [tag::HANDLE, FORMAT_VERSION]
+            .into_iter()
+            .chain(self.logical_id.as_u128().to_le_bytes())
+            .chain(self.physical_id.as_u128().to_le_bytes())
+            .chain(self.version.to_le_bytes());
+        for (slot, byte) in body.iter_mut().zip(fields) {
+            *slot = byte;
+        }
+        crc.copy_from_slice(&crc32fast::hash(body).to_le_bytes());
         out
     }
 

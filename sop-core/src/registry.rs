@@ -122,14 +122,15 @@ impl PublishRequest {
         // 1.7 % of a transfer's instructions (`docs/BENCHMARKS.md`).
         let mut written: Vec<LogicalId> = self.writes.iter().map(HandleWrite::id).collect();
         written.sort_unstable();
-        if let Some(w) = written.windows(2).find(|w| w[0] == w[1]) {
-            return Err(Error::invalid("publish request", format!("publish writes {} twice", w[0])));
+        if let Some((id, _)) = written.iter().zip(written.iter().skip(1)).find(|(a, b)| a == b) {
+            return Err(Error::invalid("publish request", format!("publish writes {id} twice")));
         }
         let mut checked: Vec<(LogicalId, u64)> = self.checks.iter().map(|c| (c.id, c.version)).collect();
         checked.sort_unstable();
         // Sorted by id, then version: two versions of one id lie side by side.
-        if let Some(w) = checked.windows(2).find(|w| w[0].0 == w[1].0 && w[0].1 != w[1].1) {
-            return Err(Error::invalid("publish request", format!("publish checks {} twice", w[0].0)));
+        let mut pairs = checked.iter().zip(checked.iter().skip(1));
+        if let Some(((id, _), _)) = pairs.find(|((a, va), (b, vb))| a == b && va != vb) {
+            return Err(Error::invalid("publish request", format!("publish checks {id} twice")));
         }
         Ok(())
     }
