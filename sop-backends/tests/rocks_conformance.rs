@@ -218,3 +218,66 @@ async fn the_handle_table_matches_what_rocksdb_holds() {
         vec![Some(Handle::new(damaged, fresh)), Some(kept_handle)]
     );
 }
+
+/// The handles' column family keeps its memtable as a vector
+/// (`handles_descriptor`), which RocksDB reads only when the registry
+/// opens. Many writers (whose write groups now insert one batch after
+/// another) insert, update, remove and insert again their own handles,
+/// across a compaction, so that every id has versions in table files and
+/// in the memtable, and deletions over both: the table in memory, and
+/// the table loaded again by a reopen, hold exactly the last handle of
+/// each id, as a model of each writer's ids says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn handles_survive_many_versions_deletes_and_a_reopen() {
+    use sop_core::{Handle, HandleWrite, LogicalId, PhysicalId, PublishRequest, TxId};
+    use std::collections::HashMap;
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Arc::new(RocksRegistry::open(dir.path(), &RocksConfig::default()).unwrap());
+    let mut tasks = Vec::new();
+    for writer in 0..8u64 {
+        let reg = reg.clone();
+        tasks.push(tokio::spawn(async move {
+            let ids: Vec<LogicalId> = (0..12).map(|_| LogicalId::new()).collect();
+            let mut model: HashMap<LogicalId, Handle> = HashMap::new();
+            let mut seed = writer.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            for round in 0..150 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let id = ids[(seed % ids.len() as u64) as usize];
+                let physical_id = PhysicalId::new();
+                let (write, after) = match model.get(&id).copied() {
+                    None => (HandleWrite::Insert { id, physical_id }, Some(Handle::new(id, physical_id))),
+                    Some(h) if round % 5 == 0 => (HandleWrite::Remove { id, expected: h.version }, None),
+                    Some(h) => (
+                        HandleWrite::Update { id, expected: h.version, physical_id },
+                        Some(h.next(physical_id)),
+                    ),
+                };
+                let req = PublishRequest { tx_id: TxId::new(), writes: vec![write], ..Default::default() };
+                reg.publish(&req).await.unwrap();
+                match after {
+                    Some(h) => model.insert(id, h),
+                    None => model.remove(&id),
+                };
+                if writer == 0 && round == 75 {
+                    reg.compact().await.unwrap();
+                }
+            }
+            (ids, model)
+        }));
+    }
+    let mut expected = Vec::new();
+    for t in tasks {
+        let (ids, model) = t.await.unwrap();
+        expected.extend(ids.into_iter().map(|id| (id, model.get(&id).copied())));
+    }
+    let ids: Vec<LogicalId> = expected.iter().map(|(id, _)| *id).collect();
+    let want: Vec<Option<Handle>> = expected.iter().map(|(_, h)| *h).collect();
+    assert!(want.iter().any(Option::is_none) && want.iter().any(Option::is_some), "both kinds covered");
+    assert_eq!(reg.get_handles(&ids).await.unwrap(), want, "in memory");
+    drop(reg);
+    let reg = RocksRegistry::open(dir.path(), &RocksConfig::default()).unwrap();
+    assert_eq!(reg.get_handles(&ids).await.unwrap(), want, "loaded again after a reopen");
+    assert_eq!(reg.list_handles().await.unwrap().len(), want.iter().flatten().count(), "nothing else listed");
+}
