@@ -708,14 +708,6 @@ impl Registry for RocksRegistry {
 /// small and short-lived (written by a commit, deleted by its clean-up).
 const INTENTS_WRITE_BUFFER: usize = 16 << 20;
 
-/// The `intents` column family. Every publish that carries an intent
-/// first looks its transaction's id up there, and the answer is almost
-/// always "absent": without filters that miss searched the memtable's
-/// skip list (full of the intents and tombstones of recent commits) and
-/// each table file's index, 7 300 instructions, a tenth of a single-key
-/// update's (`docs/BENCHMARKS.md`). Whole-key bloom filters in the
-/// memtable and the table files answer most misses from one or two
-/// cache lines. The memtable's filter takes 2 % of its buffer (~330 KiB).
 /// The handles' column family keeps its memtable as a vector (appends,
 /// sorted when flushed) rather than a skip list: handles are read from
 /// RocksDB only when the registry opens (`load_table`, one scan) or for a
@@ -727,14 +719,23 @@ const INTENTS_WRITE_BUFFER: usize = 16 << 20;
 /// update 58.9 K -> 55.5 K, a transfer 74.8 K -> 68.2 K). A vector takes
 /// no concurrent inserts, so the database inserts a write group's batches
 /// one after the other (`allow_concurrent_memtable_write` off): on two
-/// cores, interleaved runs of 32 committers showed no difference beyond
-/// the spread.
+/// cores, interleaved runs of 8 and 32 committers lost nothing (with the
+/// eleventh pass's other changes, 32 committers on 100 000 keys gained
+/// 18 %, `docs/BENCHMARKS.md`).
 fn handles_descriptor() -> ColumnFamilyDescriptor {
     let mut opts = Options::default();
     opts.set_memtable_factory(rocksdb::MemtableFactory::Vector);
     ColumnFamilyDescriptor::new(CF_HANDLES, opts)
 }
 
+/// The `intents` column family. Every publish that carries an intent
+/// first looks its transaction's id up there, and the answer is almost
+/// always "absent": without filters that miss searched the memtable's
+/// skip list (full of the intents and tombstones of recent commits) and
+/// each table file's index, 7 300 instructions, a tenth of a single-key
+/// update's (`docs/BENCHMARKS.md`). Whole-key bloom filters in the
+/// memtable and the table files answer most misses from one or two
+/// cache lines. The memtable's filter takes 2 % of its buffer (~330 KiB).
 fn intents_descriptor() -> ColumnFamilyDescriptor {
     let mut table = BlockBasedOptions::default();
     table.set_bloom_filter(10.0, false);
