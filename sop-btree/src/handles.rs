@@ -136,25 +136,15 @@ impl HandleCache {
     }
 
     /// Attaches `front`, the node `h`'s blob holds, to `h`'s entry, if the
-    /// entry still holds `h` itself.
-    pub(crate) fn attach(&self, h: Handle, front: Front) {
-        self.attach_weighing(h, front, sop_cache::node_weight);
-    }
-
-    /// [`HandleCache::attach`], with the front weighing `weight(node)`
-    /// bytes (asked only of a front that would land).
-    fn attach_weighing(&self, h: Handle, front: Front, weight: impl FnOnce(&Node) -> usize) {
+    /// entry still holds `h` itself; the front weighs `weight` bytes (as
+    /// the node cache weighed the node: no pass over its entries here).
+    pub(crate) fn attach(&self, h: Handle, front: Front, weight: usize) {
         let mut shard = self.shard(h.logical_id).write().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Only an attach that lands may drop the shard's fronts: a refused
         // one (another handle, a front already there, a node over the
-        // whole share) costs no scan and drops nothing, and no pass over
-        // the node's entries when it cannot fit (each weighs over 48 bytes).
+        // whole share) costs no scan and drops nothing.
         let lands = shard.map.get(&h.logical_id).is_some_and(|e| e.handle == h && e.front.is_none());
-        if !lands || crate::tree::fill(&front.node).saturating_mul(48) > self.front_per_shard {
-            return;
-        }
-        let weight = weight(&front.node);
-        if weight > self.front_per_shard {
+        if !lands || weight > self.front_per_shard {
             return;
         }
         if shard.front_bytes.saturating_add(weight) > self.front_per_shard {
@@ -300,7 +290,7 @@ pub(crate) mod loom_tests {
             let cache = Arc::new(HandleCache::with_shards(1, 4));
             cache.observe(h(id, 2));
             let (c1, c2, c3) = (cache.clone(), cache.clone(), cache.clone());
-            let reader = thread::spawn(move || c1.attach_weighing(h(id, 2), front(2), |_| 10));
+            let reader = thread::spawn(move || c1.attach(h(id, 2), front(2), 10));
             let writer = thread::spawn(move || c2.observe(h(id, 3)));
             let other =
                 thread::spawn(move || c3.get_front(id).map(|(h, f)| (h.version, crate::tree::fill(&f.node))));
@@ -385,12 +375,12 @@ pub(crate) mod tests {
     fn a_front_belongs_to_its_handle_and_is_bounded() {
         let cache = HandleCache::with_shards(1, 8);
         let id = LogicalId::new();
-        cache.attach_weighing(h(id, 2), front(2), |_| 10);
+        cache.attach(h(id, 2), front(2), 10);
         assert!(cache.get_front(id).is_none(), "attached with no entry");
         cache.observe(h(id, 2));
-        cache.attach_weighing(h(id, 1), front(1), |_| 10);
+        cache.attach(h(id, 1), front(1), 10);
         assert!(cache.get_front(id).is_none(), "attached to another version's entry");
-        cache.attach_weighing(h(id, 2), front(2), |_| 10);
+        cache.attach(h(id, 2), front(2), 10);
         let (got, f) = cache.get_front(id).expect("attached");
         assert_eq!((got.version, crate::tree::fill(&f.node)), (2, 2));
         cache.observe(h(id, 2));
@@ -398,7 +388,7 @@ pub(crate) mod tests {
         cache.observe(h(id, 3));
         assert!(cache.get_front(id).is_none(), "a newer handle kept the old node");
         assert_eq!(cache.get(id).map(|h| h.version), Some(3));
-        cache.attach_weighing(h(id, 3), front(3), |_| 10);
+        cache.attach(h(id, 3), front(3), 10);
         cache.forget(id);
         assert!(cache.get_front(id).is_none() && cache.get(id).is_none());
 
@@ -408,7 +398,7 @@ pub(crate) mod tests {
         cache.observe(h(other, 5));
         let mut elsewhere = h(other, 5);
         elsewhere.physical_id = PhysicalId::from_u128(99);
-        cache.attach_weighing(elsewhere, front(5), |_| 10);
+        cache.attach(elsewhere, front(5), 10);
         assert!(cache.get_front(other).is_none(), "attached to a handle of another blob");
 
         // Over the shard's share of the budget, the shard's fronts go.
@@ -417,34 +407,34 @@ pub(crate) mod tests {
         let (a, b) = (LogicalId::new(), LogicalId::new());
         small.observe(h(a, 1));
         small.observe(h(b, 1));
-        small.attach_weighing(h(a, 1), front(1), |_| 200);
-        small.attach_weighing(h(b, 1), front(1), |_| 200);
+        small.attach(h(a, 1), front(1), 200);
+        small.attach(h(b, 1), front(1), 200);
         assert!(small.get_front(a).is_none() && small.get_front(b).is_some());
-        small.attach_weighing(h(a, 1), front(1), |_| 260);
+        small.attach(h(a, 1), front(1), 260);
         assert!(small.get_front(a).is_none(), "a front over the whole share");
         assert_eq!(small.get(a).map(|h| h.version), Some(1), "dropping fronts keeps handles");
         // A refused attach (a front already there, another version, too
         // big) drops nothing.
-        small.attach_weighing(h(b, 1), front(1), |_| 200);
-        small.attach_weighing(h(a, 2), front(2), |_| 200);
-        small.attach_weighing(h(a, 1), front(1), |_| 260);
+        small.attach(h(b, 1), front(1), 200);
+        small.attach(h(a, 2), front(2), 200);
+        small.attach(h(a, 1), front(1), 260);
         assert!(small.get_front(b).is_some(), "a refused attach dropped the shard's fronts");
     }
 
-    /// A front that cannot land is never weighed (a pass over its node's
-    /// entries): not on another handle's entry, nor when its entries
-    /// alone outweigh the share.
+    /// A front that cannot land is refused and counted nowhere: on
+    /// another handle's entry, or heavier than the whole share.
     #[test]
-    fn a_front_that_cannot_land_is_not_weighed() {
+    fn a_front_that_cannot_land_is_refused() {
         let mut cache = HandleCache::with_shards(1, 8);
         cache.front_per_shard = 100;
         let id = LogicalId::new();
         cache.observe(h(id, 3));
-        let never = |_: &Node| -> usize { panic!("weighed a front that cannot land") };
-        cache.attach_weighing(h(id, 2), front(2), never);
-        cache.attach_weighing(h(id, 3), front(3), never); // 3 entries: over 100 bytes
+        cache.attach(h(id, 2), front(2), 10); // another handle's
         assert!(cache.get_front(id).is_none());
-        cache.attach_weighing(h(id, 3), front(2), |_| 100);
+        cache.attach(h(id, 3), front(3), 101); // over the whole share
+        assert!(cache.get_front(id).is_none());
+        assert_eq!(cache.shards[0].read().unwrap().front_bytes, 0, "a refused front counted");
+        cache.attach(h(id, 3), front(2), 100);
         assert!(cache.get_front(id).is_some(), "a front of exactly the share");
     }
 
@@ -457,16 +447,16 @@ pub(crate) mod tests {
         let (a, b) = (LogicalId::new(), LogicalId::new());
         cache.observe(h(a, 1));
         cache.observe(h(b, 1));
-        cache.attach_weighing(h(a, 1), front(1), |_| 10);
-        cache.attach_weighing(h(a, 1), front(1), |_| 10);
-        cache.attach_weighing(h(b, 1), front(1), |_| 7);
+        cache.attach(h(a, 1), front(1), 10);
+        cache.attach(h(a, 1), front(1), 10);
+        cache.attach(h(b, 1), front(1), 7);
         assert_eq!(weight(&cache), 17, "a second attach counted twice");
         cache.observe(h(a, 2));
         assert_eq!(weight(&cache), 7, "a replaced handle's front still counted");
         cache.forget(b);
         assert_eq!(weight(&cache), 0, "a forgotten handle's front still counted");
         cache.observe(h(a, 3));
-        cache.attach_weighing(h(a, 3), front(3), |_| 5);
+        cache.attach(h(a, 3), front(3), 5);
         cache.observe(h(LogicalId::new(), 1));
         cache.observe(h(LogicalId::new(), 1));
         assert_eq!(weight(&cache), 5);

@@ -20,6 +20,11 @@ pub enum CachedBlob {
         node: Arc<Node>,
         /// Its keys' search index.
         index: Arc<KeyIndex>,
+        /// [`node_weight`] of `node`, weighed once when the entry is made
+        /// (a reader that makes the node a handle's front needs it too:
+        /// weighed again on every attach, it was a quarter of the point
+        /// reads' time at 1 000 000 items, `docs/BENCHMARKS.md`).
+        weight: usize,
     },
     /// A leaf delta blob: its base's items and its changes, merged on
     /// demand ([`DeltaLeaf`]).
@@ -37,7 +42,7 @@ impl CachedBlob {
     /// A full node blob's contents, indexed.
     #[must_use]
     pub fn node(node: Arc<Node>) -> Self {
-        Self::Node { index: Arc::new(KeyIndex::of_node(&node)), node }
+        Self::Node { index: Arc::new(KeyIndex::of_node(&node)), weight: node_weight(&node), node }
     }
 
     /// A leaf delta on `base`.
@@ -51,7 +56,7 @@ impl CachedBlob {
     pub fn weight(&self) -> usize {
         match self {
             Self::Value(b) => b.len() + 32,
-            Self::Node { node, .. } => node_weight(node),
+            Self::Node { weight, .. } => *weight,
             Self::Delta { leaf, .. } => delta_weight(leaf),
         }
     }
@@ -172,7 +177,7 @@ impl Code for CachedBlob {
 
     fn estimated_size(&self) -> usize {
         5 + match self {
-            Self::Node { node, .. } => node_weight(node),
+            Self::Node { weight, .. } => *weight,
             // The disk tier stores the merged leaf.
             Self::Delta { leaf, .. } => {
                 20 + 16 * leaf.chain().len()
@@ -275,8 +280,11 @@ mod tests {
             blob.encode(&mut buf).unwrap();
             let back = CachedBlob::decode(&mut buf.as_slice()).unwrap();
             match (blob, back) {
-                (CachedBlob::Node { node: a, index: i }, CachedBlob::Node { node: b, index: j }) => {
-                    assert_eq!((a, i), (b, j));
+                (
+                    CachedBlob::Node { node: a, index: i, weight: w },
+                    CachedBlob::Node { node: b, index: j, weight: x },
+                ) => {
+                    assert_eq!((a, i, w), (b, j, x));
                 }
                 (CachedBlob::Delta { leaf: a, base: x }, CachedBlob::Delta { leaf: b, base: y }) => {
                     assert_eq!(x, y);

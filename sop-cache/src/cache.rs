@@ -180,7 +180,9 @@ impl NodeCache {
                 let chain = leaf.chain().to_vec();
                 Ok(LoadedNode { node: node.clone(), index: index.clone(), base: Some(base), chain })
             }
-            CachedBlob::Node { node, index } => Ok(LoadedNode { node, index, base: None, chain: Vec::new() }),
+            CachedBlob::Node { node, index, .. } => {
+                Ok(LoadedNode { node, index, base: None, chain: Vec::new() })
+            }
             CachedBlob::Value(_) => Err(value_as_node(id)),
         }
     }
@@ -267,7 +269,7 @@ impl NodeCache {
         blobs: &Arc<dyn BlobStore>,
     ) -> Result<(Arc<Node>, Arc<KeyIndex>)> {
         match self.get_in_memory(id) {
-            Some(CachedBlob::Node { node, index }) => return Ok((node, index)),
+            Some(CachedBlob::Node { node, index, .. }) => return Ok((node, index)),
             Some(_) => {
                 return Err(Error::corruption("leaf delta", format!("the base {id} is not a full node")));
             }

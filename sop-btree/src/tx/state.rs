@@ -630,7 +630,9 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Resul
         Some(hit) if !matches!(hit, CachedBlob::Value(_)) => hit,
         _ => Box::pin(db.cache.node_blob(id, &db.blobs)).await?,
     };
-    let (node, index, base) = match blob {
+    // `weight`: what the node weighs as a reader's front (unused by a
+    // writer, which attaches none).
+    let (node, index, base, weight) = match blob {
         CachedBlob::Delta { leaf, base } if with_base => match leaf.layers() {
             // A writer takes the base and the changes as they are.
             Some(layers) => {
@@ -646,14 +648,14 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Resul
                 let b = Box::pin(db.cache.node_and_base(base, &db.blobs)).await?;
                 let chain = leaf.chain().to_vec();
                 let base = Base { id: base, node: b.node, index: b.index, under_delta: true, chain };
-                (node.clone(), index.clone(), Some(base))
+                (node.clone(), index.clone(), Some(base), 0)
             }
         },
         CachedBlob::Delta { leaf, .. } => {
             let (node, index) = leaf.merged();
-            (node.clone(), index.clone(), None)
+            (node.clone(), index.clone(), None, leaf.merged_weight())
         }
-        CachedBlob::Node { node, index } => {
+        CachedBlob::Node { node, index, weight } => {
             let base = (with_base && node.is_leaf()).then(|| Base {
                 id,
                 node: node.clone(),
@@ -661,14 +663,14 @@ async fn fetch(db: &DbInner, handle: sop_core::Handle, with_base: bool) -> Resul
                 under_delta: false,
                 chain: Vec::new(),
             });
-            (node, index, base)
+            (node, index, base, weight)
         }
         CachedBlob::Value(_) => return Err(Error::corruption("node", format!("blob {id} is a value"))),
     };
     // A reader's node becomes its handle's front: the next reader's load
     // takes handle and node in one lookup.
     if !with_base {
-        db.handles.attach(handle, Front { node: node.clone(), index: index.clone() });
+        db.handles.attach(handle, Front { node: node.clone(), index: index.clone() }, weight);
     }
     let mut entry = TxNode::new(node, version, Some(id));
     entry.base = base;
