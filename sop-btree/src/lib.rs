@@ -52,6 +52,9 @@ mod tree;
 mod tx;
 mod walk;
 
+#[cfg(test)]
+mod test_rng;
+
 pub use check::CheckReport;
 pub use config::{Backend, Config, EmbeddedBlobs};
 pub use db::{Database, DbStats};

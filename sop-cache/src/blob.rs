@@ -81,9 +81,15 @@ fn delta_weight(leaf: &DeltaLeaf) -> usize {
             DeltaOp::Delete(key) => key.len() + 48,
         })
         .sum();
-    // The base's `node_weight` from its size, with no pass over its items:
-    // an item weighs its `size_hint` plus about 68 bytes.
-    64 + layers.sizes.base_size + layers.base_items().len() * 68 + ops + 16 + leaf.chain().len() * 16
+    // The base's `node_weight` from its size, with no pass over its items.
+    leaf_weight(layers.sizes.base_size, layers.base_items().len()) + ops + 16 + leaf.chain().len() * 16
+}
+
+/// [`node_weight`] of a leaf of `len` items whose `Item::size_hint`s sum
+/// to `size`, with no pass over its items: an item weighs its
+/// `size_hint` plus about 68 bytes (exactly, for inline values).
+pub(crate) fn leaf_weight(size: usize, len: usize) -> usize {
+    64 + size + len * 68
 }
 
 /// About how many bytes a decoded node takes in memory, its key index's

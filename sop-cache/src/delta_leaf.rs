@@ -333,12 +333,11 @@ impl DeltaLeaf {
 
     /// About what the merged leaf weighs in memory ([`crate::node_weight`]
     /// of [`DeltaLeaf::merged`]): from the leaf's sizes when its layers
-    /// are kept (an item weighs its `size_hint` plus about 68 bytes), with
-    /// no pass over its items; else weighed.
+    /// are kept, with no pass over its items; else weighed.
     #[must_use]
     pub fn merged_weight(&self) -> usize {
         match &self.layers {
-            Some(l) => 64 + l.sizes.size + l.sizes.len * 68,
+            Some(l) => crate::blob::leaf_weight(l.sizes.size, l.sizes.len),
             None => crate::node_weight(self.merged().0),
         }
     }

@@ -216,13 +216,7 @@ mod position_tests {
     /// fixed-length and mixed-length keys that share prefixes.
     #[test]
     fn positions_by_the_index_are_the_predicates_ranges() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = crate::test_rng::below(0x9e37_79b9_7f4a_7c15);
         for round in 0..300 {
             let fixed = round % 2 == 0;
             let mut keys: Vec<Vec<u8>> = (0..next(40))

@@ -166,13 +166,7 @@ mod tests {
     /// over a base: the same items as the changes made to a copy.
     #[test]
     fn an_overlay_applies_like_a_copy_and_its_ops_rebuild_it_from_the_base() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = crate::test_rng::below(0x9e37_79b9_7f4a_7c15);
         for round in 0..500 {
             let base: Vec<Item> = (0..40u8).filter(|_| next(2) == 0).map(|k| item(k * 2, "b")).collect();
             // The leaf as read: the base with a prior delta's changes.
