@@ -303,6 +303,7 @@ async fn run(seed: u64, tiny_cache: bool, commits: u32) -> usize {
         }
         db.flush_gc().await.unwrap();
         let (deltas, longest, _) = chains(&blobs).await;
+        assert!(longest <= 16, "commit {c}: a chain of {longest} blobs");
         seen_longest = seen_longest.max(longest);
         restarts += usize::from(longest < last_longest && longest > 0);
         consolidations += usize::from(longest == 0 && last_longest > 0);
@@ -335,7 +336,7 @@ async fn run(seed: u64, tiny_cache: bool, commits: u32) -> usize {
         db.cache_stats()
     );
     if !tiny_cache {
-        assert_eq!(seen_longest, 16, "chains never reached their bound");
+        assert!(seen_longest > 9, "chains never grew past their first level: {seen_longest}");
     }
     db.flush_gc().await.unwrap();
     assert_healthy(&db).await;

@@ -221,11 +221,13 @@ impl NodeCache {
                     format!("the delta {id} names itself or its base as its base or a link"),
                 ));
             }
-            let (layers, links_read) = match this.cached_link(&delta) {
-                // The earlier links as cached: this link's changes go on top.
-                Some(earlier) => {
+            let (layers, links_read, restarts) = match this.cached_link(&delta) {
+                // The earlier links as cached: this link's changes go on
+                // top, as a link's (a restart written elsewhere is taken
+                // for a link: the next restart here folds it again).
+                Some((earlier, restarts)) => {
                     let sizes = earlier.sizes_with(&delta.ops);
-                    (earlier.with_run(delta.ops, sizes), false)
+                    (earlier.with_run(delta.ops, sizes), false, restarts)
                 }
                 None => {
                     let (base, index) = this.full_node(delta.base, &blobs).await?;
@@ -236,10 +238,15 @@ impl NodeCache {
                         let what = format!("the base {} of {id} is not a leaf", delta.base);
                         Error::corruption("leaf delta", what)
                     })?;
-                    (layers, !delta.chain.is_empty())
+                    // A delta with no chain is a restart (every change
+                    // since the base); a chain read cold is taken as links.
+                    match delta.chain.is_empty() {
+                        true => (layers.as_restart(), false, 1),
+                        false => (layers, true, 0),
+                    }
                 }
             };
-            let mut leaf = DeltaLeaf::of_layers(layers).with_chain(delta.chain);
+            let mut leaf = DeltaLeaf::of_layers(layers).with_chain(delta.chain).with_restarts(restarts);
             if links_read {
                 leaf = leaf.with_links_read();
             }
@@ -249,12 +256,13 @@ impl NodeCache {
     }
 
     /// The base and the changes since it of `delta`'s last link, when that
-    /// link is cached as layers of the same chain.
-    fn cached_link(&self, delta: &LeafDelta) -> Option<Layers> {
+    /// link is cached as layers of the same chain, and how many of the
+    /// chain's oldest blobs are restarts (`DeltaLeaf::restarts`).
+    fn cached_link(&self, delta: &LeafDelta) -> Option<(Layers, usize)> {
         let (last, earlier) = delta.chain.split_last()?;
         let Some(CachedBlob::Delta { leaf, base }) = self.get_in_memory(*last) else { return None };
         let layers = leaf.layers().filter(|_| base == delta.base && leaf.chain() == earlier)?;
-        Some(layers.clone())
+        Some((layers.clone(), leaf.restarts()))
     }
 
     /// A full node blob (a delta's base), never a delta, with its index:

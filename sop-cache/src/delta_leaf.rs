@@ -33,6 +33,12 @@ pub struct DeltaLeaf {
     /// load of a chain), not folded by the commit that wrote it or from
     /// the previous link's cached entry.
     links_read: bool,
+    /// How many of the oldest blobs of the chain (its earlier links, then
+    /// this delta) are restarts: deltas that fold the links before them
+    /// back to the restart before, whose changes the layers keep apart
+    /// ([`Layers::with_restart`]). 0 when not known (a cold load): the
+    /// next restart then folds every change since the base.
+    restarts: usize,
 }
 
 /// A delta leaf's base and changes.
@@ -54,10 +60,18 @@ pub struct Layers {
     /// copied about log2(changes) times and a lookup searches as many
     /// runs.
     runs: Vec<Arc<Vec<DeltaOp>>>,
+    /// How many of the oldest runs hold the changes of the chain's
+    /// restarts (`DeltaLeaf::restarts`); the runs after them hold the
+    /// links since the last restart. Runs merge only on their own side
+    /// of this line, so the links since the last restart can be folded
+    /// into a restart of their own ([`Layers::with_restart`]).
+    restart_runs: usize,
     /// The leaf's counts with the changes applied, and the base's size.
     pub sizes: LeafSizes,
     /// See [`Layers::ops_size`].
     ops_size: usize,
+    /// See [`Layers::restarts_size`].
+    restarts_size: usize,
 }
 
 /// A delta leaf's item count and sizes (sums of `Item::size_hint`), which
@@ -129,7 +143,17 @@ impl Layers {
     ) -> Self {
         let ops_size = LeafDelta::ops_size_hint(&ops);
         let runs = if ops.is_empty() { Vec::new() } else { vec![Arc::new(ops)] };
-        Self { base, base_index, runs, sizes, ops_size }
+        Self { base, base_index, runs, restart_runs: 0, sizes, ops_size, restarts_size: 0 }
+    }
+
+    /// The same leaf with every change counted as a restart's (the
+    /// layers of a delta with no chain, which holds every change since
+    /// the base): the next links' changes fold apart from them.
+    #[must_use]
+    pub fn as_restart(mut self) -> Self {
+        self.restart_runs = self.runs.len();
+        self.restarts_size = self.ops_size;
+        self
     }
 
     /// The same leaf with `ops` (strictly ascending by key; a link's
@@ -146,12 +170,64 @@ impl Layers {
         if !ops.is_empty() {
             runs.push(Arc::new(ops));
         }
-        merge_runs(&mut runs, |k| self.base_index.search(items, k).is_ok());
-        let layers =
-            Self { base: self.base.clone(), base_index: self.base_index.clone(), runs, sizes, ops_size };
-        debug_assert_eq!(sizes, LeafSizes::of(items, &self.base_index, &layers.folded()), "sizes kept");
-        debug_assert!(ops_size >= LeafDelta::ops_size_hint(&layers.folded()), "a bound of the folded size");
+        merge_runs(&mut runs, self.restart_runs, |k| self.base_index.search(items, k).is_ok());
+        let layers = Self { runs, sizes, ops_size, ..self.same_restarts() };
+        layers.debug_check();
         layers
+    }
+
+    /// The same leaf with the links since the last restart replaced by a
+    /// restart of theirs: `ops` are the changes since the last restart
+    /// (strictly ascending by key, deleting only keys the leaf holds after
+    /// the restarts: [`Layers::restarts_hold`]), `sizes` the leaf's with
+    /// them. The restarts' runs are shared; the links' runs are dropped.
+    #[must_use]
+    pub fn with_restart(&self, ops: Vec<DeltaOp>, sizes: LeafSizes) -> Self {
+        let items = self.base_items();
+        let restarts_size = self.restarts_size + LeafDelta::ops_size_hint(&ops);
+        let mut runs = Vec::with_capacity(self.restart_runs + 1);
+        runs.extend(self.runs.iter().take(self.restart_runs).cloned());
+        if !ops.is_empty() {
+            runs.push(Arc::new(ops));
+        }
+        merge_runs(&mut runs, 0, |k| self.base_index.search(items, k).is_ok());
+        let restart_runs = runs.len();
+        let layers = Self {
+            runs,
+            restart_runs,
+            sizes,
+            ops_size: restarts_size,
+            restarts_size,
+            ..self.same_restarts()
+        };
+        layers.debug_check();
+        layers
+    }
+
+    /// The same base, index and restarts' counts, with no runs (the
+    /// caller sets them).
+    fn same_restarts(&self) -> Self {
+        Self {
+            base: self.base.clone(),
+            base_index: self.base_index.clone(),
+            runs: Vec::new(),
+            restart_runs: self.restart_runs,
+            sizes: self.sizes,
+            ops_size: self.ops_size,
+            restarts_size: self.restarts_size,
+        }
+    }
+
+    /// Debug builds: the sizes and the size bound agree with the changes.
+    fn debug_check(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let items = self.base_items();
+        debug_assert_eq!(self.sizes, LeafSizes::of(items, &self.base_index, &self.folded()), "sizes kept");
+        let folded = LeafDelta::ops_size_hint(&self.folded());
+        debug_assert!(self.ops_size >= folded, "a bound of the folded size");
+        debug_assert!(self.restart_runs <= self.runs.len() && self.restarts_size <= self.ops_size);
     }
 
     /// The leaf's counts and sizes once `ops` (strictly ascending by key)
@@ -206,6 +282,38 @@ impl Layers {
         runs.fold(first, |older, newer| LeafDelta::fold(&older, newer, in_base))
     }
 
+    /// The changes of the links since the last restart as one list,
+    /// strictly ascending by key, with no delete of a key the leaf lacks
+    /// after the restarts ([`Layers::restarts_hold`]).
+    #[must_use]
+    pub fn links_folded(&self) -> Vec<DeltaOp> {
+        let (restarts, links) = self.runs.split_at(self.restart_runs.min(self.runs.len()));
+        let held = |k: &[u8]| held_after(restarts, k, |k| self.in_base(k));
+        let mut links = links.iter();
+        let first = links.next().map(|r| r.as_ref().clone()).unwrap_or_default();
+        links.fold(first, |older, newer| LeafDelta::fold(&older, newer, held))
+    }
+
+    /// Whether the leaf holds `key` after the restarts' changes (before
+    /// the links since).
+    #[must_use]
+    pub fn restarts_hold(&self, key: &[u8]) -> bool {
+        let restarts = self.runs.get(..self.restart_runs).unwrap_or_default();
+        held_after(restarts, key, |k| self.in_base(k))
+    }
+
+    /// Whether the base holds `key`.
+    fn in_base(&self, key: &[u8]) -> bool {
+        self.base_index.search(self.base_items(), key).is_ok()
+    }
+
+    /// The bytes the restarts' changes take in the delta chain: what a
+    /// restart of the links since keeps.
+    #[must_use]
+    pub fn restarts_size(&self) -> usize {
+        self.restarts_size
+    }
+
     /// Every change of every run (a key changed by several runs once per
     /// run), oldest run first.
     pub fn ops(&self) -> impl Iterator<Item = &DeltaOp> {
@@ -235,8 +343,15 @@ fn newest_in<'a>(runs: &'a [Arc<Vec<DeltaOp>>], key: &[u8]) -> Option<&'a DeltaO
     })
 }
 
+/// Whether the leaf holds `key` after `runs`: the newest run's change to
+/// it, else `in_base`.
+fn held_after(runs: &[Arc<Vec<DeltaOp>>], key: &[u8], in_base: impl Fn(&[u8]) -> bool) -> bool {
+    newest_in(runs, key).map_or_else(|| in_base(key), |op| matches!(op, DeltaOp::Put(_)))
+}
+
 /// Merges the newest run into the one before while that one is at most
-/// twice its size. A delete that meets the put of its key in the merge
+/// twice its size and not among the first `keep` runs (which merge only
+/// among themselves). A delete that meets the put of its key in the merge
 /// cancels it when the leaf did not hold the key just before the older
 /// run (the newest earlier run's change to it, else the base): otherwise
 /// it still hides that key. So a run deletes only keys the leaf holds just
@@ -244,14 +359,14 @@ fn newest_in<'a>(runs: &'a [Arc<Vec<DeltaOp>>], key: &[u8]) -> Option<&'a DeltaO
 /// lacks (asking whether any earlier run changed the key kept deletes of
 /// keys an earlier run had deleted already, which chain restarts then
 /// copied on: `tests/layers_model.rs`).
-fn merge_runs(runs: &mut Vec<Arc<Vec<DeltaOp>>>, in_base: impl Fn(&[u8]) -> bool) {
+fn merge_runs(runs: &mut Vec<Arc<Vec<DeltaOp>>>, keep: usize, in_base: impl Fn(&[u8]) -> bool) {
     while let [earlier @ .., older, newer] = runs.as_slice()
+        && earlier.len() >= keep
         && older.len() <= 2 * newer.len()
     {
         // Whether the leaf holds `k` just before `older`: the newest
         // earlier run's change to it, else the base.
-        let held =
-            |k: &[u8]| newest_in(earlier, k).map_or_else(|| in_base(k), |op| matches!(op, DeltaOp::Put(_)));
+        let held = |k: &[u8]| held_after(earlier, k, &in_base);
         let merged = LeafDelta::fold(older, newer, held);
         runs.truncate(runs.len() - 2);
         runs.push(Arc::new(merged));
@@ -271,7 +386,13 @@ impl DeltaLeaf {
     /// The leaf `layers` describe.
     #[must_use]
     pub fn of_layers(layers: Layers) -> Self {
-        Self { layers: Some(layers), merged: OnceLock::new(), chain: Vec::new(), links_read: false }
+        Self {
+            layers: Some(layers),
+            merged: OnceLock::new(),
+            chain: Vec::new(),
+            links_read: false,
+            restarts: 0,
+        }
     }
 
     /// A delta leaf known only merged (`node`).
@@ -280,7 +401,7 @@ impl DeltaLeaf {
         let merged = OnceLock::new();
         let index = Arc::new(KeyIndex::of_node(&node));
         let _ = merged.set((node, index));
-        Self { layers: None, merged, chain: Vec::new(), links_read: false }
+        Self { layers: None, merged, chain: Vec::new(), links_read: false, restarts: 0 }
     }
 
     /// The same leaf, read through a delta whose earlier links are
@@ -289,6 +410,24 @@ impl DeltaLeaf {
     pub fn with_chain(mut self, chain: Vec<PhysicalId>) -> Self {
         self.chain = chain;
         self
+    }
+
+    /// The same leaf, its chain's first `restarts` blobs being restarts
+    /// (see [`DeltaLeaf::restarts`]): at most the chain's blobs with this
+    /// delta's own, and 0 without layers. Set after the chain.
+    #[must_use]
+    pub fn with_restarts(mut self, restarts: usize) -> Self {
+        let known = if self.layers.is_some() { self.chain.len() + 1 } else { 0 };
+        self.restarts = restarts.min(known);
+        self
+    }
+
+    /// How many of the oldest blobs of its chain (its earlier links, then
+    /// this delta) are restarts, whose changes its layers keep apart from
+    /// the links' after them.
+    #[must_use]
+    pub fn restarts(&self) -> usize {
+        self.restarts
     }
 
     /// The same leaf, marked as loaded by reading its earlier links from

@@ -109,7 +109,7 @@ fn a_key_put_deleted_put_and_deleted_again_across_unmerged_runs() {
 #[test]
 fn random_runs_over_prefix_heavy_keys_read_as_the_changes_made_in_order() {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let mut stray_rounds = 0;
+    let (mut stray_rounds, mut restarts) = (0, 0);
     for round in 0..300 {
         // A pool of keys, some in the base.
         let mut pool: Vec<Vec<u8>> = (0..40).map(|_| key(&mut rng)).collect();
@@ -122,6 +122,8 @@ fn random_runs_over_prefix_heavy_keys_read_as_the_changes_made_in_order() {
         // Sometimes start from a non-empty first run (a cold load).
         let mut layers = Layers::new(node.clone(), index.clone(), Vec::new()).unwrap();
         let mut stray = false;
+        // The leaf as the last restart left it (the base before one).
+        let mut at_restart = model.clone();
         for step in 0..60 {
             let mut run: BTreeMap<Vec<u8>, DeltaOp> = BTreeMap::new();
             // Run sizes from 1 to ~12, skewed small, so that merges vary.
@@ -154,8 +156,18 @@ fn random_runs_over_prefix_heavy_keys_read_as_the_changes_made_in_order() {
                 };
             }
             let sizes = layers.sizes_with(&ops);
-            layers = layers.with_run(ops, sizes);
+            if rng.next(6) == 0 {
+                // A restart: the links since the last restart and this
+                // run's changes, as the commit folds them.
+                let restart = LeafDelta::fold(&layers.links_folded(), &ops, |k| layers.restarts_hold(k));
+                layers = layers.with_restart(restart, sizes);
+                at_restart = model.clone();
+                restarts += 1;
+            } else {
+                layers = layers.with_run(ops, sizes);
+            }
             let want: Vec<Item> = model.values().cloned().collect();
+            check_restarts(&layers, &at_restart, &want, &pool, &format!("round {round} step {step}"));
             for k in &pool {
                 let got = match layers.change(k) {
                     Some(c) => c,
@@ -181,8 +193,46 @@ fn random_runs_over_prefix_heavy_keys_read_as_the_changes_made_in_order() {
             // A cold load of the same state: the folded changes as one run.
             let cold = Layers::new(node.clone(), index.clone(), folded.clone()).unwrap();
             assert_eq!(cold.sizes, layers.sizes, "round {round} step {step}: a cold load's sizes");
+            // A delta with no chain loaded cold is all restart.
+            check_restarts(
+                &cold.as_restart(),
+                &model,
+                &want,
+                &pool,
+                &format!("round {round} step {step} cold"),
+            );
         }
         stray_rounds += usize::from(stray);
     }
     eprintln!("rounds whose folded changes held a delete of a key the base lacks: {stray_rounds} of 300");
+    assert!(restarts > 1000, "only {restarts} restarts tried");
+}
+
+/// The links since the last restart, folded, turn the leaf as that
+/// restart left it (`at_restart`) into the leaf (`want`), deleting only
+/// keys it holds; `restarts_hold` answers as `at_restart`; the restarts'
+/// size bounds their changes' and stays within the whole chain's.
+fn check_restarts(
+    layers: &Layers,
+    at_restart: &BTreeMap<Vec<u8>, Item>,
+    want: &[Item],
+    pool: &[Vec<u8>],
+    what: &str,
+) {
+    let links = layers.links_folded();
+    assert!(links.windows(2).all(|w| w[0].key() < w[1].key()), "{what}: links not strictly ascending");
+    let restarted: Vec<Item> = at_restart.values().cloned().collect();
+    assert_eq!(LeafDelta::apply_ops(&restarted, &links), want, "{what}: the restart and its links");
+    for op in &links {
+        if let DeltaOp::Delete(k) = op {
+            assert!(
+                at_restart.contains_key(k.as_ref()),
+                "{what}: a link deletes {k:?}, not held at the restart"
+            );
+        }
+    }
+    for k in pool {
+        assert_eq!(layers.restarts_hold(k), at_restart.contains_key(k), "{what}: held at the restart {k:?}");
+    }
+    assert!(layers.restarts_size() <= layers.ops_size(), "{what}: restarts' size past the chain's");
 }

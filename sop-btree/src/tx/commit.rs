@@ -46,13 +46,25 @@ struct Plan {
 /// sets what each commit writes, only how often the base is rewritten.
 const DELTA_SHARE: (usize, usize) = (1, 2);
 
-/// A leaf's delta chain holds at most this many links (the newest
-/// included): a cold read of the leaf reads its base and every link. A
-/// commit to a leaf whose chain is full writes its changes since the base
-/// as one delta with no chain (a restart), which makes the links obsolete.
-/// Measured as `DELTA_SHARE`: 32 links wrote 717 bytes per item against
-/// 743 for 16, and cold point reads fell from 2 589 to 1 432 per second.
-const MAX_LINKS: usize = 16;
+/// A leaf's delta chain holds at most this many blobs (the newest
+/// included): a cold read of the leaf reads its base and every one.
+/// Measured as `DELTA_SHARE`: 32 wrote 717 bytes per item against 743 for
+/// 16, and cold point reads fell from 2 589 to 1 432 per second.
+///
+/// The chain has two levels: restarts, then links. A commit to a leaf
+/// whose links since the last restart number `LEVEL_LINKS` writes a
+/// restart instead of a link: its changes since the last restart, in one
+/// delta whose chain is the restarts before it, which makes those links
+/// obsolete. Once the restarts number `MAX_RESTARTS`, the restart holds
+/// every change since the base and has no chain. A change is so written
+/// about three times before the leaf is consolidated (as a link, in a
+/// restart, in a full restart), where a restart of the whole chain every
+/// `MAX_LINKS` links wrote it about once per restart until consolidation.
+const MAX_LINKS: usize = MAX_RESTARTS + LEVEL_LINKS;
+/// See `MAX_LINKS`.
+const MAX_RESTARTS: usize = 8;
+/// See `MAX_LINKS`.
+const LEVEL_LINKS: usize = 8;
 const _: () = assert!(MAX_LINKS <= LeafDelta::MAX_CHAIN, "readers refuse longer chains");
 
 /// How one dirty node is written.
@@ -76,9 +88,13 @@ fn encode_dirty(n: &TxNode) -> Encoded {
         let sizes = n.leaf_sizes(base);
         if let Some((bytes, layers, chain)) = link(n, base, sizes) {
             if within_share(layers.ops_size(), sizes, false) {
-                let cached = CachedBlob::delta(DeltaLeaf::of_layers(layers).with_chain(chain), base.id);
+                let restarts = n.prior_restarts();
+                let leaf = DeltaLeaf::of_layers(layers).with_chain(chain).with_restarts(restarts);
+                let cached = CachedBlob::delta(leaf, base.id);
                 return Encoded { bytes, cached, obsolete: Vec::new(), superseded: n.physical };
             }
+        } else if let Some(e) = level_restart(n, base, sizes) {
+            return e;
         } else if let Some(ops) = delta_ops(n, base_items)
             && within_share(LeafDelta::ops_size_hint(&ops), sizes, n.copied())
         {
@@ -93,12 +109,9 @@ fn encode_dirty(n: &TxNode) -> Encoded {
             // Merged by the first reader that needs the whole leaf.
             let leaf = LeafDelta::decode(&bytes)
                 .map(|d| {
-                    DeltaLeaf::of_layers(Layers::with_sizes(
-                        base.node.clone(),
-                        base.index.clone(),
-                        d.ops,
-                        sizes,
-                    ))
+                    let (node, index) = (base.node.clone(), base.index.clone());
+                    let layers = Layers::with_sizes(node, index, d.ops, sizes).as_restart();
+                    DeltaLeaf::of_layers(layers).with_restarts(1)
                 })
                 .unwrap_or_else(|_| DeltaLeaf::materialized(n.effective().clone()));
             let cached = CachedBlob::delta(leaf, base.id);
@@ -143,10 +156,13 @@ fn within_share(ops_size: usize, sizes: LeafSizes, copied: bool) -> bool {
 /// link's chain.
 fn link(n: &TxNode, base: &Base, sizes: LeafSizes) -> Option<(Bytes, Layers, Vec<PhysicalId>)> {
     let prior = n.prior_layers()?;
-    if !base.under_delta || base.chain.len() + 1 >= MAX_LINKS || n.prior_links_read() {
-        // A full chain, or one a cold read had to read link by link:
-        // restart it (one delta with no chain), so that the next cold
-        // read of the leaf is two blobs again.
+    let links = (base.chain.len() + 1).saturating_sub(n.prior_restarts());
+    if !base.under_delta || links >= LEVEL_LINKS || base.chain.len() + 1 >= MAX_LINKS || n.prior_links_read()
+    {
+        // A full level of links, or a chain a cold read had to read link
+        // by link: restart it (see `MAX_LINKS`; after a cold read, one
+        // delta with no chain, so that the next cold read of the leaf is
+        // two blobs again).
         return None;
     }
     let link = LeafDelta { base: base.id, chain: n.links().collect(), ops: n.overlay.ops() };
@@ -157,6 +173,33 @@ fn link(n: &TxNode, base: &Base, sizes: LeafSizes) -> Option<(Bytes, Layers, Vec
     // checksum, two vectors) was 3 % of an update's instructions.
     let LeafDelta { ops, chain, .. } = link;
     Some((bytes, prior.with_run(ops, sizes), chain))
+}
+
+/// For a leaf read through a delta's layers and changed only through its
+/// overlay, whose chain has a full level of links after fewer than
+/// `MAX_RESTARTS` restarts (`MAX_LINKS`): a restart holding the links'
+/// changes and this transaction's, naming the restarts as its chain.
+/// `None` when the chain's restarts are not known (a cold load: every
+/// change since the base is folded instead), are full, or the restarts
+/// with this one would outgrow `DELTA_SHARE`.
+fn level_restart(n: &TxNode, base: &Base, sizes: LeafSizes) -> Option<Encoded> {
+    let prior = n.prior_layers()?;
+    let restarts = n.prior_restarts();
+    if !base.under_delta || n.prior_links_read() || restarts == 0 || restarts >= MAX_RESTARTS {
+        return None;
+    }
+    let ops = n.overlay.ops_over_held(&prior.links_folded(), |k| prior.restarts_hold(k));
+    if !within_share(prior.restarts_size() + LeafDelta::ops_size_hint(&ops), sizes, false) {
+        return None;
+    }
+    let chain: Vec<PhysicalId> = n.links().take(restarts).collect();
+    let obsolete: Vec<PhysicalId> = n.links().skip(restarts).collect();
+    let delta = LeafDelta { base: base.id, chain, ops };
+    let bytes = Bytes::from(delta.encode());
+    let LeafDelta { ops, chain, .. } = delta;
+    let leaf =
+        DeltaLeaf::of_layers(prior.with_restart(ops, sizes)).with_chain(chain).with_restarts(restarts + 1);
+    Some(Encoded { bytes, cached: CachedBlob::delta(leaf, base.id), obsolete, superseded: None })
 }
 
 /// The changes that turn a dirty leaf's base (`base`) into the leaf as

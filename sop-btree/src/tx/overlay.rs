@@ -112,6 +112,13 @@ impl Overlay {
     /// overlay's change wins; a delete of a key the base does not hold
     /// (put by `prior`) leaves no operation.
     pub(crate) fn ops_over(&self, prior: &[DeltaOp], base: &[Item]) -> Vec<DeltaOp> {
+        self.ops_over_held(prior, |key| base.binary_search_by(|i| i.key.as_ref().cmp(key)).is_ok())
+    }
+
+    /// As [`Overlay::ops_over`], `prior` being the changes since a state
+    /// of the leaf that holds the keys `held` says: a delete of a key that
+    /// state lacks (put by `prior`) leaves no operation.
+    pub(crate) fn ops_over_held(&self, prior: &[DeltaOp], held: impl Fn(&[u8]) -> bool) -> Vec<DeltaOp> {
         let mut out = Vec::with_capacity(prior.len() + self.changes.len());
         let mut changes = self.changes.iter().peekable();
         for op in prior {
@@ -121,7 +128,7 @@ impl Overlay {
             match changes.next_if(|c| c.key == *op.key()) {
                 Some(Change { item: Some(item), .. }) => out.push(DeltaOp::Put(item.clone())),
                 Some(Change { key, item: None, .. }) => {
-                    if base.binary_search_by(|i| i.key.as_ref().cmp(key)).is_ok() {
+                    if held(key) {
                         out.push(DeltaOp::Delete(key.clone()));
                     }
                 }

@@ -174,6 +174,12 @@ impl TxNode {
         self.prior.as_ref().is_some_and(|p| p.links_read())
     }
 
+    /// How many of the oldest blobs of the chain this leaf was read
+    /// through are restarts (`sop_cache::DeltaLeaf::restarts`).
+    pub(crate) fn prior_restarts(&self) -> usize {
+        self.prior.as_ref().map_or(0, |p| p.restarts())
+    }
+
     /// The base and the delta's changes this leaf was read through.
     pub(crate) fn prior_layers(&self) -> Option<&Layers> {
         self.prior.as_ref().and_then(|p| p.layers())
