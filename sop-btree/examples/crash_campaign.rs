@@ -9,6 +9,13 @@
 //! acknowledged transaction is there, none is partly visible, the total is
 //! exact, and `Database::check` finds no problem (no orphan blob, no
 //! dangling handle) after recovery and GC.
+//!
+//! One transfer in four also writes a 1 MiB ballast value (one of four
+//! keys, naming its transfer), so that the RocksDB log outgrows its bound
+//! within a few children and new logs reuse obsolete files: a kill then
+//! leaves a recycled log whose tail holds an older log's records. The
+//! parent checks every ballast value whole and named by a transfer in the
+//! ledger, and reports how often a log file was reused.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -142,7 +149,30 @@ async fn transfer(
         .insert(&id, &(a, b, amount))
         .await
         .map_err(err)?;
+    if n % 4 == 0 {
+        let ballast = tx.store::<u64, Vec<u8>>("ballast").await.map_err(err)?;
+        ballast.upsert(&(n / 4 % 4), &ballast_value(&id)).await.map_err(err)?;
+    }
     Ok((id, Some(tx)))
+}
+
+/// A ballast value: its transfer's id, then 1 MiB of a byte the id sets.
+fn ballast_value(id: &str) -> Vec<u8> {
+    let fill = id.bytes().fold(7u8, |h, b| h.wrapping_mul(31).wrapping_add(b));
+    let mut v = id.as_bytes().to_vec();
+    v.resize(id.len() + (1 << 20), fill);
+    v
+}
+
+/// How many times RocksDB reused a log file, from its info logs.
+fn logs_reused(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir.join("registry")) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("LOG"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|text| text.matches("from recycle list").count())
+        .sum()
 }
 
 async fn bulk_insert(db: &Database, run: u64, n: u64) -> Res<(String, Option<sop_btree::Transaction>)> {
@@ -246,10 +276,11 @@ async fn parent(args: &[String]) -> Res<()> {
             .await
             .map_err(|e| format!("after kill {run}: {e}"))?;
     }
+    let reused = logs_reused(&dir);
     let _ = std::fs::remove_dir_all(&base);
     println!(
         "crash campaign: {kills} kills ({failpoint_deaths} at failpoints), {total_acks} acknowledged transactions, \
-         {} transfers verified, every check passed in {:.1} s",
+         {} transfers verified, a log file reused {reused} times, every check passed in {:.1} s",
         ledger_acked.len(),
         started.elapsed().as_secs_f64()
     );
@@ -258,7 +289,7 @@ async fn parent(args: &[String]) -> Res<()> {
 
 async fn setup(dir: &Path) -> Res<()> {
     let db = open(dir, None).await?;
-    for s in ["accounts", "ledger", "bulk"] {
+    for s in ["accounts", "ledger", "bulk", "ballast"] {
         db.create_store(s, small()).await.map_err(err)?;
     }
     db.run_write(|tx| async move {
@@ -280,12 +311,13 @@ async fn verify(
     absent: &HashSet<String>,
 ) -> Res<()> {
     let db = open(dir, None).await?;
-    let (accounts, ledger, bulk) = db
+    let (accounts, ledger, bulk, ballast) = db
         .run_read(|tx| async move {
             let a = tx.store::<Vec<u8>, u64>("accounts").await?.range(.., false, usize::MAX).await?;
             let l = tx.store::<String, (u64, u64, u64)>("ledger").await?.range(.., false, usize::MAX).await?;
             let b = tx.store::<String, u64>("bulk").await?.range(.., false, usize::MAX).await?;
-            Ok((a, l, b))
+            let ballast = tx.store::<u64, Vec<u8>>("ballast").await?.range(.., false, usize::MAX).await?;
+            Ok((a, l, b, ballast))
         })
         .await
         .map_err(err)?;
@@ -304,6 +336,12 @@ async fn verify(
     let in_ledger: HashSet<&str> = ledger.iter().map(|(k, _)| k.as_str()).collect();
     if let Some(missing) = acked.iter().find(|t| !in_ledger.contains(t.as_str())) {
         return Err(format!("acknowledged transfer {missing} is missing"));
+    }
+    for (k, v) in &ballast {
+        let id = String::from_utf8_lossy(v.get(..12).unwrap_or_default()).into_owned();
+        if !in_ledger.contains(id.as_str()) || *v != ballast_value(&id) {
+            return Err(format!("ballast {k} is torn or names no transfer in the ledger ({id})"));
+        }
     }
     let mut groups: BTreeMap<&str, u64> = BTreeMap::new();
     for (k, _) in &bulk {
