@@ -149,7 +149,7 @@ async fn transfer(
         .insert(&id, &(a, b, amount))
         .await
         .map_err(err)?;
-    if n % 4 == 0 {
+    if n.is_multiple_of(4) {
         let ballast = tx.store::<u64, Vec<u8>>("ballast").await.map_err(err)?;
         ballast.upsert(&(n / 4 % 4), &ballast_value(&id)).await.map_err(err)?;
     }
