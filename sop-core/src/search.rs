@@ -164,7 +164,7 @@ impl KeyIndex {
         let n = shared.len();
         let head = key.get(..n).unwrap_or(key);
         let shared_head = shared.get(..head.len()).unwrap_or_default();
-        match head.cmp(shared_head) {
+        match cmp_short(head, shared_head) {
             std::cmp::Ordering::Less => return Located::Absent(0),
             std::cmp::Ordering::Greater => return Located::Absent(self.len()),
             // Shorter than the shared prefix and equal to its start: a
@@ -284,6 +284,22 @@ fn word(b: &[u8], fixed: Option<usize>) -> u128 {
     u128::from_be_bytes(w)
 }
 
+/// Orders two byte strings as `[u8]`'s `cmp` does; those of at most eight
+/// bytes (a node's shared key prefix, mostly one or two bytes) as two
+/// numbers, zero-padded, then by length, with no call to `memcmp`.
+#[inline]
+fn cmp_short(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    if a.len() > 8 || b.len() > 8 {
+        return a.cmp(b);
+    }
+    let padded = |s: &[u8]| {
+        let mut w = [0u8; 8];
+        w.iter_mut().zip(s).for_each(|(d, s)| *d = *s);
+        u64::from_be_bytes(w)
+    };
+    padded(a).cmp(&padded(b)).then(a.len().cmp(&b.len()))
+}
+
 /// Orders two keys as `[u8]`'s `cmp` does, deciding most pairs on their
 /// first eight bytes as one number instead of a call to `memcmp` (the
 /// changes of a leaf delta are searched and merged by key on every write:
@@ -316,6 +332,30 @@ mod tests {
         ) {
             prop_assert_eq!(cmp_keys(&a, &b), a.cmp(&b));
             prop_assert_eq!(cmp_keys(&a, &a), std::cmp::Ordering::Equal);
+            prop_assert_eq!(cmp_short(&a, &b), a.cmp(&b));
+            prop_assert_eq!(cmp_short(&a, &a), std::cmp::Ordering::Equal);
+        }
+    }
+
+    /// Every pair of strings of up to four bytes over 0x00, 0x01 and
+    /// 0xff, and eight- and nine-byte ones: zero padding never hides a
+    /// trailing zero byte, and the length decides prefixes.
+    #[test]
+    fn cmp_short_orders_every_short_pair_as_slices_do() {
+        let mut all: Vec<Vec<u8>> = vec![vec![]];
+        for _ in 0..4 {
+            let longer: Vec<Vec<u8>> = all
+                .iter()
+                .filter(|s| s.len() == all.last().map_or(0, Vec::len))
+                .flat_map(|s| [0u8, 1, 0xff].map(|b| [s.as_slice(), &[b]].concat()))
+                .collect();
+            all.extend(longer);
+        }
+        all.extend([vec![0; 8], vec![0xff; 8], vec![0; 9], [vec![1; 7], vec![0]].concat()]);
+        for a in &all {
+            for b in &all {
+                assert_eq!(cmp_short(a, b), a.cmp(b), "{a:?} vs {b:?}");
+            }
         }
     }
 
