@@ -74,12 +74,12 @@ fn delta_weight(leaf: &DeltaLeaf) -> usize {
     let Some(layers) = leaf.layers() else {
         return leaf.merged_if_built().map_or(64, |(node, _)| node_weight(node)) + 16;
     };
-    // The changes' from their encoded size, kept as they were added: an
-    // item in memory (its key and value, its `Bytes` handles, its place
-    // in a run, ~96 bytes past them) takes about twice its encoding (~20
-    // bytes past them). A pass over the changes here, with a cache miss
-    // for most, was 2.5 % of a 1 000 000-item load (`perf`, 2026-12-05).
-    let ops = 2 * layers.ops_size();
+    // The changes' from their encoded size, kept as they were added, and
+    // their count: an item in memory is its key and value and ~96 bytes
+    // past them (its `Bytes` handles, its place in a run), encoded ~20
+    // past them. A pass over the changes here, with a cache miss for
+    // most, was 2.5 % of a 1 000 000-item load (`perf`, 2026-12-05).
+    let ops = layers.ops_size() + 76 * layers.ops_count();
     // The base's `node_weight` from its size, with no pass over its items.
     leaf_weight(layers.sizes.base_size, layers.base_items().len()) + ops + 16 + leaf.chain().len() * 16
 }

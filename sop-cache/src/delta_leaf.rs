@@ -320,6 +320,13 @@ impl Layers {
         self.runs.iter().flat_map(|r| r.iter())
     }
 
+    /// How many changes the runs hold (a key changed by several runs once
+    /// per run): one addition per run.
+    #[must_use]
+    pub fn ops_count(&self) -> usize {
+        self.runs.iter().map(|r| r.len()).sum()
+    }
+
     /// How many runs the changes are kept in.
     #[must_use]
     pub fn runs(&self) -> usize {
