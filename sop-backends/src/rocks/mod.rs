@@ -70,9 +70,6 @@ const FORMAT_VERSION: u8 = 3;
 /// The bound on the write-ahead log's total size (64 MiB left 57 MiB of
 /// log behind a 100 000-item load: half the database's disk space).
 const MAX_WAL_BYTES: u64 = 16 << 20;
-
-/// How many obsolete WAL files RocksDB keeps to reuse (`RocksRegistry::open`).
-const RECYCLED_WALS: usize = 4;
 const ALL_CFS: [&str; 6] = [CF_HANDLES, CF_STORES, CF_COUNTS, CF_INTENTS, CF_META, CF_BLOBS];
 
 /// Open-time settings of a [`RocksRegistry`].
@@ -141,10 +138,6 @@ impl RocksRegistry {
         // A WAL past this size forces the flush of the column families
         // that pin its oldest file, so the log never grows without bound.
         opts.set_max_total_wal_size(MAX_WAL_BYTES);
-        // A new WAL reuses an obsolete one's file, overwriting it in place:
-        // a synced commit then writes no file size, so the sync does not
-        // wait for the file system's journal as an append's does.
-        opts.set_recycle_log_file_num(RECYCLED_WALS);
         let mut counts = Options::default();
         counts.set_merge_operator_associative("sop_count_sum", merge_counts);
         // The handles' vector memtable takes no concurrent inserts
