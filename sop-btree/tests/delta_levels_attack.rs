@@ -473,25 +473,7 @@ async fn alternate(seed: u64, cache: Cache, mode: Mode, steps: u32) -> Census {
     if !mode.single {
         dbs.push(env.open().await);
     }
-    dbs[0].create_store("s", small(400)).await.unwrap();
-    let mut model = Model::new();
-    let load: Vec<(Vec<u8>, Vec<u8>)> =
-        (0..200u32).map(|i| (key(i * 2), vec![(i % 251) as u8; 100])).collect();
-    let l = load.clone();
-    dbs[0]
-        .run_write(|tx| {
-            let l = l.clone();
-            async move {
-                let s = tx.bytes_store("s").await?;
-                for (k, v) in l {
-                    s.upsert(&k, &v).await?;
-                }
-                Ok(())
-            }
-        })
-        .await
-        .unwrap();
-    model.extend(load);
+    let mut model = load_one_leaf(&dbs[0]).await;
     let probe: Vec<Vec<u8>> = (90..190u32).map(key).chain((1000..1010).map(key)).collect();
     let window: Vec<Vec<u8>> = (100..180u32).map(key).collect();
     let mut census = Census::default();
@@ -763,28 +745,32 @@ async fn leaf_shape(env: &Env) -> (PhysicalId, Vec<PhysicalId>, bool) {
 /// (keys the base holds, keys the chain put); every read of both, and of
 /// a cold database, agrees with the model; every delta's blobs delete
 /// only keys held just before them.
+/// Store "s" with 200 even keys and 100-byte values, loaded in one
+/// commit (one leaf of up to 400 items): the model of it.
+async fn load_one_leaf(db: &Database) -> Model {
+    db.create_store("s", small(400)).await.unwrap();
+    let load: Model = (0..200u32).map(|i| (key(i * 2), vec![(i % 251) as u8; 100])).collect();
+    let l = load.clone();
+    db.run_write(|tx| {
+        let l = l.clone();
+        async move {
+            let s = tx.bytes_store("s").await?;
+            for (k, v) in l {
+                s.upsert(&k, &v).await?;
+            }
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    load
+}
+
 async fn scripted_cross_restart(b_first: bool) {
     let mut rng = Rng(if b_first { 0xfeed_0001 } else { 0xfeed_0002 });
     let mut env = Env::new(Cache::Default);
     let dbs = [env.open().await, env.open().await];
-    dbs[0].create_store("s", small(400)).await.unwrap();
-    let load: Vec<(Vec<u8>, Vec<u8>)> =
-        (0..200u32).map(|i| (key(i * 2), vec![(i % 251) as u8; 100])).collect();
-    let mut model: Model = load.iter().cloned().collect();
-    let l = load.clone();
-    dbs[0]
-        .run_write(|tx| {
-            let l = l.clone();
-            async move {
-                let s = tx.bytes_store("s").await?;
-                for (k, v) in l {
-                    s.upsert(&k, &v).await?;
-                }
-                Ok(())
-            }
-        })
-        .await
-        .unwrap();
+    let mut model = load_one_leaf(&dbs[0]).await;
     let window: Vec<Vec<u8>> = (100..130u32).map(key).collect();
     let probe: Vec<Vec<u8>> = (90..140u32).map(key).collect();
     let mut step = 0u32;
@@ -932,24 +918,7 @@ async fn a_reader_across_a_level_restart_and_its_collection() {
         } else {
             [env.open().await, env.open().await]
         };
-        dbs[0].create_store("s", small(400)).await.unwrap();
-        let load: Vec<(Vec<u8>, Vec<u8>)> =
-            (0..200u32).map(|i| (key(i * 2), vec![(i % 251) as u8; 100])).collect();
-        let mut model: Model = load.iter().cloned().collect();
-        let l = load.clone();
-        dbs[0]
-            .run_write(|tx| {
-                let l = l.clone();
-                async move {
-                    let s = tx.bytes_store("s").await?;
-                    for (k, v) in l {
-                        s.upsert(&k, &v).await?;
-                    }
-                    Ok(())
-                }
-            })
-            .await
-            .unwrap();
+        let mut model = load_one_leaf(&dbs[0]).await;
         let mut rng = Rng(0xabcd_ef01);
         let probe: Vec<Vec<u8>> = (90..140u32).map(key).collect();
         // Commits until the chain holds a restart and a few links.
