@@ -851,11 +851,14 @@ async fn scripted_cross_restart(b_first: bool) {
             assert!(is == was || now.len() == before.len() + 1, "B links");
         }
     }
-    // A: B's restart names a blob A no longer holds: a cold load, so a
-    // delta with no chain.
+    // A: B's restart names A's first delta, a restart A kept cached when
+    // it linked on top of it (the registry is shared): A loads B's
+    // restart on top of it, with no cold read, and links.
+    let (b_restart, kept, _) = leaf_shape(&env).await;
     model = commit(a, &mut model, &mut rng).await;
     let (_, now, delta) = leaf_shape(&env).await;
-    assert!(delta && now.is_empty(), "A restarts the whole chain after a cold load: {now:?}");
+    let linked: Vec<PhysicalId> = kept.iter().copied().chain([b_restart]).collect();
+    assert!(delta && now == linked, "A links on B's restart: {now:?}, not {linked:?}");
     // More of both, taking turns.
     for i in 0..60 {
         model = commit(i % 2, &mut model, &mut rng).await;

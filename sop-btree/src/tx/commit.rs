@@ -80,8 +80,9 @@ struct Encoded {
 }
 
 /// How one dirty node is written: a new link on the delta chain it was
-/// read through, a delta with no chain, or the whole node.
-fn encode_dirty(n: &TxNode) -> Encoded {
+/// read through, a restart, or the whole node; `keep_restarts` as
+/// [`plan`]'s.
+fn encode_dirty(n: &TxNode, keep_restarts: bool) -> Encoded {
     if let Some(base) = &n.base
         && let Node::Leaf { items: base_items } = base.node.as_ref()
     {
@@ -91,7 +92,14 @@ fn encode_dirty(n: &TxNode) -> Encoded {
                 let restarts = n.prior_restarts();
                 let leaf = DeltaLeaf::of_layers(layers).with_chain(chain).with_restarts(restarts);
                 let cached = CachedBlob::delta(leaf, base.id);
-                return Encoded { bytes, cached, obsolete: Vec::new(), superseded: n.physical };
+                // The delta read, a restart, stays cached where another
+                // process shares the registry: its next restart names the
+                // restarts as its chain, and a load finds the last one
+                // here (`cached_link`) instead of reading the chain cold
+                // (after which its next commit restarts the whole chain).
+                let keep = keep_restarts && restarts == base.chain.len() + 1;
+                let superseded = n.physical.filter(|_| !keep);
+                return Encoded { bytes, cached, obsolete: Vec::new(), superseded };
             }
         } else if let Some(e) = level_restart(n, base, sizes) {
             return e;
@@ -239,7 +247,8 @@ pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<Commit
     let claim = db.claim(st.id);
     let mut merges = 0;
     loop {
-        let mut plan = plan(st, db.blobs.as_ref(), db.blobs_in_registry && st.leftover.is_empty())?;
+        let one_write = db.blobs_in_registry && st.leftover.is_empty();
+        let mut plan = plan(st, db.blobs.as_ref(), one_write, !db.exclusive)?;
         #[cfg(feature = "testkit")]
         if !db.config.validate_reads {
             plan.request.checks.clear();
@@ -284,10 +293,12 @@ pub(super) async fn commit(db: &Arc<DbInner>, st: &mut TxState) -> Result<Commit
     }
 }
 
-/// The publish of `st`'s view; `one_write` as [`Plan::one_write`]. The
-/// node blobs' ids come from the blob store, which may pack them into one
-/// record ([`BlobStore::allocate`]).
-fn plan(st: &TxState, blobs: &dyn BlobStore, one_write: bool) -> Result<Plan> {
+/// The publish of `st`'s view; `one_write` as [`Plan::one_write`];
+/// `keep_restarts` (another process may write the same leaves) keeps a
+/// restart that a new link supersedes in the cache. The node blobs' ids
+/// come from the blob store, which may pack them into one record
+/// ([`BlobStore::allocate`]).
+fn plan(st: &TxState, blobs: &dyn BlobStore, one_write: bool, keep_restarts: bool) -> Result<Plan> {
     let mut request = PublishRequest { tx_id: st.id, ..PublishRequest::default() };
     let mut obsolete: Vec<PhysicalId> = st.obsolete_values.clone();
     let mut superseded = Vec::new();
@@ -302,7 +313,7 @@ fn plan(st: &TxState, blobs: &dyn BlobStore, one_write: bool) -> Result<Plan> {
             (false, Some(version)) => request.checks.push(VersionCheck { id, version }),
             (false, None) => {}
             (true, version) => {
-                let e = encode_dirty(n);
+                let e = encode_dirty(n, keep_restarts);
                 obsolete.extend(e.obsolete);
                 superseded.extend(e.superseded);
                 dirty.push((id, version, e.bytes, e.cached));
