@@ -240,10 +240,7 @@ impl NodeCache {
                     })?;
                     // A delta with no chain is a restart (every change
                     // since the base); a chain read cold is taken as links.
-                    match delta.chain.is_empty() {
-                        true => (layers.as_restart(), false, 1),
-                        false => (layers, true, 0),
-                    }
+                    if delta.chain.is_empty() { (layers.as_restart(), false, 1) } else { (layers, true, 0) }
                 }
             };
             let mut leaf = DeltaLeaf::of_layers(layers).with_chain(delta.chain).with_restarts(restarts);

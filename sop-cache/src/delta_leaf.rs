@@ -171,7 +171,7 @@ impl Layers {
             runs.push(Arc::new(ops));
         }
         merge_runs(&mut runs, self.restart_runs, |k| self.base_index.search(items, k).is_ok());
-        let layers = Self { runs, sizes, ops_size, ..self.same_restarts() };
+        let layers = self.with_runs(runs, self.restart_runs, sizes, ops_size, self.restarts_size);
         layers.debug_check();
         layers
     }
@@ -192,30 +192,22 @@ impl Layers {
         }
         merge_runs(&mut runs, 0, |k| self.base_index.search(items, k).is_ok());
         let restart_runs = runs.len();
-        let layers = Self {
-            runs,
-            restart_runs,
-            sizes,
-            ops_size: restarts_size,
-            restarts_size,
-            ..self.same_restarts()
-        };
+        let layers = self.with_runs(runs, restart_runs, sizes, restarts_size, restarts_size);
         layers.debug_check();
         layers
     }
 
-    /// The same base, index and restarts' counts, with no runs (the
-    /// caller sets them).
-    fn same_restarts(&self) -> Self {
-        Self {
-            base: self.base.clone(),
-            base_index: self.base_index.clone(),
-            runs: Vec::new(),
-            restart_runs: self.restart_runs,
-            sizes: self.sizes,
-            ops_size: self.ops_size,
-            restarts_size: self.restarts_size,
-        }
+    /// The same base and index with these runs and counts.
+    fn with_runs(
+        &self,
+        runs: Vec<Arc<Vec<DeltaOp>>>,
+        restart_runs: usize,
+        sizes: LeafSizes,
+        ops_size: usize,
+        restarts_size: usize,
+    ) -> Self {
+        let (base, base_index) = (self.base.clone(), self.base_index.clone());
+        Self { base, base_index, runs, restart_runs, sizes, ops_size, restarts_size }
     }
 
     /// Debug builds: the sizes and the size bound agree with the changes.
